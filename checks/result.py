@@ -1,0 +1,57 @@
+"""Typed results shared by every check: a status, a one-line summary and the details.
+
+Checks return these; they never print. The CLI and the reports render them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Outcome of one check. Order of severity: fail > unknown > warn > pass."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    UNKNOWN = "unknown"  # DNS could not tell (timeout, SERVFAIL, REFUSED, rewritten answer)
+
+
+SEVERITY = {Status.PASS: 0, Status.WARN: 1, Status.UNKNOWN: 2, Status.FAIL: 3}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of one subject (an IP or a domain).
+
+    ``extra`` carries check-specific fields that are part of the JSON schema
+    (for ``dnsbl``: ``zone``, ``listed``, ``codes``, ``meaning``, ``delist``).
+    """
+
+    check: str
+    status: Status
+    subject: str
+    summary: str
+    details: tuple[str, ...] = ()
+    fix: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "check": self.check,
+            "status": self.status.value,
+            "subject": self.subject,
+            "summary": self.summary,
+            "details": list(self.details),
+            "fix": self.fix,
+        }
+        out.update(self.extra)
+        return out
+
+
+def worst(statuses: list[Status]) -> Status:
+    """The most severe status of a list (pass for an empty list)."""
+    return max(statuses, key=SEVERITY.__getitem__, default=Status.PASS)
