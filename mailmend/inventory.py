@@ -1,0 +1,100 @@
+"""Turn a validated fleet file into pyinfra groups of ``(name, data)`` hosts.
+
+``inventory.py`` at the top of the repository is a thin wrapper around :func:`pyinfra_groups`.
+Validation happens here, before pyinfra connects to anything: a bad fleet file prints one
+line per problem and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
+from sandbox.paths import default_state_dir
+
+EXIT_INPUT_ERROR = 2
+ALL_GROUP = "mailmend"
+
+
+def host_data(spec: HostSpec) -> dict[str, Any]:
+    """pyinfra host data: the ssh_* connector keys, then the fleet fields by name."""
+    data: dict[str, Any] = {
+        "ssh_hostname": spec.ssh_host,
+        "ssh_port": spec.ssh_port,
+        "ssh_user": spec.ssh_user,
+        "hostname": spec.hostname,
+        "public_ipv4": spec.public_ipv4,
+        "public_ipv6": spec.public_ipv6,
+        "domains": [{"name": d.name, "selector": d.selector} for d in spec.domains],
+        "rate_limit_per_minute": spec.rate_limit_per_minute,
+        "recipient_limit": spec.recipient_limit,
+        "relay_host": spec.relay_host,
+        "relay_credentials": spec.relay_credentials,
+        "receives_mail": spec.receives_mail,
+        "listen_address": spec.listen_address,
+        "bind_address": spec.bind_address,
+        "postfix_main_cf": dict(spec.postfix_main_cf),
+        "mailmend_groups": list(spec.groups),
+    }
+    if spec.ssh_key:
+        data["ssh_key"] = str(Path(spec.ssh_key).expanduser())
+    if spec.ssh_known_hosts_file:
+        data["ssh_known_hosts_file"] = str(Path(spec.ssh_known_hosts_file).expanduser())
+        data["ssh_strict_host_key_checking"] = "yes"
+    return data
+
+
+def groups_of(fleet: Fleet) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Every host in the ``mailmend`` group, plus one pyinfra group per fleet group."""
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {ALL_GROUP: []}
+    for spec in fleet.hosts:
+        entry = (spec.name, host_data(spec))
+        groups[ALL_GROUP].append(entry)
+        for g in spec.groups:
+            groups.setdefault(g, []).append(entry)
+    return groups
+
+
+def sandbox_fleet_file() -> Path:
+    return default_state_dir() / "fleet.toml"
+
+
+def resolve_fleet_path() -> tuple[Path, bool]:
+    """The fleet file to use and whether it is the sandbox's (no fleet file given)."""
+    path = fleet_path_from_env()
+    if path is not None:
+        return path, False
+    return sandbox_fleet_file(), True
+
+
+def pyinfra_groups() -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Load, validate and convert; on any problem print it and exit 2 (no host contacted)."""
+    try:
+        path, is_sandbox = resolve_fleet_path()
+        if is_sandbox:
+            if not path.exists():
+                _fail(
+                    "no fleet file: set MAILMEND_FLEET=FILE or create ./fleet.toml "
+                    "(see fleet.example.toml), or start the local sandbox fleet with "
+                    "`python -m sandbox up`"
+                )
+            print(
+                f"mailmend: no fleet.toml and no $MAILMEND_FLEET: targeting the local "
+                f"sandbox fleet ({path})",
+                file=sys.stderr,
+            )
+        fleet = load_fleet(path)
+    except FleetError as err:
+        _fail(str(err))
+    for warning in fleet.warnings:
+        print(f"mailmend: warning: {warning}", file=sys.stderr)
+    return groups_of(fleet)
+
+
+def _fail(message: str) -> None:
+    for line in message.splitlines():
+        print(f"mailmend: error: {line}", file=sys.stderr)
+    print("mailmend: nothing was changed; no host was contacted", file=sys.stderr)
+    raise SystemExit(EXIT_INPUT_ERROR)

@@ -1,0 +1,251 @@
+"""Bring the sandbox fleet up, report its status, take it down.
+
+State lives in one directory (``.sandbox/`` by default): the generated fleet file, the SSH
+key pyinfra uses, known_hosts, DNS zones, the receiver's mail, and ``sandbox.json`` with
+the pid of every process. Each process is the ``unshare`` wrapper of its own PID namespace;
+``down`` kills them and with them every daemon and mount the sandbox made.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sandbox import image, proc
+from sandbox.dns import SandboxDns, scenario_zones, system_upstreams
+from sandbox.receiver import Receiver
+from sandbox.scenario import (
+    DNS_ADDR,
+    RESOLVER_ADDR,
+    SMTP_SINK_ADDR,
+    SSH_PORT,
+    SandboxHost,
+    Scenario,
+    default_scenario,
+)
+
+HOST_INIT = Path(__file__).with_name("host-init.sh")
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+@dataclass
+class Status:
+    hosts: dict[str, bool] = field(default_factory=dict)  # name -> sshd answering
+    services: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.hosts) and all(self.hosts.values()) and all(self.services.values())
+
+
+def _log(msg: str) -> None:
+    print(f"sandbox: {msg}", file=sys.stderr, flush=True)
+
+
+class Sandbox:
+    def __init__(self, state: Path) -> None:
+        self.state = state.resolve()
+        self.meta = self.state / "sandbox.json"
+        self.dns = SandboxDns(self.state)
+        self.receiver = Receiver(self.state)
+        self.key = self.state / "ssh" / "id_ed25519"
+        self.known_hosts = self.state / "ssh" / "known_hosts"
+        self.fleet_file = self.state / "fleet.toml"
+
+    # -- metadata --------------------------------------------------------------------
+    def _load(self) -> dict[str, object]:
+        if not self.meta.exists():
+            return {}
+        data: dict[str, object] = json.loads(self.meta.read_text())
+        return data
+
+    def _save(self, data: dict[str, object]) -> None:
+        self.meta.write_text(json.dumps(data, indent=2) + "\n")
+
+    def hosts(self) -> list[SandboxHost]:
+        raw = self._load().get("hosts", [])
+        assert isinstance(raw, list)
+        return [SandboxHost(**h) for h in raw]
+
+    def pids(self) -> dict[str, int]:
+        raw = self._load().get("pids", {})
+        assert isinstance(raw, dict)
+        return {str(k): int(v) for k, v in raw.items()}
+
+    def scenario(self) -> Scenario:
+        return default_scenario(len(self.hosts()))
+
+    # -- up ----------------------------------------------------------------------------
+    def up(self, n_hosts: int, scenario: Scenario | None = None) -> None:
+        if n_hosts < 1 or n_hosts > 200:
+            raise SandboxError("--hosts must be between 1 and 200")
+        if any(proc.alive(p) for p in self.pids().values()):
+            raise SandboxError(f"a sandbox is already running in {self.state}; run down first")
+        scn = scenario or default_scenario(n_hosts)
+        base = image.base_root()
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._ssh_key()
+        self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": {}})
+        pids: dict[str, int] = {}
+        try:
+            pids.update(self._start_services(scn))
+            for h in scn.hosts:
+                pids[h.name] = self._start_host(base, h)
+                self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": pids})
+            self._write_known_hosts(base, scn.hosts)
+            self._write_fleet(scn.hosts)
+            self._wait_ready(scn.hosts)
+        except BaseException:
+            self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": pids})
+            self.down()
+            raise
+        _log(f"{n_hosts} host(s) up; fleet file {self.fleet_file}")
+
+    def _ssh_key(self) -> None:
+        if self.key.exists():
+            return
+        self.key.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "mailmend-sandbox",
+                "-f",
+                str(self.key),
+            ],
+            check=True,
+        )
+
+    def _start_services(self, scn: Scenario) -> dict[str, int]:
+        dns_zones = scenario_zones(scn)
+        self.dns.write_zones(dns_zones)
+        self.dns.conf.write_text(self.dns.render_knot_conf({h.domain for h in scn.hosts}))
+        logs = self.state / "logs"
+        pids = {"knot": proc.spawn(self.dns.knot_argv(), logs / "knot.log")}
+        upstreams = system_upstreams()
+        pids["dnsmasq"] = proc.spawn(self.dns.dnsmasq_argv(upstreams), logs / "dnsmasq.log")
+        self.receiver.messages.mkdir(parents=True, exist_ok=True)
+        pids["receiver"] = proc.spawn(
+            [sys.executable, "-m", "sandbox.receiver", str(self.state)], logs / "receiver.log"
+        )
+        return pids
+
+    def _start_host(self, base: Path, h: SandboxHost) -> int:
+        hdir = self.state / "hosts" / h.name
+        upper, work, root = hdir / "upper", hdir / "work", hdir / "root"
+        for d in (upper, work, root):
+            d.mkdir(parents=True, exist_ok=True)
+        ssh_dir = upper / "root" / ".ssh"
+        ssh_dir.mkdir(parents=True, exist_ok=True)
+        ssh_dir.chmod(0o700)
+        auth = ssh_dir / "authorized_keys"
+        auth.write_text(self.key.with_suffix(".pub").read_text())
+        auth.chmod(0o600)
+        argv = [
+            "sh",
+            str(HOST_INIT),
+            str(base),
+            str(upper),
+            str(work),
+            str(root),
+            h.fqdn,
+            h.ssh_addr,
+            str(SSH_PORT),
+        ]
+        return proc.spawn(argv, self.state / "logs" / f"{h.name}.log", namespaces=("uts", "mount"))
+
+    def _write_known_hosts(self, base: Path, hosts: tuple[SandboxHost, ...]) -> None:
+        pub = (base / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+        lines = [f"[{h.ssh_addr}]:{SSH_PORT} {pub[0]} {pub[1]}" for h in hosts]
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def _write_fleet(self, hosts: tuple[SandboxHost, ...]) -> None:
+        domains = sorted({h.domain for h in hosts})
+        out = [
+            "# Generated by `python -m sandbox up`: the local sandbox fleet. Do not edit.",
+            "[fleet]",
+            "sandbox = true",
+            f'dmarc_report_address = "dmarc-reports@{domains[0]}"',
+            "",
+            "[defaults]",
+            'ssh_user = "root"',
+            f"ssh_port = {SSH_PORT}",
+            f'ssh_key = "{self.key}"',
+            f'ssh_known_hosts_file = "{self.known_hosts}"',
+        ]
+        for h in hosts:
+            out += [
+                "",
+                f"[hosts.{h.name}]",
+                f'ssh_host = "{h.ssh_addr}"',
+                f'hostname = "{h.fqdn}"',
+                f'public_ipv4 = "{h.public_ipv4}"',
+                f'listen_address = "{h.ssh_addr}"',
+                f'bind_address = "{h.ssh_addr}"',
+                f'domains = [{{ name = "{h.domain}", selector = "{h.selector}" }}]',
+            ]
+        self.fleet_file.write_text("\n".join(out) + "\n")
+
+    def _wait_ready(self, hosts: tuple[SandboxHost, ...]) -> None:
+        checks = [(DNS_ADDR, 53, "knot"), (SMTP_SINK_ADDR, 25, "receiver")]
+        checks += [(h.ssh_addr, SSH_PORT, h.name) for h in hosts]
+        for addr, port, what in checks:
+            if not proc.wait_port(addr, port, timeout=30):
+                log = self.state / "logs" / f"{what}.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise SandboxError(f"{what} did not come up on {addr}:{port}\n{tail}")
+
+    # -- status / down -----------------------------------------------------------------
+    def status(self) -> Status:
+        st = Status()
+        pids = self.pids()
+        for h in self.hosts():
+            pid = pids.get(h.name)
+            st.hosts[h.name] = bool(pid and proc.alive(pid)) and proc.wait_port(
+                h.ssh_addr, SSH_PORT, timeout=1
+            )
+        for svc, (addr, port) in {
+            "knot": (DNS_ADDR, 53),
+            "dnsmasq": (RESOLVER_ADDR, 53),
+            "receiver": (SMTP_SINK_ADDR, 25),
+        }.items():
+            pid = pids.get(svc)
+            up = bool(pid and proc.alive(pid))
+            if up and svc != "dnsmasq":
+                up = proc.wait_port(addr, port, timeout=1)
+            st.services[svc] = up
+        return st
+
+    def down(self) -> None:
+        pids = self.pids()
+        for name, pid in pids.items():
+            proc.stop(pid)
+            if proc.alive(pid):
+                raise SandboxError(f"{name} (pid {pid}) did not stop")
+        data = self._load()
+        if data:
+            data["pids"] = {}
+            self._save(data)
+        # Overlay upper dirs hold each host's changes; keep them only while up.
+        shutil.rmtree(self.state / "hosts", ignore_errors=True)
+
+    def wait_stopped(self, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any(proc.alive(p) for p in self.pids().values()):
+                return True
+            time.sleep(0.1)
+        return False

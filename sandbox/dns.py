@@ -1,0 +1,236 @@
+"""Sandbox DNS: zone files from a :class:`Scenario`, Knot to serve them, dnsmasq for hosts.
+
+* Knot (authoritative) on ``127.0.9.53:53`` serves the mail domains, the reverse zones of
+  the documentation ranges, the recipient domains of the SMTP sink and local copies of
+  real blocklist zones (RFC 5782 test points included). It accepts TSIG-signed dynamic
+  updates for the mail domains.
+* dnsmasq on ``127.0.9.54:53`` is the hosts' resolver: sandbox zones go to Knot, anything
+  else (the Debian mirror for apt) to this machine's own resolver.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+from sandbox.scenario import (
+    DNS_ADDR,
+    PUBLIC_NETS,
+    RECIPIENT_DOMAINS,
+    RESOLVER_ADDR,
+    SINK_HOST,
+    SMTP_SINK_ADDR,
+    TSIG_KEY_NAME,
+    Scenario,
+)
+
+Record = tuple[str, str, str]  # owner (relative to the zone, "@" for the apex), type, rdata
+SINK_ZONE = "sink.test"
+NS_NAME = "ns1.sandbox.test."
+
+
+def reverse_zone(net: str) -> str:
+    return ".".join(reversed(net.split("."))) + ".in-addr.arpa"
+
+
+def _blocklist_zones() -> dict[str, str]:
+    """zone -> target ("ip" or "domain") for every list in the checks' data file."""
+    try:
+        from checks.blocklists import load_blocklists
+    except ImportError:
+        return {}
+    return {bl.zone: bl.target for bl in load_blocklists()}
+
+
+def _dnsbl_key(subject: str) -> str:
+    try:
+        return ".".join(reversed(str(ipaddress.IPv4Address(subject)).split(".")))
+    except ValueError:
+        return subject
+
+
+def _blocklist_records(target: str, listed: dict[str, str], broken: bool) -> list[Record]:
+    if broken:
+        return [("*", "A", "127.0.0.2"), ("*", "TXT", '"listed (sandbox: broken list)"')]
+    test_point = "test" if target == "domain" else "2.0.0.127"
+    records: list[Record] = [(test_point, "A", "127.0.0.2")]
+    for subject, code in sorted(listed.items()):
+        records.append((_dnsbl_key(subject), "A", code))
+        records.append((_dnsbl_key(subject), "TXT", f'"sandbox listing {code}"'))
+    return records
+
+
+def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
+    """Every zone the sandbox serves, with its records (SOA and NS are added on write)."""
+    zones: dict[str, list[Record]] = {}
+    for h in scn.hosts:
+        zones.setdefault(h.domain, []).extend(
+            [
+                (h.fqdn + ".", "A", h.public_ipv4),
+                ("@", "MX", f"10 {h.fqdn}."),
+            ]
+        )
+    for net in PUBLIC_NETS:
+        zones[reverse_zone(net)] = []
+    for h in scn.hosts:
+        rz = reverse_zone(h.public_ipv4.rsplit(".", 1)[0])
+        last = h.public_ipv4.rsplit(".", 1)[1]
+        if h.ptr == "right":
+            zones[rz].append((last, "PTR", h.fqdn + "."))
+        elif h.ptr == "elsewhere":
+            zones[rz].append((last, "PTR", h.generic_ptr + "."))
+    zones[SINK_ZONE] = [(SINK_HOST + ".", "A", SMTP_SINK_ADDR)]
+    for rd in RECIPIENT_DOMAINS:
+        zones[rd] = [("@", "MX", f"10 {SINK_HOST}.")]
+    targets = _blocklist_zones()
+    for zone in {*targets, *scn.listings, *scn.broken_zones}:
+        target = targets.get(zone, "ip")
+        zones[zone] = _blocklist_records(
+            target, scn.listings.get(zone, {}), zone in scn.broken_zones
+        )
+    for zone, extra in scn.extra_records.items():
+        zones.setdefault(zone, []).extend(extra)
+    return zones
+
+
+def render_zone(zone: str, records: list[Record], serial: int) -> str:
+    lines = [
+        f"$ORIGIN {zone}.",
+        "$TTL 60",
+        f"@ SOA {NS_NAME} hostmaster.sandbox.test. {serial} 60 60 600 60",
+        f"@ NS {NS_NAME}",
+    ]
+    lines += [f"{owner} {rtype} {rdata}" for owner, rtype, rdata in records]
+    return "\n".join(lines) + "\n"
+
+
+class SandboxDns:
+    """Zone files, Knot and dnsmasq of one sandbox (state under ``STATE/dns``)."""
+
+    def __init__(self, state: Path) -> None:
+        self.dir = state / "dns"
+        self.zones_dir = self.dir / "zones"
+        self.conf = self.dir / "knot.conf"
+        self.tsig_file = self.dir / "tsig.key"
+
+    # -- zone files ------------------------------------------------------------------
+    def _next_serial(self) -> int:
+        path = self.dir / "serial"
+        last = int(path.read_text()) if path.exists() else 0
+        serial = max(int(time.time()), last + 1)
+        path.write_text(f"{serial}\n")
+        return serial
+
+    def write_zones(self, zones: dict[str, list[Record]]) -> None:
+        self.zones_dir.mkdir(parents=True, exist_ok=True)
+        serial = self._next_serial()
+        for zone, records in zones.items():
+            (self.zones_dir / f"{zone}.zone").write_text(render_zone(zone, records, serial))
+        (self.dir / "zones.list").write_text("\n".join(sorted(zones)) + "\n")
+
+    def zone_names(self) -> list[str]:
+        return (self.dir / "zones.list").read_text().split()
+
+    # -- TSIG key for dynamic updates --------------------------------------------------
+    def tsig_secret(self) -> str:
+        if not self.tsig_file.exists():
+            secret = base64.b64encode(secrets.token_bytes(32)).decode()
+            self.tsig_file.write_text(
+                f'key "{TSIG_KEY_NAME}" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n'
+            )
+            self.tsig_file.chmod(0o600)
+        text = self.tsig_file.read_text()
+        return text.split('secret "', 1)[1].split('"', 1)[0]
+
+    # -- Knot --------------------------------------------------------------------------
+    def render_knot_conf(self, update_zones: set[str]) -> str:
+        run = self.dir / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        (self.dir / "db").mkdir(exist_ok=True)
+        out = [
+            "server:",
+            f'    rundir: "{run}"',
+            f"    listen: {DNS_ADDR}@53",
+            "    udp-workers: 2",
+            "    tcp-workers: 2",
+            "log:",
+            "  - target: stderr",
+            "    any: notice",
+            "database:",
+            f'    storage: "{self.dir / "db"}"',
+            "key:",
+            f"  - id: {TSIG_KEY_NAME}",
+            "    algorithm: hmac-sha256",
+            f"    secret: {self.tsig_secret()}",
+            "acl:",
+            "  - id: sandbox-update",
+            f"    key: {TSIG_KEY_NAME}",
+            "    action: update",
+            "template:",
+            "  - id: default",
+            f'    storage: "{self.zones_dir}"',
+            '    file: "%s.zone"',
+            "    zonefile-sync: 0",
+            "    zonefile-load: whole",
+            "    journal-content: none",
+            "    semantic-checks: off",
+            "zone:",
+        ]
+        for zone in self.zone_names():
+            out.append(f"  - domain: {zone}")
+            if zone in update_zones:
+                out.append("    acl: sandbox-update")
+        return "\n".join(out) + "\n"
+
+    def knot_argv(self) -> list[str]:
+        return ["knotd", "-c", str(self.conf)]
+
+    def knotc(self, *args: str) -> str:
+        proc = subprocess.run(
+            ["knotc", "-c", str(self.conf), "-t", "10", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"knotc {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def reload(self) -> None:
+        """Re-read knot.conf (new zones) and every zone file."""
+        self.knotc("reload")
+
+    # -- dnsmasq -----------------------------------------------------------------------
+    def dnsmasq_argv(self, upstreams: list[str]) -> list[str]:
+        argv = [
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            f"--listen-address={RESOLVER_ADDR}",
+            "--port=53",
+            "--cache-size=0",
+            "--user=root",
+            "--log-facility=-",
+            f"--pid-file={self.dir / 'dnsmasq.pid'}",
+        ]
+        for zone in self.zone_names():
+            argv.append(f"--server=/{zone}/{DNS_ADDR}")
+        argv += [f"--server={up}" for up in upstreams]
+        return argv
+
+
+def system_upstreams() -> list[str]:
+    """This machine's resolvers (read, never changed), for the hosts' apt traffic."""
+    ups = []
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and len(words) > 1 and not words[1].startswith("127.0.9."):
+            ups.append(words[1])
+    return ups

@@ -1,0 +1,150 @@
+"""The Debian 12 base image every sandbox host is an overlay copy of.
+
+Built once with ``debootstrap --variant=minbase`` (plus openssh-server), archived as
+``tar.zst`` in the cache and reused; the extracted root is kept beside the archive.
+A second root, the *tools root*, adds postfix and opendkim so tests can check rendered
+configs with the real ``postconf`` and ``opendkim`` without installing them on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sandbox.paths import cache_dir
+
+SUITE = "bookworm"
+IMAGE_VERSION = "2"  # bump when the base recipe changes: the cache is rebuilt
+BASE_PACKAGES = ("openssh-server", "ca-certificates")
+TOOLS_PACKAGES = ("postfix", "opendkim", "opendkim-tools")
+SANDBOX_RESOLVER = "127.0.9.54"  # dnsmasq: sandbox zones to Knot, the rest upstream
+
+SSHD_DROPIN = """\
+# mailmend sandbox: root by key only, as an admin reaches a VPS
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+MaxStartups 100:30:200
+MaxSessions 50
+"""
+
+
+def _log(msg: str) -> None:
+    print(f"sandbox: {msg}", file=sys.stderr, flush=True)
+
+
+def apt_mirror() -> str:
+    """The Debian mirror this machine's apt uses (deb822 or one-line sources)."""
+    candidates = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
+    for src in candidates:
+        if not src.is_file():
+            continue
+        for line in src.read_text().splitlines():
+            words = line.split()
+            if line.startswith("URIs:") and len(words) > 1 and "security" not in words[1]:
+                return words[1]
+            if words[:1] == ["deb"] and "security" not in line:
+                return next(w for w in words[1:] if "://" in w)
+    return "http://deb.debian.org/debian"
+
+
+def _run(cmd: list[str], **kw: object) -> None:
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _run(["tar", "--zstd", "-xpf", str(archive), "-C", str(tmp), "--numeric-owner"])
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def _archive(root: Path, archive: Path) -> None:
+    tmp = archive.with_name(archive.name + ".tmp")
+    _run(["tar", "--zstd", "-cpf", str(tmp), "-C", str(root), "--numeric-owner", "."])
+    tmp.rename(archive)
+
+
+def _configure_base(root: Path) -> None:
+    (root / "etc/ssh/sshd_config.d/mailmend.conf").write_text(SSHD_DROPIN)
+    (root / "etc/resolv.conf").write_text(f"nameserver {SANDBOX_RESOLVER}\n")
+    (root / "etc/hostname").write_text("sandbox\n")
+    apt_conf = root / "etc/apt/apt.conf.d/80mailmend"
+    apt_conf.write_text('Acquire::Retries "3";\nAPT::Install-Recommends "false";\n')
+    for stale in (root / "var/cache/apt/archives").glob("*.deb"):
+        stale.unlink()
+
+
+def _debootstrap(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    mirror = apt_mirror()
+    _log(f"debootstrap {SUITE} minbase from {mirror} (about a minute, once)")
+    include = ",".join(BASE_PACKAGES)
+    _run(
+        ["debootstrap", "--variant=minbase", f"--include={include}", SUITE, str(root), mirror],
+        stdout=subprocess.DEVNULL,
+    )
+    _configure_base(root)
+
+
+def _cached_root(name: str, build: object) -> Path:
+    """Return the extracted root ``name``, restoring it from its archive or building it."""
+    base = cache_dir()
+    root = base / f"{name}-v{IMAGE_VERSION}"
+    archive = base / f"{name}-v{IMAGE_VERSION}.tar.zst"
+    stamp = root / ".mailmend-image"
+    if stamp.exists():
+        return root
+    base.mkdir(parents=True, exist_ok=True)
+    if archive.exists():
+        _log(f"restoring {archive.name}")
+        _extract(archive, root)
+    else:
+        building = root.with_name(root.name + ".build")
+        build(building)  # type: ignore[operator]
+        _log(f"archiving {archive.name}")
+        _archive(building, archive)
+        shutil.rmtree(root, ignore_errors=True)
+        building.rename(root)
+    stamp.write_text(IMAGE_VERSION + "\n")
+    return root
+
+
+def base_root() -> Path:
+    """The extracted Debian 12 minbase + openssh-server root (built or restored on demand)."""
+    return _cached_root(f"{SUITE}-minbase", _debootstrap)
+
+
+def _install_tools(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    _run(["cp", "-a", str(base_root()), str(root)])
+    (root / ".mailmend-image").unlink(missing_ok=True)
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    packages = " ".join(TOOLS_PACKAGES)
+    script = (
+        f"mount -t proc proc {root}/proc && "
+        f"chroot {root} sh -c 'apt-get update -qq && "
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {packages}'"
+    )
+    _log(f"building the tools root ({packages})")
+    # A private mount namespace: the /proc mount disappears with it.
+    _run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    (root / "etc/resolv.conf").write_text(f"nameserver {SANDBOX_RESOLVER}\n")
+
+
+def tools_root() -> Path:
+    """A Debian 12 root with postfix and opendkim installed, for checking rendered configs."""
+    return _cached_root(f"{SUITE}-tools", _install_tools)

@@ -1,0 +1,80 @@
+"""Starting and stopping the sandbox's long-running processes.
+
+Every daemon runs under ``unshare --pid --fork --kill-child``: killing the ``unshare``
+process kills the daemon's whole PID namespace, so nothing it started survives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def spawn(argv: list[str], log: Path, *, namespaces: tuple[str, ...] = ()) -> int:
+    """Start ``argv`` as PID 1 of a new PID namespace (plus ``namespaces``); return the pid."""
+    wrapper = ["unshare", "--pid", "--fork", "--kill-child", *(f"--{ns}" for ns in namespaces)]
+    if "mount" in namespaces:
+        wrapper += ["--propagation", "private"]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*wrapper, "--", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (our own child that exited) counts as gone.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM the wrapper (its namespace dies with it), then SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_port(host: str, port: int, timeout: float, proto: str = "tcp") -> bool:
+    """True once something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False

@@ -1,0 +1,91 @@
+"""What the sandbox fleet looks like: hosts, their "public" IPs, and the DNS situations.
+
+Everything here is data. ``sandbox.dns`` turns a :class:`Scenario` into zone files; tests
+build variants of it (``dataclasses.replace``) to stage other situations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Documentation ranges (RFC 5737): never routed, safe as sandbox "public" addresses.
+PUBLIC_NETS = ("192.0.2", "198.51.100", "203.0.113")
+MAIL_DOMAINS = (
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+    "juliett", "kilo", "lima", "mike", "november", "oscar", "papa",
+)  # fmt: skip
+SSH_PORT = 2222
+DNS_ADDR = "127.0.9.53"  # Knot, authoritative for every sandbox zone
+RESOLVER_ADDR = "127.0.9.54"  # dnsmasq, the hosts' resolver
+SMTP_SINK_ADDR = "127.0.9.25"  # the SMTP receiver ("the rest of the internet")
+SINK_HOST = "mx.sink.test"
+RECIPIENT_DOMAINS = ("inbox-a.test", "inbox-b.test", "inbox-c.test")
+TSIG_KEY_NAME = "mailmend-sandbox"
+
+
+@dataclass(frozen=True)
+class SandboxHost:
+    index: int
+    name: str  # pyinfra host name, e.g. mx1
+    fqdn: str  # the hostname the deploy must set
+    domain: str  # the mail domain it sends for
+    selector: str  # its DKIM selector
+    public_ipv4: str
+    ssh_addr: str  # 127.0.10.N: sshd and Postfix listen here
+    ptr: str = "right"  # right | missing | elsewhere
+
+    @property
+    def generic_ptr(self) -> str:
+        return f"ip-{self.public_ipv4.replace('.', '-')}.vps.provider.test"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    hosts: tuple[SandboxHost, ...]
+    # zone -> {IP or domain -> return code}
+    listings: dict[str, dict[str, str]] = field(default_factory=dict)
+    broken_zones: tuple[str, ...] = ()  # lists that answer for everything (wildcard)
+    extra_records: dict[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
+
+
+def make_host(i: int, ptr: str = "right") -> SandboxHost:
+    label = MAIL_DOMAINS[(i - 1) % len(MAIL_DOMAINS)]
+    domain = f"{label}.example" if i <= len(MAIL_DOMAINS) else f"{label}{i}.example"
+    net = PUBLIC_NETS[(i - 1) % len(PUBLIC_NETS)]
+    return SandboxHost(
+        index=i,
+        name=f"mx{i}",
+        fqdn=f"mx{i}.{domain}",
+        domain=domain,
+        selector=f"mx{i}",
+        public_ipv4=f"{net}.{10 + i}",
+        ssh_addr=f"127.0.10.{i}",
+        ptr=ptr,
+    )
+
+
+# Check-only addresses (no SSH host behind them) with situations for the checks.
+SITUATION_IPS = {
+    "listed": "203.0.113.201",  # Barracuda lists it
+    "pbl": "203.0.113.202",  # Spamhaus PBL (policy, not spam)
+    "refused": "203.0.113.203",  # Spamhaus answers 127.255.255.254 (public resolver)
+}
+
+
+def default_scenario(n_hosts: int) -> Scenario:
+    """N hosts: PTR right except host 2 (missing) and host 3 (provider default)."""
+    ptrs = {2: "missing", 3: "elsewhere"}
+    hosts = tuple(make_host(i, ptrs.get(i, "right")) for i in range(1, n_hosts + 1))
+    listings: dict[str, dict[str, str]] = {
+        "b.barracudacentral.org": {SITUATION_IPS["listed"]: "127.0.0.2"},
+        "zen.spamhaus.org": {
+            SITUATION_IPS["pbl"]: "127.0.0.11",
+            SITUATION_IPS["refused"]: "127.255.255.254",
+        },
+        "bl.spamcop.net": {},
+    }
+    if n_hosts >= 2:
+        listings["bl.spamcop.net"][hosts[1].public_ipv4] = "127.0.0.2"
+    if n_hosts >= 3:
+        listings["zen.spamhaus.org"][hosts[2].public_ipv4] = "127.0.0.10"
+    return Scenario(hosts=hosts, listings=listings, broken_zones=("all.s5h.net",))
