@@ -1,0 +1,157 @@
+"""Small fake DNS servers on loopback for fault tests (UDP and TCP on one random port).
+
+A handler gets each query and the transport it came on, and returns the response message
+or None to drop the query. Nothing here talks to anything but 127.0.0.1.
+
+Example::
+
+    async with FakeDns(servfail) as server:
+        cfg = EngineConfig(nameservers=(server.nameserver,))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Self, cast
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from checks.engine import Nameserver
+
+Handler = Callable[[dns.message.Message, str], dns.message.Message | None]
+
+
+def drop(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+    """Answer nothing, ever."""
+    return None
+
+
+def servfail(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+    response = dns.message.make_response(query)
+    response.set_rcode(dns.rcode.SERVFAIL)
+    return response
+
+
+def answer(
+    query: dns.message.Message, records: Sequence[str], ttl: int = 60
+) -> dns.message.Message:
+    """A NOERROR response carrying ``records`` of the asked type (NXDOMAIN if none)."""
+    response = dns.message.make_response(query)
+    question = query.question[0]
+    if not records:
+        response.set_rcode(dns.rcode.NXDOMAIN)
+        return response
+    rrset = dns.rrset.from_text_list(
+        question.name, ttl, dns.rdataclass.IN, question.rdtype, list(records)
+    )
+    response.answer.append(rrset)
+    return response
+
+
+def zone(data: Mapping[tuple[str, str], Sequence[str]]) -> Handler:
+    """Answer from a table of (absolute name, type) -> records; NXDOMAIN for the rest."""
+
+    def handle(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+        question = query.question[0]
+        key = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
+        return answer(query, data.get(key, ()))
+
+    return handle
+
+
+def truncating(records: Sequence[str]) -> Handler:
+    """TC=1 with no records over UDP; the full answer over TCP."""
+
+    def handle(query: dns.message.Message, transport: str) -> dns.message.Message | None:
+        if transport == "udp":
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.TC
+            return response
+        return answer(query, records)
+
+    return handle
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: FakeDns) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = self.server.handle(data, "udp")
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
+class FakeDns:
+    """A fake nameserver on 127.0.0.1:<free port>, UDP and TCP."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.udp_queries: list[tuple[str, str]] = []
+        self.tcp_queries: list[tuple[str, str]] = []
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self.port = 0
+
+    @property
+    def nameserver(self) -> Nameserver:
+        return Nameserver("127.0.0.1", self.port)
+
+    def handle(self, data: bytes, transport: str) -> bytes | None:
+        query = dns.message.from_wire(data)
+        question = query.question[0]
+        seen = self.udp_queries if transport == "udp" else self.tcp_queries
+        seen.append((question.name.to_text(), dns.rdatatype.to_text(question.rdtype)))
+        response = self.handler(query, transport)
+        return None if response is None else response.to_wire()
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        for _ in range(20):  # the UDP port may be taken for TCP: try another
+            transport, _proto = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=("127.0.0.1", 0)
+            )
+            self.port = transport.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_tcp, "127.0.0.1", self.port)
+            except OSError:
+                transport.close()
+                continue
+            self._udp = transport
+            return self
+        raise OSError("no free port for UDP and TCP on 127.0.0.1")
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            reply = self.handle(await reader.readexactly(size), "tcp")
+            if reply is not None:
+                writer.write(len(reply).to_bytes(2, "big") + reply)
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
