@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sandbox.control import Sandbox, SandboxError
 from sandbox.paths import default_state_dir
-from sandbox.scenario import DNS_ADDR, SMTP_SINK_ADDR, SSH_PORT
+from sandbox.scenario import SSH_PORT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +55,9 @@ def _print_status(sb: Sandbox) -> bool:
             f"public {h.public_ipv4:<15} PTR {h.ptr}"
         )
     where = {
-        "knot": f"DNS {DNS_ADDR}:53",
-        "dnsmasq": "resolver 127.0.9.54:53",
-        "receiver": f"SMTP {SMTP_SINK_ADDR}:25",
+        "knot": f"DNS {sb.net.dns}:53",
+        "dnsmasq": f"resolver {sb.net.resolver}:53",
+        "receiver": f"SMTP {sb.net.sink}:25",
     }
     for svc, ok in st.services.items():
         print(f"  {'up  ' if ok else 'DOWN'} {svc:<8} {where[svc]}")

@@ -9,6 +9,7 @@ the pid of every process. Each process is the ``unshare`` wrapper of its own PID
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,10 +21,9 @@ from sandbox import image, proc
 from sandbox.dns import SandboxDns, scenario_zones, system_upstreams
 from sandbox.receiver import Receiver
 from sandbox.scenario import (
-    DNS_ADDR,
-    RESOLVER_ADDR,
-    SMTP_SINK_ADDR,
+    BLOCK_ENV,
     SSH_PORT,
+    Net,
     SandboxHost,
     Scenario,
     default_scenario,
@@ -51,10 +51,11 @@ def _log(msg: str) -> None:
 
 
 class Sandbox:
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, net: Net | None = None) -> None:
         self.state = state.resolve()
         self.meta = self.state / "sandbox.json"
-        self.dns = SandboxDns(self.state)
+        self.net = net or self._saved_net() or Net(int(os.environ.get(BLOCK_ENV, "0")))
+        self.dns = SandboxDns(self.state, self.net)
         self.receiver = Receiver(self.state)
         self.key = self.state / "ssh" / "id_ed25519"
         self.known_hosts = self.state / "ssh" / "known_hosts"
@@ -67,7 +68,12 @@ class Sandbox:
         data: dict[str, object] = json.loads(self.meta.read_text())
         return data
 
+    def _saved_net(self) -> Net | None:
+        block = self._load().get("net_block")
+        return Net(int(block)) if isinstance(block, int) else None
+
     def _save(self, data: dict[str, object]) -> None:
+        data["net_block"] = self.net.block
         self.meta.write_text(json.dumps(data, indent=2) + "\n")
 
     def hosts(self) -> list[SandboxHost]:
@@ -81,7 +87,7 @@ class Sandbox:
         return {str(k): int(v) for k, v in raw.items()}
 
     def scenario(self) -> Scenario:
-        return default_scenario(len(self.hosts()))
+        return default_scenario(len(self.hosts()), self.net)
 
     # -- up ----------------------------------------------------------------------------
     def up(self, n_hosts: int, scenario: Scenario | None = None) -> None:
@@ -89,7 +95,7 @@ class Sandbox:
             raise SandboxError("--hosts must be between 1 and 200")
         if any(proc.alive(p) for p in self.pids().values()):
             raise SandboxError(f"a sandbox is already running in {self.state}; run down first")
-        scn = scenario or default_scenario(n_hosts)
+        scn = scenario or default_scenario(n_hosts, self.net)
         base = image.base_root()
         self.state.mkdir(parents=True, exist_ok=True)
         self._ssh_key()
@@ -134,12 +140,15 @@ class Sandbox:
         self.dns.write_zones(dns_zones)
         self.dns.conf.write_text(self.dns.render_knot_conf({h.domain for h in scn.hosts}))
         logs = self.state / "logs"
+        # Knot refuses to start over a pid file left by a killed run (its pid is 1 again).
+        (self.dns.dir / "run" / "knot.pid").unlink(missing_ok=True)
         pids = {"knot": proc.spawn(self.dns.knot_argv(), logs / "knot.log")}
         upstreams = system_upstreams()
         pids["dnsmasq"] = proc.spawn(self.dns.dnsmasq_argv(upstreams), logs / "dnsmasq.log")
         self.receiver.messages.mkdir(parents=True, exist_ok=True)
         pids["receiver"] = proc.spawn(
-            [sys.executable, "-m", "sandbox.receiver", str(self.state)], logs / "receiver.log"
+            [sys.executable, "-m", "sandbox.receiver", str(self.state), self.net.sink],
+            logs / "receiver.log",
         )
         return pids
 
@@ -154,6 +163,8 @@ class Sandbox:
         auth = ssh_dir / "authorized_keys"
         auth.write_text(self.key.with_suffix(".pub").read_text())
         auth.chmod(0o600)
+        (upper / "etc").mkdir(exist_ok=True)
+        (upper / "etc" / "resolv.conf").write_text(f"nameserver {self.net.resolver}\n")
         argv = [
             "sh",
             str(HOST_INIT),
@@ -200,7 +211,7 @@ class Sandbox:
         self.fleet_file.write_text("\n".join(out) + "\n")
 
     def _wait_ready(self, hosts: tuple[SandboxHost, ...]) -> None:
-        checks = [(DNS_ADDR, 53, "knot"), (SMTP_SINK_ADDR, 25, "receiver")]
+        checks = [(self.net.dns, 53, "knot"), (self.net.sink, 25, "receiver")]
         checks += [(h.ssh_addr, SSH_PORT, h.name) for h in hosts]
         for addr, port, what in checks:
             if not proc.wait_port(addr, port, timeout=30):
@@ -218,9 +229,9 @@ class Sandbox:
                 h.ssh_addr, SSH_PORT, timeout=1
             )
         for svc, (addr, port) in {
-            "knot": (DNS_ADDR, 53),
-            "dnsmasq": (RESOLVER_ADDR, 53),
-            "receiver": (SMTP_SINK_ADDR, 25),
+            "knot": (self.net.dns, 53),
+            "dnsmasq": (self.net.resolver, 53),
+            "receiver": (self.net.sink, 25),
         }.items():
             pid = pids.get(svc)
             up = bool(pid and proc.alive(pid))

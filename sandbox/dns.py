@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 
 from sandbox.scenario import (
-    DNS_ADDR,
     PUBLIC_NETS,
     RECIPIENT_DOMAINS,
-    RESOLVER_ADDR,
     SINK_HOST,
-    SMTP_SINK_ADDR,
     TSIG_KEY_NAME,
+    Net,
     Scenario,
 )
 
@@ -83,7 +81,7 @@ def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
             zones[rz].append((last, "PTR", h.fqdn + "."))
         elif h.ptr == "elsewhere":
             zones[rz].append((last, "PTR", h.generic_ptr + "."))
-    zones[SINK_ZONE] = [(SINK_HOST + ".", "A", SMTP_SINK_ADDR)]
+    zones[SINK_ZONE] = [(SINK_HOST + ".", "A", scn.net.sink)]
     for rd in RECIPIENT_DOMAINS:
         zones[rd] = [("@", "MX", f"10 {SINK_HOST}.")]
     targets = _blocklist_zones()
@@ -111,7 +109,8 @@ def render_zone(zone: str, records: list[Record], serial: int) -> str:
 class SandboxDns:
     """Zone files, Knot and dnsmasq of one sandbox (state under ``STATE/dns``)."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, net: Net) -> None:
+        self.net = net
         self.dir = state / "dns"
         self.zones_dir = self.dir / "zones"
         self.conf = self.dir / "knot.conf"
@@ -154,7 +153,7 @@ class SandboxDns:
         out = [
             "server:",
             f'    rundir: "{run}"',
-            f"    listen: {DNS_ADDR}@53",
+            f"    listen: {self.net.dns}@53",
             "    udp-workers: 2",
             "    tcp-workers: 2",
             "log:",
@@ -213,7 +212,7 @@ class SandboxDns:
             "--no-resolv",
             "--no-hosts",
             "--bind-interfaces",
-            f"--listen-address={RESOLVER_ADDR}",
+            f"--listen-address={self.net.resolver}",
             "--port=53",
             "--cache-size=0",
             "--user=root",
@@ -221,7 +220,7 @@ class SandboxDns:
             f"--pid-file={self.dir / 'dnsmasq.pid'}",
         ]
         for zone in self.zone_names():
-            argv.append(f"--server=/{zone}/{DNS_ADDR}")
+            argv.append(f"--server=/{zone}/{self.net.dns}")
         argv += [f"--server={up}" for up in upstreams]
         return argv
 
@@ -231,6 +230,6 @@ def system_upstreams() -> list[str]:
     ups = []
     for line in Path("/etc/resolv.conf").read_text().splitlines():
         words = line.split()
-        if words[:1] == ["nameserver"] and len(words) > 1 and not words[1].startswith("127.0.9."):
+        if words[:1] == ["nameserver"] and len(words) > 1 and not words[1].startswith("127."):
             ups.append(words[1])
     return ups

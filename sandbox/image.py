@@ -20,7 +20,6 @@ SUITE = "bookworm"
 IMAGE_VERSION = "2"  # bump when the base recipe changes: the cache is rebuilt
 BASE_PACKAGES = ("openssh-server", "ca-certificates")
 TOOLS_PACKAGES = ("postfix", "opendkim", "opendkim-tools")
-SANDBOX_RESOLVER = "127.0.9.54"  # dnsmasq: sandbox zones to Knot, the rest upstream
 
 SSHD_DROPIN = """\
 # mailmend sandbox: root by key only, as an admin reaches a VPS
@@ -73,7 +72,8 @@ def _archive(root: Path, archive: Path) -> None:
 
 def _configure_base(root: Path) -> None:
     (root / "etc/ssh/sshd_config.d/mailmend.conf").write_text(SSHD_DROPIN)
-    (root / "etc/resolv.conf").write_text(f"nameserver {SANDBOX_RESOLVER}\n")
+    # Each host gets its own resolv.conf (its sandbox's dnsmasq) in its overlay.
+    (root / "etc/resolv.conf").write_text("")
     (root / "etc/hostname").write_text("sandbox\n")
     apt_conf = root / "etc/apt/apt.conf.d/80mailmend"
     apt_conf.write_text('Acquire::Retries "3";\nAPT::Install-Recommends "false";\n')
@@ -142,7 +142,7 @@ def _install_tools(root: Path) -> None:
         stdout=subprocess.DEVNULL,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
-    (root / "etc/resolv.conf").write_text(f"nameserver {SANDBOX_RESOLVER}\n")
+    (root / "etc/resolv.conf").write_text("")
 
 
 def tools_root() -> Path:

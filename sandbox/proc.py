@@ -46,8 +46,27 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids += [int(k) for k in task.read_text().split()]
+        except FileNotFoundError:
+            continue
+    return kids
+
+
 def stop(pid: int, timeout: float = 5.0) -> None:
-    """SIGTERM the wrapper (its namespace dies with it), then SIGKILL if it lingers."""
+    """Kill the namespace's init (the kernel then kills everything in it), then the wrapper.
+
+    ``--kill-child`` alone is not enough: a daemon that changes credentials (dnsmasq does)
+    loses its parent-death signal.
+    """
+    for init in _children(pid):
+        try:
+            os.kill(init, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.kill(pid, sig)

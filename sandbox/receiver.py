@@ -4,7 +4,7 @@ Records every message it accepts (raw ``.eml`` plus one JSON line with its arriv
 peer, HELO, envelope) and answers chosen recipients with 550 5.1.1 (hard bounce) or 450
 (deferral), read from ``rules.json`` at every RCPT so tests can change them live.
 
-Run: ``python -m sandbox.receiver STATE_DIR`` (the sandbox starts it).
+Run: ``python -m sandbox.receiver STATE_DIR LISTEN_ADDR`` (the sandbox starts it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sandbox.scenario import SMTP_SINK_ADDR
 
 
 @dataclass(frozen=True)
@@ -111,16 +109,17 @@ def main(argv: list[str]) -> int:
     from aiosmtpd.controller import Controller
 
     rec = Receiver(Path(argv[0]))
+    addr = argv[1]
     rec.messages.mkdir(parents=True, exist_ok=True)
     controller = Controller(
         _Handler(rec),
-        hostname=SMTP_SINK_ADDR,
+        hostname=addr,
         port=25,
         server_hostname=SINK_HOST_NAME,
         ready_timeout=10,
     )
     controller.start()
-    print(f"receiver: listening on {SMTP_SINK_ADDR}:25", flush=True)
+    print(f"receiver: listening on {addr}:25", flush=True)
     try:
         asyncio.run(_forever())
     finally:

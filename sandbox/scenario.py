@@ -15,12 +15,35 @@ MAIL_DOMAINS = (
     "juliett", "kilo", "lima", "mike", "november", "oscar", "papa",
 )  # fmt: skip
 SSH_PORT = 2222
-DNS_ADDR = "127.0.9.53"  # Knot, authoritative for every sandbox zone
-RESOLVER_ADDR = "127.0.9.54"  # dnsmasq, the hosts' resolver
-SMTP_SINK_ADDR = "127.0.9.25"  # the SMTP receiver ("the rest of the internet")
 SINK_HOST = "mx.sink.test"
 RECIPIENT_DOMAINS = ("inbox-a.test", "inbox-b.test", "inbox-c.test")
 TSIG_KEY_NAME = "mailmend-sandbox"
+BLOCK_ENV = "MAILMEND_SANDBOX_BLOCK"
+
+
+@dataclass(frozen=True)
+class Net:
+    """The loopback addresses of one sandbox: 127.B.9.x for services, 127.B.10.N for hosts.
+
+    Two sandboxes with different blocks (the quickstart's and a test run's) never collide.
+    """
+
+    block: int = 0
+
+    @property
+    def dns(self) -> str:  # Knot, authoritative for every sandbox zone
+        return f"127.{self.block}.9.53"
+
+    @property
+    def resolver(self) -> str:  # dnsmasq, the hosts' resolver
+        return f"127.{self.block}.9.54"
+
+    @property
+    def sink(self) -> str:  # the SMTP receiver ("the rest of the internet")
+        return f"127.{self.block}.9.25"
+
+    def host(self, i: int) -> str:  # sshd and Postfix of host i listen here
+        return f"127.{self.block}.10.{i}"
 
 
 @dataclass(frozen=True)
@@ -31,7 +54,7 @@ class SandboxHost:
     domain: str  # the mail domain it sends for
     selector: str  # its DKIM selector
     public_ipv4: str
-    ssh_addr: str  # 127.0.10.N: sshd and Postfix listen here
+    ssh_addr: str  # 127.B.10.N: sshd and Postfix listen here
     ptr: str = "right"  # right | missing | elsewhere
 
     @property
@@ -42,24 +65,25 @@ class SandboxHost:
 @dataclass(frozen=True)
 class Scenario:
     hosts: tuple[SandboxHost, ...]
+    net: Net = Net()
     # zone -> {IP or domain -> return code}
     listings: dict[str, dict[str, str]] = field(default_factory=dict)
     broken_zones: tuple[str, ...] = ()  # lists that answer for everything (wildcard)
     extra_records: dict[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
 
-def make_host(i: int, ptr: str = "right") -> SandboxHost:
+def make_host(i: int, ptr: str = "right", net: Net = Net()) -> SandboxHost:
     label = MAIL_DOMAINS[(i - 1) % len(MAIL_DOMAINS)]
     domain = f"{label}.example" if i <= len(MAIL_DOMAINS) else f"{label}{i}.example"
-    net = PUBLIC_NETS[(i - 1) % len(PUBLIC_NETS)]
+    prefix = PUBLIC_NETS[(i - 1) % len(PUBLIC_NETS)]
     return SandboxHost(
         index=i,
         name=f"mx{i}",
         fqdn=f"mx{i}.{domain}",
         domain=domain,
         selector=f"mx{i}",
-        public_ipv4=f"{net}.{10 + i}",
-        ssh_addr=f"127.0.10.{i}",
+        public_ipv4=f"{prefix}.{10 + i}",
+        ssh_addr=net.host(i),
         ptr=ptr,
     )
 
@@ -72,10 +96,10 @@ SITUATION_IPS = {
 }
 
 
-def default_scenario(n_hosts: int) -> Scenario:
+def default_scenario(n_hosts: int, net: Net = Net()) -> Scenario:
     """N hosts: PTR right except host 2 (missing) and host 3 (provider default)."""
     ptrs = {2: "missing", 3: "elsewhere"}
-    hosts = tuple(make_host(i, ptrs.get(i, "right")) for i in range(1, n_hosts + 1))
+    hosts = tuple(make_host(i, ptrs.get(i, "right"), net) for i in range(1, n_hosts + 1))
     listings: dict[str, dict[str, str]] = {
         "b.barracudacentral.org": {SITUATION_IPS["listed"]: "127.0.0.2"},
         "zen.spamhaus.org": {
@@ -88,4 +112,4 @@ def default_scenario(n_hosts: int) -> Scenario:
         listings["bl.spamcop.net"][hosts[1].public_ipv4] = "127.0.0.2"
     if n_hosts >= 3:
         listings["zen.spamhaus.org"][hosts[2].public_ipv4] = "127.0.0.10"
-    return Scenario(hosts=hosts, listings=listings, broken_zones=("all.s5h.net",))
+    return Scenario(hosts=hosts, net=net, listings=listings, broken_zones=("all.s5h.net",))
