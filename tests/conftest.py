@@ -1,0 +1,63 @@
+"""Shared fixtures: the sandbox fleet for end-to-end tests, and a pyinfra runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.control import Sandbox
+from sandbox.scenario import BLOCK_ENV, Net
+
+REPO = Path(__file__).resolve().parent.parent
+PYINFRA = Path(sys.executable).with_name("pyinfra")
+
+
+def require_root() -> None:
+    """End-to-end tests need root; in CI a missing prerequisite is a failure, not a skip."""
+    if os.geteuid() == 0:
+        return
+    if os.environ.get("CI"):
+        pytest.fail("end-to-end tests must run as root in CI (namespaces, mounts)")
+    pytest.skip("end-to-end tests need root: run scripts/test")
+
+
+def sandbox_net(offset: int = 0) -> Net:
+    return Net(int(os.environ.get(BLOCK_ENV, "1")) + offset)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """Three sandbox hosts with DNS and the SMTP receiver, for the whole test session."""
+    require_root()
+    sb = Sandbox(tmp_path_factory.mktemp("sandbox"), sandbox_net())
+    sb.up(3)
+    try:
+        yield sb
+    finally:
+        sb.down()
+
+
+def run_pyinfra(
+    fleet_file: Path, *args: str, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``pyinfra inventory.py ARGS`` from the repository with ``MAILMEND_FLEET=fleet_file``."""
+    full_env = {**os.environ, "MAILMEND_FLEET": str(fleet_file), **(env or {})}
+    proc = subprocess.run(
+        [str(PYINFRA), "inventory.py", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"pyinfra {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
