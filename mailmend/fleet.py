@@ -1,0 +1,600 @@
+"""The fleet file (``fleet.toml``): which hosts mailmend manages and how.
+
+:func:`load_fleet` / :func:`parse_fleet` read it, merge ``[defaults]`` < ``[groups.*]`` (in the
+order a host lists them) < ``[hosts.*]``, and validate every value. All problems are collected
+and raised together as one :class:`FleetError`; acceptable oddities (a private address, a host
+without domains) become :attr:`Fleet.warnings`. Nothing here connects anywhere.
+
+    >>> fleet = parse_fleet('''
+    ... [hosts.mx1]
+    ... ssh_host = "mx1.example.com"
+    ... hostname = "mx1.example.com"
+    ... public_ipv4 = "198.51.100.7"
+    ... domains = [{ name = "example.com", selector = "mx1" }]
+    ... ''')
+    >>> fleet.hosts[0].rate_limit_per_minute
+    5
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from mailmend import values as v
+
+DEFAULT_FLEET_FILE = "fleet.toml"
+FLEET_ENV = "MAILMEND_FLEET"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """A domain a host sends for, and the DKIM selector of that host's key for it."""
+
+    name: str
+    selector: str
+
+
+def _empty_mapping() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One VPS, with every level of the fleet file merged in and validated."""
+
+    name: str
+    ssh_host: str
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    ssh_key: str | None = None
+    ssh_known_hosts_file: str | None = None
+    hostname: str = ""
+    public_ipv4: str | None = None
+    public_ipv6: str | None = None
+    domains: tuple[DomainSpec, ...] = ()
+    rate_limit_per_minute: int = 5
+    recipient_limit: int | None = None
+    relay_host: str | None = None
+    relay_credentials: str | None = None
+    receives_mail: bool = False
+    listen_address: str | None = None
+    bind_address: str | None = None
+    postfix_main_cf: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """The ``[fleet]`` table."""
+
+    sandbox: bool = False
+    dmarc_report_address: str | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or worth a warning) in a fleet file."""
+
+    file: str
+    host: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.host is not None:
+            where.append(f"host {self.host!r}")
+        if self.field is not None:
+            where.append(self.field)
+        return ": ".join([*where, self.message])
+
+
+@dataclass(frozen=True)
+class Fleet:
+    path: str
+    settings: FleetSettings
+    hosts: tuple[HostSpec, ...]
+    warnings: tuple[Problem, ...]
+
+
+class FleetError(Exception):
+    """The fleet file cannot be used; ``str(err)`` lists one problem per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+# -- collecting problems ------------------------------------------------------------------
+
+
+@dataclass
+class _Report:
+    file: str
+    sandbox: bool = False
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _At:
+    """Where a value sits: a host (or None for [fleet]/[defaults]/[groups]) and a field path."""
+
+    report: _Report
+    host: str | None
+    field: str | None
+
+    def error(self, message: str) -> None:
+        self.report.errors.append(Problem(self.report.file, self.host, self.field, message))
+
+    def warn(self, message: str) -> None:
+        self.report.warnings.append(Problem(self.report.file, self.host, self.field, message))
+
+    def sub(self, name: str) -> _At:
+        joined = name if self.field is None or name.startswith("[") else f".{name}"
+        return _At(self.report, self.host, f"{self.field or ''}{joined}")
+
+
+def _unknown_key(at: _At, key: str, known: list[str]) -> None:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    at.error(f"unknown key {key!r}; {hint}")
+
+
+def _table(raw: object, at: _At) -> dict[str, object] | None:
+    """A table with string keys, or None after reporting why not."""
+    if not isinstance(raw, dict):
+        at.error(f"must be a table, not a {v.type_name(raw)}")
+        return None
+    table: dict[str, object] = {}
+    for key, value in raw.items():
+        if isinstance(key, str):
+            table[key] = value
+        else:
+            at.error(f"key {key!r} must be a string")
+    return table
+
+
+def _checked_keys(table: Mapping[str, object], at: _At, known: list[str]) -> dict[str, object]:
+    """The entries of ``table`` whose key is known; every other key is reported."""
+    kept = {}
+    for key, value in table.items():
+        if key in known:
+            kept[key] = value
+        else:
+            _unknown_key(at.sub(key), key, known)
+    return kept
+
+
+# -- value checkers: return the validated (normalised) value, or None after an error -------
+
+_Checker = Callable[[object, _At], object]
+
+
+def _string(raw: object, at: _At, *, allow_space: bool = False) -> str | None:
+    if not isinstance(raw, str):
+        at.error(f"must be a string, not a {v.type_name(raw)}")
+        return None
+    reason = v.unsafe_char_problem(raw, allow_space=allow_space)
+    if reason:
+        at.error(reason)
+        return None
+    return raw
+
+
+def _validated(
+    problem: Callable[[str], str | None], normalize: Callable[[str], str] = str
+) -> _Checker:
+    def check(raw: object, at: _At) -> str | None:
+        text = _string(raw, at)
+        if text is None:
+            return None
+        reason = problem(text)
+        if reason:
+            at.error(reason)
+            return None
+        return normalize(text)
+
+    return check
+
+
+def _integer(low: int, high: int | None = None) -> _Checker:
+    def check(raw: object, at: _At) -> int | None:
+        reason = v.int_problem(raw, low, high)
+        if reason:
+            at.error(reason)
+            return None
+        assert isinstance(raw, int)
+        return raw
+
+    return check
+
+
+def _boolean(raw: object, at: _At) -> bool | None:
+    reason = v.bool_problem(raw)
+    if reason:
+        at.error(reason)
+        return None
+    assert isinstance(raw, bool)
+    return raw
+
+
+def _path(raw: object, at: _At) -> str | None:
+    text = _string(raw, at)
+    if text is None:
+        return None
+    if not text:
+        at.error("must not be empty")
+        return None
+    expanded = os.path.expanduser(text)
+    reason = v.unsafe_char_problem(expanded)
+    if reason:
+        at.error(f"after expanding '~': {reason}")
+        return None
+    return expanded
+
+
+def _public_ip(version: int) -> _Checker:
+    def check(raw: object, at: _At) -> str | None:
+        text = _string(raw, at)
+        if text is None:
+            return None
+        reason = v.public_ip_problem(text, version, sandbox=at.report.sandbox)
+        if reason:
+            at.error(reason)
+            return None
+        warning = v.public_ip_warning(text, sandbox=at.report.sandbox)
+        if warning:
+            at.warn(warning)
+        return v.canonical_ip(text)
+
+    return check
+
+
+def _domains(raw: object, at: _At) -> tuple[DomainSpec, ...] | None:
+    if not isinstance(raw, list):
+        at.error(
+            f'must be an array like [{{ name = "example.com", selector = "mx1" }}], '
+            f"not a {v.type_name(raw)}"
+        )
+        return None
+    specs = [_domain(item, at.sub(f"[{i}]")) for i, item in enumerate(raw)]
+    if any(spec is None for spec in specs):
+        return None
+    return tuple(spec for spec in specs if spec is not None)
+
+
+_DOMAIN_NAME = _validated(lambda s: v.fqdn_problem(s, "example.com"), v.normalize_fqdn)
+_SELECTOR = _validated(v.selector_problem, str.lower)
+
+
+def _domain(raw: object, at: _At) -> DomainSpec | None:
+    table = _table(raw, at)
+    if table is None:
+        return None
+    table = _checked_keys(table, at, ["name", "selector"])
+    for key in ("name", "selector"):
+        if key not in table:
+            at.sub(key).error(
+                "missing: each domain needs name and selector, "
+                'like { name = "example.com", selector = "mx1" }'
+            )
+    name = _DOMAIN_NAME(table["name"], at.sub("name")) if "name" in table else None
+    selector = _SELECTOR(table["selector"], at.sub("selector")) if "selector" in table else None
+    if not isinstance(name, str) or not isinstance(selector, str):
+        return None
+    reason = v.dkim_record_problem(selector, name)
+    if reason:
+        at.error(reason)
+        return None
+    return DomainSpec(name, selector)
+
+
+def _postfix_main_cf(raw: object, at: _At) -> dict[str, str] | None:
+    table = _table(raw, at)
+    if table is None:
+        return None
+    settings: dict[str, str] = {}
+    ok = True
+    for key, value in table.items():
+        reason = v.unsafe_char_problem(key) or v.postfix_key_problem(key)
+        if reason:
+            at.sub(key).error(reason)
+            ok = False
+            continue
+        if not isinstance(value, str):
+            at.sub(key).error(
+                f"must be a string (main.cf values are text), not a {v.type_name(value)}"
+            )
+            ok = False
+            continue
+        text = _string(value, at.sub(key), allow_space=True)
+        if text is None:
+            ok = False
+        else:
+            settings[key] = text
+    return settings if ok else None
+
+
+def _group_list(raw: object, at: _At) -> tuple[str, ...] | None:
+    if not isinstance(raw, list):
+        at.error(f'must be an array of group names like ["eu"], not a {v.type_name(raw)}')
+        return None
+    names = [
+        _validated(v.inventory_name_problem)(item, at.sub(f"[{i}]")) for i, item in enumerate(raw)
+    ]
+    result = tuple(n for n in names if isinstance(n, str))
+    if len(result) != len(names):
+        return None
+    repeated = sorted({n for n in result if result.count(n) > 1})
+    for name in repeated:
+        at.error(f"group {name!r} is listed more than once")
+    return None if repeated else result
+
+
+_HOST_CHECKERS: dict[str, _Checker] = {
+    "ssh_host": _validated(v.ssh_host_problem, v.normalize_host_or_ip),
+    "ssh_port": _integer(1, v.MAX_PORT),
+    "ssh_user": _validated(v.user_problem),
+    "ssh_key": _path,
+    "ssh_known_hosts_file": _path,
+    "hostname": _validated(v.fqdn_problem, v.normalize_fqdn),
+    "public_ipv4": _public_ip(4),
+    "public_ipv6": _public_ip(6),
+    "domains": _domains,
+    "rate_limit_per_minute": _integer(1, 3600),
+    "recipient_limit": _integer(1),
+    "relay_host": _validated(v.relay_host_problem, v.normalize_relay_host),
+    "relay_credentials": _validated(v.relay_credentials_problem),
+    "receives_mail": _boolean,
+    "listen_address": _validated(v.ip_problem, v.canonical_ip),
+    "bind_address": _validated(v.ip_problem, v.canonical_ip),
+    "postfix_main_cf": _postfix_main_cf,
+    "groups": _group_list,
+}
+
+#: The keys a ``[hosts.NAME]`` table accepts.
+HOST_KEYS: tuple[str, ...] = tuple(_HOST_CHECKERS)
+#: The keys ``[defaults]`` and ``[groups.NAME]`` accept: those of a host except ``groups``.
+SHARED_KEYS: tuple[str, ...] = tuple(k for k in HOST_KEYS if k != "groups")
+#: The keys of ``[fleet]``.
+FLEET_KEYS: tuple[str, ...] = tuple(f.name for f in fields(FleetSettings))
+#: The top-level tables.
+TOP_LEVEL_KEYS: tuple[str, ...] = ("fleet", "defaults", "groups", "hosts")
+
+
+@dataclass
+class _Layer:
+    """The validated values of one table; ``attempted`` also holds keys whose value was bad."""
+
+    values: dict[str, object] = field(default_factory=dict)
+    attempted: set[str] = field(default_factory=set)
+
+
+def _layer(raw: object, at: _At, known: tuple[str, ...]) -> _Layer:
+    layer = _Layer()
+    table = _table(raw, at)
+    if table is None:
+        return layer
+    for key, value in table.items():
+        if key == "groups" and "groups" not in known:
+            at.sub(key).error("groups can only be listed in a [hosts.NAME] table")
+        elif key not in known:
+            _unknown_key(at.sub(key), key, list(known))
+        else:
+            layer.attempted.add(key)
+            checked = _HOST_CHECKERS[key](value, at.sub(key))
+            if checked is not None:
+                layer.values[key] = checked
+    return layer
+
+
+# -- the file -----------------------------------------------------------------------------
+
+
+def _settings(raw: object, report: _Report) -> FleetSettings:
+    at = _At(report, None, "fleet")
+    table = _table(raw, at)
+    if table is None:
+        return FleetSettings()
+    table = _checked_keys(table, at, list(FLEET_KEYS))
+    sandbox = _boolean(table["sandbox"], at.sub("sandbox")) if "sandbox" in table else None
+    address = None
+    if "dmarc_report_address" in table:
+        check = _validated(v.email_problem, v.normalize_email)
+        address = check(table["dmarc_report_address"], at.sub("dmarc_report_address"))
+    return FleetSettings(sandbox=bool(sandbox), dmarc_report_address=_opt_str(address))
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _groups(raw: object, report: _Report) -> dict[str, _Layer]:
+    at = _At(report, None, "groups")
+    table = _table(raw, at)
+    if table is None:
+        return {}
+    layers = {}
+    for name, body in table.items():
+        reason = v.inventory_name_problem(name)
+        if reason:
+            at.sub(name).error(reason)
+            continue
+        layers[name] = _layer(body, at.sub(name), SHARED_KEYS)
+    return layers
+
+
+def _merge(layers: list[_Layer]) -> tuple[dict[str, Any], set[str]]:
+    merged: dict[str, Any] = {}
+    attempted: set[str] = set()
+    for layer in layers:
+        attempted |= layer.attempted
+        for key, value in layer.values.items():
+            if key == "postfix_main_cf" and isinstance(value, dict):
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    return merged, attempted
+
+
+def _host(
+    name: str, raw: object, defaults: _Layer, groups: dict[str, _Layer], report: _Report
+) -> tuple[HostSpec | None, dict[str, Any]]:
+    at = _At(report, name, None)
+    own = _layer(raw, at, HOST_KEYS)
+    layers = [defaults]
+    own_groups = own.values.get("groups", ())
+    assert isinstance(own_groups, tuple)
+    for group in own_groups:
+        if group in groups:
+            layers.append(groups[group])
+        else:
+            defined = ", ".join(groups) or "none"
+            at.sub("groups").error(f"group {group!r} is not defined (defined groups: {defined})")
+    merged, attempted = _merge([*layers, own])
+    for key, example in (("ssh_host", "203.0.113.7"), ("hostname", "mx1.example.com")):
+        if key not in attempted:
+            at.sub(key).error(f'missing: every host needs {key}, like {key} = "{example}"')
+    if not {"public_ipv4", "public_ipv6"} & attempted:
+        at.sub("public_ipv4").error("missing: every host needs public_ipv4 or public_ipv6")
+    if merged.get("domains") == () or "domains" not in attempted:
+        at.sub("domains").warn("sends for no domain: no DKIM signing")
+    if "relay_credentials" in merged and "relay_host" not in merged:
+        at.sub("relay_credentials").warn("ignored: no relay_host is set")
+    _check_host_domains(merged.get("domains", ()), at.sub("domains"))
+    if not {"ssh_host", "hostname"} <= merged.keys():
+        return None, merged
+    frozen = dict(merged)
+    if "postfix_main_cf" in frozen:
+        frozen["postfix_main_cf"] = MappingProxyType(frozen["postfix_main_cf"])
+    return HostSpec(name=name, **frozen), merged
+
+
+def _check_host_domains(domains: tuple[DomainSpec, ...], at: _At) -> None:
+    seen: set[DomainSpec] = set()
+    for i, domain in enumerate(domains):
+        if domain in seen:
+            at.sub(f"[{i}]").error(
+                f"{domain.name} with selector {domain.selector!r} is listed twice"
+            )
+        seen.add(domain)
+
+
+_UNIQUE = {
+    "ssh_host": "ssh_host and ssh_port",
+    "hostname": "hostname",
+    "public_ipv4": "public_ipv4",
+    "public_ipv6": "public_ipv6",
+}
+
+
+def _check_fleet(hosts: dict[str, dict[str, Any]], report: _Report) -> None:
+    """Values that must be unique across hosts (checked on whatever parts of a host are valid)."""
+    owners: dict[tuple[str, object], str] = {}
+    for name, merged in hosts.items():
+        at = _At(report, name, None)
+        keys: list[tuple[str, object]] = [
+            ("ssh_host", (merged.get("ssh_host"), merged.get("ssh_port", 22))),
+            ("hostname", merged.get("hostname")),
+            ("public_ipv4", merged.get("public_ipv4")),
+            ("public_ipv6", merged.get("public_ipv6")),
+        ]
+        for key, value in keys:
+            if value is None or value == (None, merged.get("ssh_port", 22)):
+                continue
+            other = owners.setdefault((key, value), name)
+            if other != name:
+                at.sub(key).error(f"same {_UNIQUE[key]} as host {other!r}")
+        for i, domain in enumerate(merged.get("domains", ())):
+            other = owners.setdefault(("dkim", domain), name)
+            if other != name:
+                at.sub(f"domains[{i}]").error(
+                    f"host {other!r} also sends for {domain.name} with selector "
+                    f"{domain.selector!r}: they would publish conflicting DKIM keys; "
+                    "give each host its own selector"
+                )
+
+
+def _check_group_names(
+    groups: dict[str, _Layer], hosts: Mapping[str, object], report: _Report
+) -> None:
+    for group in groups:
+        if group in hosts:
+            _At(report, None, f"groups.{group}").error(
+                f"a group cannot have the same name as host {group!r} (pyinfra --limit)"
+            )
+
+
+def validate_fleet_data(data: Mapping[str, Any], path: str = DEFAULT_FLEET_FILE) -> Fleet:
+    """Validate an already-decoded fleet file (the dict ``tomllib`` returns)."""
+    report = _Report(path)
+    top = _At(report, None, None)
+    table = _checked_keys(dict(data), top, list(TOP_LEVEL_KEYS))
+    settings = _settings(table.get("fleet", {}), report)
+    report.sandbox = settings.sandbox
+    defaults = _layer(table.get("defaults", {}), top.sub("defaults"), SHARED_KEYS)
+    groups = _groups(table.get("groups", {}), report)
+    hosts_at = top.sub("hosts")
+    host_tables = _table(table.get("hosts", {}), hosts_at) or {}
+    if not host_tables and "hosts" in table and isinstance(table["hosts"], dict):
+        hosts_at.error("is empty: add at least one [hosts.NAME] table")
+    elif "hosts" not in table:
+        hosts_at.error("missing: add at least one [hosts.NAME] table")
+    hosts = []
+    merged_hosts = {}
+    for name, raw in host_tables.items():
+        reason = v.inventory_name_problem(name)
+        if reason:
+            hosts_at.sub(name).error(reason)
+            continue
+        host, merged_hosts[name] = _host(name, raw, defaults, groups, report)
+        if host is not None:
+            hosts.append(host)
+    _check_fleet(merged_hosts, report)
+    _check_group_names(groups, merged_hosts, report)
+    if report.errors:
+        raise FleetError(report.errors)
+    return Fleet(path, settings, tuple(hosts), tuple(report.warnings))
+
+
+def parse_fleet(text: str, path: str = DEFAULT_FLEET_FILE) -> Fleet:
+    """Parse and validate the text of a fleet file; raises :class:`FleetError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise FleetError([Problem(path, None, None, f"not valid TOML: {err}")]) from None
+    return validate_fleet_data(data, path)
+
+
+def load_fleet(path: str | os.PathLike[str]) -> Fleet:
+    """Read, parse and validate a fleet file; an unreadable file is a :class:`FleetError`."""
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_bytes().decode("utf-8")
+    except OSError as err:
+        raise FleetError([Problem(name, None, None, f"cannot read: {err.strerror}")]) from None
+    except UnicodeDecodeError as err:
+        message = f"not valid UTF-8 (byte {err.start})"
+        raise FleetError([Problem(name, None, None, message)]) from None
+    return parse_fleet(text, name)
+
+
+def fleet_path_from_env() -> Path | None:
+    """``$MAILMEND_FLEET`` (which must exist), else ``./fleet.toml`` if present, else None."""
+    configured = os.environ.get(FLEET_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            message = f"${FLEET_ENV} names a fleet file that does not exist"
+            raise FleetError([Problem(configured, None, None, message)])
+        return path
+    default = Path(DEFAULT_FLEET_FILE)
+    return default if default.is_file() else None
