@@ -1,0 +1,168 @@
+"""Run every check for one host (or a fleet) concurrently and collect a :class:`HostReport`.
+
+Per IP: ptr, fcrdns and, with blocklists, the IP lists. Per domain: spf, dkim, dmarc and,
+with blocklists, the domain lists. ``checks.dnsbl`` is imported only when blocklists are given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from checks.dkim import check_dkim
+from checks.dmarc import check_dmarc
+from checks.dns import Resolver
+from checks.fcrdns import check_fcrdns
+from checks.ptr import check_ptr
+from checks.result import CheckResult, Status, worst
+from checks.spf import check_spf
+
+CHECK_ORDER = ("ptr", "fcrdns", "spf", "dkim", "dmarc", "dnsbl")
+Progress = Callable[[int, int], None]
+
+
+def _no_keys() -> Mapping[tuple[str, str], str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """What to check for one host: its name, FQDN, public IPs and (domain, selector) pairs."""
+
+    name: str
+    hostname: str
+    ips: tuple[str, ...]
+    domains: tuple[tuple[str, str | None], ...] = ()
+    dkim_public_keys: Mapping[tuple[str, str], str] = field(default_factory=_no_keys)
+    dmarc_report_address: str | None = None
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """Every result for one host. ``ip`` is the first public IP; ``ips`` lists them all."""
+
+    name: str
+    ip: str
+    hostname: str
+    results: list[CheckResult]
+    ips: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> Status:
+        return worst([r.status for r in self.results])
+
+    def counts(self) -> dict[str, int]:
+        return count_statuses([self])
+
+
+def count_statuses(reports: Sequence[HostReport]) -> dict[str, int]:
+    """``{"pass": n, "warn": n, "fail": n, "unknown": n}`` over every result of every host."""
+    counts = {s.value: 0 for s in (Status.PASS, Status.WARN, Status.FAIL, Status.UNKNOWN)}
+    for report in reports:
+        for result in report.results:
+            counts[result.status.value] += 1
+    return counts
+
+
+def _dnsbl() -> Any:
+    return importlib.import_module("checks.dnsbl")
+
+
+async def check_host(
+    resolver: Resolver,
+    target: HostTarget,
+    blocklists: Sequence[Any] | None = None,
+    dqs_key: str | None = None,
+) -> HostReport:
+    """Run every check for ``target`` concurrently."""
+    jobs: list[Awaitable[CheckResult | list[CheckResult]]] = []
+    for ip in target.ips:
+        jobs += [
+            check_ptr(resolver, ip, target.hostname),
+            check_fcrdns(resolver, ip, target.hostname),
+        ]
+    for domain, selector in target.domains:
+        jobs.append(check_spf(resolver, domain, target.ips))
+        if selector is None:
+            jobs.append(_no_selector(domain))
+        else:
+            key = target.dkim_public_keys.get((domain, selector))
+            jobs.append(check_dkim(resolver, domain, selector, key))
+        jobs.append(check_dmarc(resolver, domain, target.dmarc_report_address))
+    if blocklists is not None:
+        dnsbl = _dnsbl()
+        jobs += [dnsbl.check_ip(resolver, ip, blocklists, dqs_key) for ip in target.ips]
+        jobs += [dnsbl.check_domain(resolver, d, blocklists, dqs_key) for d, _ in target.domains]
+    results: list[CheckResult] = []
+    for outcome in await asyncio.gather(*jobs):
+        results.extend(outcome if isinstance(outcome, list) else [outcome])
+    results.sort(key=_order)
+    first_ip = target.ips[0] if target.ips else ""
+    return HostReport(target.name, first_ip, target.hostname, results, target.ips)
+
+
+def _order(result: CheckResult) -> int:
+    return CHECK_ORDER.index(result.check) if result.check in CHECK_ORDER else len(CHECK_ORDER)
+
+
+async def _no_selector(domain: str) -> CheckResult:
+    return CheckResult(
+        "dkim",
+        Status.WARN,
+        domain,
+        f"no DKIM selector known for {domain}: DKIM not checked",
+        fix="set the domain's selector in the fleet file",
+    )
+
+
+async def check_fleet(
+    resolver: Resolver,
+    targets: Sequence[HostTarget],
+    blocklists: Sequence[Any] | None = None,
+    dqs_key: str | None = None,
+    *,
+    deadline: float | None = None,
+    progress: Progress | None = None,
+) -> list[HostReport]:
+    """Check every host concurrently, in ``targets`` order.
+
+    Hosts still running after ``deadline`` seconds get one ``unknown`` result saying so.
+    ``progress(done, total)`` is called as hosts finish.
+    """
+    tasks = [asyncio.ensure_future(check_host(resolver, t, blocklists, dqs_key)) for t in targets]
+    done_count = 0
+
+    def finished(_: asyncio.Future[HostReport]) -> None:
+        nonlocal done_count
+        done_count += 1
+        if progress is not None:
+            progress(done_count, len(tasks))
+
+    for task in tasks:
+        task.add_done_callback(finished)
+    if tasks:
+        await asyncio.wait(tasks, timeout=deadline)
+    pending = [task for task in tasks if not task.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return [
+        _timed_out(target, deadline or 0.0) if task.cancelled() else task.result()
+        for target, task in zip(targets, tasks, strict=True)
+    ]
+
+
+def _timed_out(target: HostTarget, deadline: float) -> HostReport:
+    result = CheckResult(
+        "deadline",
+        Status.UNKNOWN,
+        target.name,
+        f"checks did not finish within the {deadline:g}s deadline",
+        fix="raise --deadline, or check DNS reachability (--nameserver)",
+    )
+    first_ip = target.ips[0] if target.ips else ""
+    return HostReport(target.name, first_ip, target.hostname, [result], target.ips)

@@ -1,0 +1,308 @@
+"""The ``mailmend`` command line: stable for scripts and monitoring.
+
+Subcommands are entries of :data:`COMMANDS` (name -> help, add_arguments, run); ``records`` and
+``queue`` plug in the same way. Exit codes of ``check`` (see docs/checks.md):
+
+- 0: no check failed (warnings allowed)
+- 1: at least one check failed
+- 2: usage or input error (bad option, invalid IP, unreadable or invalid fleet file)
+- 3: some results are unknown (DNS could not tell) and none failed
+
+With ``--format nagios`` the exit codes follow the Nagios plugin API instead
+(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import ipaddress
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from checks.dns import Resolver
+from checks.host import HostReport, HostTarget, check_fleet, count_statuses
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+DQS_ENV = "MAILMEND_DQS_KEY"
+FORMATS = ("table", "json", "html", "nagios")
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line (or one problem a line), exit 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: AddArguments
+    run: Run
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to check (a fleet file, or one host)")
+    what.add_argument(
+        "--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET, ./fleet.toml)"
+    )
+    what.add_argument(
+        "--host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="only this fleet host (repeatable)",
+    )
+    what.add_argument("--ip", metavar="IP", help="check one host by its public IP (IPv4 or IPv6)")
+    what.add_argument("--hostname", metavar="FQDN", help="the FQDN of the --ip host")
+    what.add_argument(
+        "--domain",
+        metavar="DOMAIN[:SELECTOR]",
+        action="append",
+        default=[],
+        help="a domain the --ip host sends for, with its DKIM selector (repeatable)",
+    )
+    dns = parser.add_argument_group("DNS")
+    dns.add_argument(
+        "--nameserver",
+        metavar="IP[:PORT]",
+        action="append",
+        default=[],
+        help="resolver to ask (repeatable; default: the system resolvers)",
+    )
+    dns.add_argument("--dqs-key", metavar="KEY", help=f"Spamhaus DQS key (default ${DQS_ENV})")
+    dns.add_argument("--timeout", type=_positive, metavar="SECONDS", help="per-query timeout")
+    dns.add_argument(
+        "--deadline", type=_positive, metavar="SECONDS", help="give up on hosts after this long"
+    )
+    dns.add_argument("--no-dnsbl", action="store_true", help="skip the DNS blocklist checks")
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--format", choices=FORMATS, default="table", help="report format (default table)"
+    )
+    out.add_argument("--output", metavar="FILE", help="write the report here instead of stdout")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    targets = targets_from_args(args)
+    blocklists = None if args.no_dnsbl else _load_blocklists()
+    dqs_key = args.dqs_key or os.environ.get(DQS_ENV) or None
+    progress = _progress if sys.stderr.isatty() else None
+    reports = asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
+    text, code = render(reports, args.format, colour=args.output is None and _colour_ok())
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"cannot write {args.output}: {err.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return code
+
+
+async def _check(
+    args: argparse.Namespace,
+    targets: list[HostTarget],
+    blocklists: Sequence[Any] | None,
+    dqs_key: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[HostReport]:
+    async with open_resolver(args.nameserver, args.timeout) as resolver:
+        reports = await check_fleet(
+            resolver, targets, blocklists, dqs_key, deadline=args.deadline, progress=progress
+        )
+    if progress is not None:
+        sys.stderr.write("\n")
+    return reports
+
+
+@asynccontextmanager
+async def open_resolver(nameservers: list[str], timeout: float | None) -> AsyncIterator[Resolver]:
+    """The DNS engine on the given nameservers (default: the system's)."""
+    from checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+
+    try:
+        servers = tuple(parse_nameserver(n) for n in nameservers) or system_nameservers()
+        config = EngineConfig(nameservers=servers)
+        if timeout is not None:
+            config = dataclasses.replace(config, timeout=timeout)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    async with Engine(config) as engine:
+        yield engine
+
+
+def _load_blocklists() -> Sequence[Any]:
+    from checks.blocklists import BlocklistError, load_blocklists
+
+    try:
+        return load_blocklists()
+    except BlocklistError as err:
+        raise UsageError(f"blocklist data: {err}") from None
+
+
+def _progress(done: int, total: int) -> None:
+    sys.stderr.write(f"\rchecked {done}/{total} hosts")
+    sys.stderr.flush()
+
+
+def _colour_ok() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
+    """The hosts to check, from ``--ip`` or a fleet file; raises :class:`UsageError`."""
+    if args.ip is not None or args.hostname is not None or args.domain:
+        if args.fleet or args.host:
+            raise UsageError("give either --fleet/--host or --ip/--hostname/--domain, not both")
+        return [single_target(args.ip, args.hostname, args.domain)]
+    from mailmend.fleet import FleetError, fleet_path_from_env, load_fleet
+
+    try:
+        path = Path(args.fleet) if args.fleet else fleet_path_from_env()
+        if path is None:
+            raise UsageError(
+                "no fleet file: give --fleet FILE, set $MAILMEND_FLEET, or check one host "
+                "with --ip IP --hostname FQDN"
+            )
+        fleet = load_fleet(path)
+    except FleetError as err:
+        raise UsageError(str(err)) from None
+    targets = targets_from_fleet(fleet)
+    if args.host:
+        known = {t.name for t in targets}
+        unknown = [h for h in args.host if h not in known]
+        if unknown:
+            raise UsageError(
+                f"no host {', '.join(unknown)} in {path} (hosts: {', '.join(sorted(known))})"
+            )
+        targets = [t for t in targets if t.name in args.host]
+    return targets
+
+
+def targets_from_fleet(fleet: Any) -> list[HostTarget]:
+    """One :class:`HostTarget` per fleet host (``mailmend.fleet.Fleet``)."""
+    report_address = fleet.settings.dmarc_report_address
+    return [
+        HostTarget(
+            name=h.name,
+            hostname=h.hostname,
+            ips=tuple(ip for ip in (h.public_ipv4, h.public_ipv6) if ip),
+            domains=tuple((d.name, d.selector) for d in h.domains),
+            dmarc_report_address=report_address,
+        )
+        for h in fleet.hosts
+    ]
+
+
+def single_target(ip: str | None, hostname: str | None, domains: list[str]) -> HostTarget:
+    """The target of ``--ip IP --hostname FQDN [--domain DOMAIN[:SELECTOR]]...``."""
+    from mailmend import values
+
+    if not ip or not hostname:
+        raise UsageError("--ip and --hostname go together: give both")
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise UsageError(f"--ip: {ip!r} is not an IP address (IPv4 or IPv6)") from None
+    problem = values.fqdn_problem(hostname)
+    if problem:
+        raise UsageError(f"--hostname: {problem}")
+    pairs: list[tuple[str, str | None]] = []
+    for text in domains:
+        domain, _, selector = text.partition(":")
+        problem = values.fqdn_problem(domain, "example.com") or (
+            values.selector_problem(selector) if selector else None
+        )
+        if problem:
+            raise UsageError(f"--domain: {problem}")
+        pairs.append((values.normalize_fqdn(domain), selector or None))
+    host = values.normalize_fqdn(hostname)
+    return HostTarget(host, host, (str(address),), tuple(pairs))
+
+
+# --- rendering and exit codes --------------------------------------------------------------------
+
+
+def exit_code(reports: Sequence[HostReport]) -> int:
+    """0 nothing failed, 1 a check failed, 3 unknowns and no failure."""
+    counts = count_statuses(reports)
+    if counts["fail"]:
+        return EXIT_FAIL
+    if counts["unknown"]:
+        return EXIT_UNKNOWN
+    return EXIT_OK
+
+
+def render(reports: Sequence[HostReport], fmt: str, *, colour: bool = False) -> tuple[str, int]:
+    """The report text in ``fmt`` and the exit code that goes with it."""
+    if fmt == "nagios":
+        from checks.report_nagios import render_nagios
+
+        return render_nagios(reports)
+    if fmt == "json":
+        from checks.report_json import render_json
+
+        return render_json(reports), exit_code(reports)
+    if fmt == "html":
+        from checks.report_html import render_html
+
+        return render_html(reports), exit_code(reports)
+    from checks.report_table import render_table
+
+    return render_table(reports, colour), exit_code(reports)
+
+
+# --- the program ---------------------------------------------------------------------------------
+
+COMMANDS: dict[str, Command] = {
+    "check": Command(
+        "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailmend", description="Repair the sending reputation of mail VPSes, fleet-wide."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except UsageError as err:
+        for line in str(err).splitlines() or [""]:
+            print(f"mailmend {args.command}: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
