@@ -13,6 +13,11 @@ import subprocess
 import time
 from pathlib import Path
 
+# Popen objects of the daemons this process started: kept so they are reaped on stop (and
+# not garbage-collected while running); ``up`` in one process and ``down`` in another works
+# too, by pid.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def spawn(argv: list[str], log: Path, *, namespaces: tuple[str, ...] = ()) -> int:
     """Start ``argv`` as PID 1 of a new PID namespace (plus ``namespaces``); return the pid."""
@@ -28,6 +33,7 @@ def spawn(argv: list[str], log: Path, *, namespaces: tuple[str, ...] = ()) -> in
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _STARTED[proc.pid] = proc
     return proc.pid
 
 
@@ -81,6 +87,11 @@ def stop(pid: int, timeout: float = 5.0) -> None:
 
 
 def _reap(pid: int) -> None:
+    started = _STARTED.get(pid)
+    if started is not None:
+        if started.poll() is not None:
+            del _STARTED[pid]
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
