@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import in_own_namespace, machine, today  # noqa: E402
-from sandbox.control import Sandbox  # noqa: E402
-from sandbox.scenario import Net  # noqa: E402
+from bench._common import in_own_namespace, machine, today
+from sandbox.control import Sandbox
+from sandbox.scenario import Net
 
 REPO = Path(__file__).resolve().parent.parent
 PYINFRA = Path(sys.executable).with_name("pyinfra")
