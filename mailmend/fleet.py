@@ -31,6 +31,8 @@ from mailmend import values as v
 
 DEFAULT_FLEET_FILE = "fleet.toml"
 FLEET_ENV = "MAILMEND_FLEET"
+#: Group names the pyinfra inventory uses itself (every host is in the group "mailmend").
+RESERVED_GROUP_NAMES = frozenset({"mailmend"})
 
 
 @dataclass(frozen=True)
@@ -425,6 +427,8 @@ def _groups(raw: object, report: _Report) -> dict[str, _Layer]:
     layers = {}
     for name, body in table.items():
         reason = v.inventory_name_problem(name)
+        if name in RESERVED_GROUP_NAMES:
+            reason = f"{name!r} is reserved: every host is already in the group {name!r}"
         if reason:
             at.sub(name).error(reason)
             continue

@@ -39,6 +39,7 @@ MANAGED_POSTFIX_KEYS: dict[str, str] = {
     "myorigin": "set through the fleet key hostname instead (mailmend derives it)",
     "inet_interfaces": "set through the fleet key receives_mail instead (or listen_address)",
     "smtp_bind_address": "set through the fleet key bind_address instead",
+    "smtp_bind_address6": "set through the fleet key bind_address instead",
     "relayhost": "set through the fleet key relay_host instead",
     "smtp_sasl_password_maps": "set through the fleet key relay_credentials instead",
     "smtp_transport_rate_delay": _PACING,

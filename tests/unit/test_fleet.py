@@ -294,6 +294,10 @@ def test_group_named_like_a_host() -> None:
     assert_problem(doc(groups__mx2={}), None, "groups.mx2", "same name as host 'mx2'")
 
 
+def test_reserved_group_name() -> None:
+    assert_problem(doc(groups__mailmend={}), None, "groups.mailmend", "is reserved")
+
+
 def test_settings_in_defaults_and_groups_are_validated_where_written() -> None:
     assert_problem(doc(defaults={"ssh_port": 0}), None, "defaults.ssh_port", "between 1 and 65535")
     assert_problem(doc(groups__eu__ssh_port=0), None, "groups.eu.ssh_port", "between 1 and 65535")
