@@ -1,0 +1,189 @@
+"""The mailmend CLI: usage errors, exit codes, formats; DNS answered by a fake resolver."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from checks.dns import Rcode, Resolver
+from checks.ptr import reverse_name
+from mailmend import cli
+from tests.unit.test_ptr import FQDN, IP, FakeResolver
+
+D = "example.com"
+Zone = dict[tuple[str, str], tuple[str, ...] | Rcode]
+
+
+def good_zone() -> Zone:
+    return {
+        (reverse_name(IP), "PTR"): (FQDN + ".",),
+        (FQDN, "A"): (IP,),
+        (D, "TXT"): (f"v=spf1 ip4:{IP} -all",),
+        (f"_dmarc.{D}", "TXT"): (f"v=DMARC1; p=reject; rua=mailto:d@{D}",),
+    }
+
+
+@pytest.fixture
+def zone(monkeypatch: pytest.MonkeyPatch) -> Zone:
+    """The DNS the CLI sees; tests edit it before calling main()."""
+    data = good_zone()
+
+    @asynccontextmanager
+    async def fake_open(nameservers: list[str], timeout: float | None) -> AsyncIterator[Resolver]:
+        yield FakeResolver(data)
+
+    monkeypatch.setattr(cli, "open_resolver", fake_open)
+    monkeypatch.delenv("MAILMEND_FLEET", raising=False)
+    monkeypatch.delenv(cli.DQS_ENV, raising=False)
+    return data
+
+
+ARGS = ["check", "--ip", IP, "--hostname", FQDN, "--domain", D, "--no-dnsbl"]
+
+
+def test_invalid_ip_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", "--ip", "not-an-ip", "--hostname", FQDN]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "mailmend check: --ip: 'not-an-ip' is not an IP address (IPv4 or IPv6)"
+
+
+def test_invalid_hostname_and_domain_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check", "--ip", IP, "--hostname", "localhost"]) == 2
+    assert "--hostname" in capsys.readouterr().err
+    assert cli.main(["check", "--ip", IP, "--hostname", FQDN, "--domain", "bad_domain"]) == 2
+    assert "--domain" in capsys.readouterr().err
+    assert cli.main(["check", "--ip", IP]) == 2
+
+
+def test_missing_fleet_is_a_usage_error(
+    zone: Zone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check"]) == 2
+    assert "no fleet file" in capsys.readouterr().err
+    assert cli.main(["check", "--fleet", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
+
+
+def test_bad_fleet_file_prints_its_problems(
+    zone: Zone, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "fleet.toml"
+    bad.write_text("this is = not [toml\n")
+    assert cli.main(["check", "--fleet", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mailmend check: ") and "fleet.toml" in err
+
+
+def test_ip_and_fleet_together_is_a_usage_error(zone: Zone) -> None:
+    assert cli.main([*ARGS, "--fleet", "x.toml"]) == 2
+
+
+def test_unknown_subcommand_and_bad_format_exit_2() -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["frobnicate"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        cli.main([*ARGS, "--format", "xml"])
+    assert info.value.code == 2
+
+
+def test_all_good_but_warn_exits_0(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(ARGS) == 0  # DKIM has no selector: a warning
+    out = capsys.readouterr().out
+    assert out.startswith("WARN ")
+    assert out.splitlines()[-1] == "1 hosts: 0 fail, 0 unknown, 1 warn, 4 pass"
+
+
+def test_a_failing_check_exits_1(zone: Zone) -> None:
+    del zone[(reverse_name(IP), "PTR")]
+    assert cli.main(ARGS) == 1
+
+
+def test_unknown_without_failure_exits_3(zone: Zone) -> None:
+    zone[(f"_dmarc.{D}", "TXT")] = Rcode.SERVFAIL
+    assert cli.main(ARGS) == 3
+
+
+def test_json_to_file(zone: Zone, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report.json"
+    assert cli.main([*ARGS, "--format", "json", "--output", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == 1
+    assert doc["hosts"][0]["hostname"] == FQDN
+    assert doc["hosts"][0]["ip"] == IP
+
+
+def test_nagios_exit_codes_follow_nagios(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*ARGS, "--format", "nagios"]) == 1  # WARNING, where plain check says 0
+    assert capsys.readouterr().out.startswith(
+        "MAILMEND WARNING - 0 fail, 1 warn, 0 unknown on 1 hosts"
+    )
+    del zone[(reverse_name(IP), "PTR")]
+    assert cli.main([*ARGS, "--format", "nagios"]) == 2
+
+
+def test_html_output(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*ARGS, "--format", "html"]) == 0
+    assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
+
+
+def test_dqs_key_is_passed_but_never_printed(
+    zone: Zone, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[str | None] = []
+
+    async def fake_fleet(
+        resolver: object, targets: object, blocklists: object, dqs_key: str | None, **kw: object
+    ) -> list[object]:
+        seen.append(dqs_key)
+        return []
+
+    monkeypatch.setattr(cli, "check_fleet", fake_fleet)
+    monkeypatch.setenv(cli.DQS_ENV, "s3cr3t-env")
+    assert cli.main(ARGS) == 0
+    assert cli.main([*ARGS, "--dqs-key", "s3cr3t-arg", "--format", "json"]) == 0
+    assert seen == ["s3cr3t-env", "s3cr3t-arg"]
+    captured = capsys.readouterr()
+    assert "s3cr3t" not in captured.out + captured.err
+
+
+def test_fleet_hosts_become_targets(
+    zone: Zone, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mailmend.fleet import DomainSpec, Fleet, FleetSettings, HostSpec
+
+    fleet = Fleet(
+        "fleet.toml",
+        FleetSettings(dmarc_report_address="dmarc@example.net"),
+        (
+            HostSpec("mx1", "mx1", hostname=FQDN, public_ipv4=IP, domains=(DomainSpec(D, "mx1"),)),
+            HostSpec("mx2", "mx2", hostname="mx2.example.com", public_ipv6="2001:db8::2"),
+        ),
+        (),
+    )
+    targets = cli.targets_from_fleet(fleet)
+    assert targets[0].domains == ((D, "mx1"),) and targets[0].ips == (IP,)
+    assert targets[0].dmarc_report_address == "dmarc@example.net"
+    assert targets[1].ips == ("2001:db8::2",)
+    monkeypatch.setattr("mailmend.fleet.load_fleet", lambda path: fleet)
+    assert cli.main(["check", "--fleet", "f.toml", "--host", "nope", "--no-dnsbl"]) == 2
+    assert "no host nope" in capsys.readouterr().err
+    assert (
+        cli.main(["check", "--fleet", "f.toml", "--host", "mx1", "--no-dnsbl", "--format", "json"])
+        == 1
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert [h["name"] for h in doc["hosts"]] == ["mx1"]  # mx1's DKIM key is not published
+
+
+def test_subcommands_are_pluggable() -> None:
+    assert "check" in cli.COMMANDS
+    parser = cli.build_parser()
+    args = parser.parse_args(["check", "--ip", IP, "--hostname", FQDN])
+    assert args.command == "check" and args.format == "table"

@@ -1,0 +1,265 @@
+"""check_host / check_fleet, and the table, JSON, HTML and Nagios reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import types
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from checks.dns import DnsAnswer, Rcode
+from checks.host import HostReport, HostTarget, check_fleet, check_host, count_statuses
+from checks.ptr import reverse_name
+from checks.report_html import render_html
+from checks.report_json import render_json, report_document
+from checks.report_nagios import render_nagios
+from checks.report_table import render_table
+from checks.result import CheckResult, Status
+from mailmend.cli import exit_code, render
+from tests.unit.test_ptr import FQDN, IP, FakeResolver
+
+D = "example.com"
+
+
+def res(
+    check: str, status: Status, summary: str = "s", fix: str | None = None, **extra: Any
+) -> CheckResult:
+    return CheckResult(check, status, "subject", summary, (), fix, extra)
+
+
+def host(name: str, *results: CheckResult) -> HostReport:
+    return HostReport(name, IP, f"{name}.example.com", list(results), (IP,))
+
+
+def good_zone() -> dict[tuple[str, str], tuple[str, ...] | Rcode]:
+    return {
+        (reverse_name(IP), "PTR"): (FQDN + ".",),
+        (FQDN, "A"): (IP,),
+        (D, "TXT"): (f"v=spf1 ip4:{IP} -all",),
+        (f"_dmarc.{D}", "TXT"): (f"v=DMARC1; p=reject; rua=mailto:d@{D}",),
+    }
+
+
+TARGET = HostTarget("mx1", FQDN, (IP,), ((D, None),))
+
+
+# --- check_host / check_fleet --------------------------------------------------------------------
+
+
+def test_check_host_runs_every_check_in_order() -> None:
+    report = asyncio.run(check_host(FakeResolver(good_zone()), TARGET))
+    assert [r.check for r in report.results] == ["ptr", "fcrdns", "spf", "dkim", "dmarc"]
+    assert report.status is Status.WARN  # no DKIM selector known
+    assert (report.name, report.ip, report.hostname) == ("mx1", IP, FQDN)
+
+
+def test_check_host_calls_dnsbl_per_ip_and_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str, object, str | None]] = []
+
+    async def check_ip(
+        engine: object, ip: str, lists: object, dqs_key: str | None = None
+    ) -> list[CheckResult]:
+        calls.append(("ip", ip, lists, dqs_key))
+        return [res("dnsbl", Status.PASS, listed=False), res("dnsbl", Status.FAIL, listed=True)]
+
+    async def check_domain(
+        engine: object, domain: str, lists: object, dqs_key: str | None = None
+    ) -> list[CheckResult]:
+        calls.append(("domain", domain, lists, dqs_key))
+        return [res("dnsbl", Status.PASS, listed=False)]
+
+    fake = types.ModuleType("checks.dnsbl")
+    fake.check_ip = check_ip  # type: ignore[attr-defined]
+    fake.check_domain = check_domain  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "checks.dnsbl", fake)
+    report = asyncio.run(check_host(FakeResolver(good_zone()), TARGET, ["L"], "KEY"))
+    assert calls == [("ip", IP, ["L"], "KEY"), ("domain", D, ["L"], "KEY")]
+    assert [r.check for r in report.results].count("dnsbl") == 3
+    assert report.status is Status.FAIL
+    assert "1 listed / 3" in render_html([report])
+
+
+def test_check_fleet_keeps_order_and_reports_progress() -> None:
+    other = HostTarget("mx2", "mx2.example.com", ("198.51.100.2",))
+    seen: list[tuple[int, int]] = []
+    reports = asyncio.run(
+        check_fleet(
+            FakeResolver(good_zone()), [TARGET, other], progress=lambda d, t: seen.append((d, t))
+        )
+    )
+    assert [r.name for r in reports] == ["mx1", "mx2"]
+    assert seen == [(1, 2), (2, 2)]
+
+
+class SlowResolver(FakeResolver):
+    async def query(self, name: str, rdtype: str) -> DnsAnswer:
+        await asyncio.sleep(10)
+        return await super().query(name, rdtype)
+
+
+def test_deadline_turns_unfinished_hosts_unknown() -> None:
+    reports = asyncio.run(check_fleet(SlowResolver({}), [TARGET], deadline=0.05))
+    assert reports[0].status is Status.UNKNOWN
+    assert "deadline" in reports[0].results[0].summary
+
+
+# --- exit codes and counts -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statuses", "code"),
+    [
+        ([Status.PASS], 0),
+        ([Status.PASS, Status.WARN], 0),
+        ([Status.WARN, Status.FAIL, Status.UNKNOWN], 1),
+        ([Status.WARN, Status.UNKNOWN], 3),
+        ([], 0),
+    ],
+)
+def test_exit_code_mapping(statuses: list[Status], code: int) -> None:
+    assert exit_code([host("a", *(res("ptr", s) for s in statuses))]) == code
+
+
+@pytest.mark.parametrize(
+    ("statuses", "state", "word"),
+    [
+        ([Status.PASS], 0, "OK"),
+        ([Status.WARN], 1, "WARNING"),
+        ([Status.WARN, Status.FAIL, Status.UNKNOWN], 2, "CRITICAL"),
+        ([Status.WARN, Status.UNKNOWN], 3, "UNKNOWN"),
+    ],
+)
+def test_nagios_states(statuses: list[Status], state: int, word: str) -> None:
+    line, code = render_nagios([host("a", *(res("ptr", s) for s in statuses))])
+    assert code == state
+    assert line.startswith(f"MAILMEND {word} - ")
+    assert render([host("a", *(res("ptr", s) for s in statuses))], "nagios")[1] == state
+
+
+def test_nagios_line_format() -> None:
+    reports = [
+        host("a", res("ptr", Status.FAIL), *[res("spf", Status.PASS)] * 20),
+        host("b", res("ptr", Status.WARN), *[res("spf", Status.PASS)] * 10),
+        host("c", res("ptr", Status.WARN), *[res("spf", Status.PASS)] * 10),
+    ]
+    line, code = render_nagios(reports)
+    assert line == (
+        "MAILMEND CRITICAL - 1 fail, 2 warn, 0 unknown on 3 hosts "
+        "| fail=1 warn=2 unknown=0 pass=40\n"
+    )
+    assert code == 2
+
+
+# --- JSON ---
+
+
+def test_json_schema_keys() -> None:
+    reports = [
+        host(
+            "a",
+            res("ptr", Status.FAIL, fix="do x"),
+            res("dnsbl", Status.PASS, zone="z", listed=False),
+        )
+    ]
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    doc = json.loads(render_json(reports, when))
+    assert set(doc) == {"schema", "generated", "hosts", "summary"}
+    assert doc["schema"] == 1
+    assert doc["generated"] == "2026-01-02T03:04:05+00:00"
+    assert set(doc["summary"]) == {"pass", "warn", "fail", "unknown"}
+    assert doc["summary"] == {"pass": 1, "warn": 0, "fail": 1, "unknown": 0}
+    (h,) = doc["hosts"]
+    assert {"name", "ip", "hostname", "status", "checks"} <= set(h)
+    assert h["status"] == "fail"
+    assert set(h["checks"][0]) == {"check", "status", "subject", "summary", "details", "fix"}
+    assert h["checks"][1]["zone"] == "z" and h["checks"][1]["listed"] is False
+    assert report_document(reports, when) == doc
+
+
+def test_count_statuses() -> None:
+    assert count_statuses([host("a", res("x", Status.UNKNOWN)), host("b")]) == {
+        "pass": 0,
+        "warn": 0,
+        "fail": 0,
+        "unknown": 1,
+    }
+
+
+# --- table ---
+
+
+def test_table_lists_problems_first_by_severity_with_fixes() -> None:
+    reports = [
+        host("a", res("dmarc", Status.WARN, "warned", "fix-w"), res("ptr", Status.PASS, "fine")),
+        host(
+            "b",
+            res("spf", Status.UNKNOWN, "unknown-one"),
+            res("ptr", Status.FAIL, "failed", "fix-f"),
+        ),
+    ]
+    lines = render_table(reports).splitlines()
+    assert lines[0].startswith("FAIL") and "failed" in lines[0]
+    assert lines[1].strip() == "fix: fix-f"
+    assert lines[2].startswith("UNKNOWN") and "unknown-one" in lines[2]
+    assert lines[3].startswith("WARN") and "warned" in lines[3]
+    assert lines[4].strip() == "fix: fix-w"
+    assert not any("fine" in line for line in lines)
+    assert lines[-3].endswith("a (a.example.com, 203.0.113.7): 0 fail, 0 unknown, 1 warn, 1 pass")
+    assert lines[-2].startswith("FAIL") and "b (" in lines[-2]
+    assert lines[-1] == "2 hosts: 1 fail, 1 unknown, 1 warn, 1 pass"
+
+
+def test_table_colour_only_when_asked() -> None:
+    reports = [host("a", res("ptr", Status.FAIL))]
+    assert "\033[" not in render_table(reports)
+    assert "\033[" in render_table(reports, colour=True)
+
+
+# --- HTML ---
+
+
+def test_html_escapes_everything() -> None:
+    evil = res(
+        "ptr",
+        Status.FAIL,
+        "<script>alert(1)</script>",
+        fix='set "<b>"',
+        delist="javascript:alert(1)",
+    )
+    page = render_html([host("<img src=x>", evil)])
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x>" not in page
+    assert 'href="javascript' not in page
+    assert "<pre>set &#34;&lt;b&gt;&#34;</pre>" in page
+
+
+def test_html_is_self_contained_grid_with_problems_and_links() -> None:
+    reports = [
+        host(
+            "a",
+            res("ptr", Status.PASS),
+            res("spf", Status.FAIL, "spf broken", 'example.com. TXT "v=spf1 -all"'),
+            res(
+                "dnsbl",
+                Status.FAIL,
+                "listed",
+                listed=True,
+                delist={"url": "https://check.spamhaus.org/", "steps": ["fix the PTR first"]},
+            ),
+            res("dnsbl", Status.PASS, listed=False),
+        )
+    ]
+    page = render_html(reports)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page and "<link" not in page and "src=" not in page
+    assert '<td class="pass">pass</td>' in page
+    assert '<td class="fail">fail</td>' in page
+    assert '<td class="fail">1 listed / 2</td>' in page
+    assert '<a href="https://check.spamhaus.org/">' in page
+    assert "<li>fix the PTR first</li>" in page
+    assert "<pre>example.com. TXT &#34;v=spf1 -all&#34;</pre>" in page
