@@ -72,7 +72,7 @@ def dns_unknown(check: str, subject: str, answer: DnsAnswer) -> CheckResult:
         status=Status.UNKNOWN,
         subject=subject,
         summary=f"DNS could not answer {answer.rdtype} {answer.name}: {answer.rcode.value}",
-        details=("retry later, or with another --nameserver",),
+        fix="retry later, or ask another resolver (--nameserver)",
     )
 
 

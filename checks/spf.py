@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from checks.dns import DnsAnswer, Resolver
-from checks.ptr import normalize_name, reverse_name
+from checks.ptr import dns_unknown, normalize_name, reverse_name
 from checks.result import CheckResult, Status, worst
 
 CHECK = "spf"
@@ -420,7 +420,7 @@ async def check_spf(
     domain = normalize_name(domain)
     answer = await resolver.query(domain + ".", "TXT")
     if not answer.ok:
-        return _result(Status.UNKNOWN, domain, f"DNS could not answer TXT {domain}: {answer.rcode}")
+        return dns_unknown(CHECK, domain, answer)
     records = [r for r in answer.records if is_spf(r)]
     if not records:
         return _result(
@@ -513,7 +513,7 @@ def _error_fix(error: SPFError) -> str | None:
         return f"correct term {error.position} {error.term!r} in {error.domain}: {error.reason}"
     if isinstance(error, SPFPermError):
         return "correct the record named above"
-    return None
+    return "retry later, or ask another resolver (--nameserver)"
 
 
 def _result(
