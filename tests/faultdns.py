@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Self, cast
+from typing import Any, ParamSpec, Self, cast
 
 import dns.flags
 import dns.message
@@ -155,3 +156,16 @@ class FakeDns:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+_P = ParamSpec("_P")
+
+
+def aio(test: Callable[_P, Coroutine[Any, Any, None]]) -> Callable[_P, None]:
+    """Run an async test on a fresh event loop (the project has no pytest-asyncio)."""
+
+    @functools.wraps(test)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run

@@ -1,0 +1,301 @@
+"""The engine: wire format, parser, and fault behaviour against loopback fake servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from checks.dns import Rcode
+from checks.engine import (
+    Engine,
+    EngineConfig,
+    Nameserver,
+    build_query,
+    encode_name,
+    parse_nameserver,
+    parse_response,
+)
+from tests.faultdns import FakeDns, aio, answer, drop, servfail, truncating, zone
+
+# --- nameserver parsing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1", Nameserver("127.0.0.1", 53)),
+        ("127.0.0.1:5353", Nameserver("127.0.0.1", 5353)),
+        ("::1", Nameserver("::1", 53)),
+        ("[::1]:5353", Nameserver("::1", 5353)),
+        ("[2001:db8::1]", Nameserver("2001:db8::1", 53)),
+        (" 10.0.0.1 ", Nameserver("10.0.0.1", 53)),
+    ],
+)
+def test_parse_nameserver(text: str, expected: Nameserver) -> None:
+    assert parse_nameserver(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["dns.google", "127.0.0.1:0", "127.0.0.1:70000", "127.0.0.1:x", "[::1", "[::1]5353", ""]
+)
+def test_parse_nameserver_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="nameserver"):
+        parse_nameserver(text)
+
+
+def test_nameserver_str_round_trips() -> None:
+    for text in ("127.0.0.1:53", "[::1]:5353"):
+        assert str(parse_nameserver(text)) == text
+
+
+def test_config_validates() -> None:
+    with pytest.raises(ValueError, match="nameserver"):
+        EngineConfig(nameservers=())
+    with pytest.raises(ValueError, match="rate"):
+        EngineConfig((Nameserver("127.0.0.1"),), zone_rate_limits={"x.test": 0})
+
+
+# --- wire format -------------------------------------------------------------------------------
+
+
+def test_build_query_matches_dnspython() -> None:
+    wire = build_query(0x1234, "2.0.0.127.zen.spamhaus.org", "A")
+    msg = dns.message.from_wire(wire)
+    assert msg.id == 0x1234
+    assert msg.flags & dns.flags.RD and not msg.flags & dns.flags.QR
+    assert msg.question[0].name.to_text() == "2.0.0.127.zen.spamhaus.org."
+    assert msg.question[0].rdtype == 1
+    assert wire[2:] == dns.message.make_query("2.0.0.127.zen.spamhaus.org.", "A").to_wire()[2:]
+
+
+@pytest.mark.parametrize("name", ["", ".", "a..b", "x" * 64 + ".test", ("a" * 60 + ".") * 5])
+def test_encode_name_rejects(name: str) -> None:
+    if name in ("", "."):
+        assert encode_name(name) == b"\x00"
+        return
+    with pytest.raises(ValueError, match="bad DNS name"):
+        encode_name(name)
+
+
+def test_encode_name_idna_falls_back_to_dnspython() -> None:
+    assert encode_name("bücher.example") == dns.name.from_text("bücher.example").to_wire()
+
+
+def _response(name: str, rdtype: str, records: list[str], rcode: int = 0) -> tuple[bytes, bytes]:
+    query_wire = build_query(7, name, rdtype)
+    query = dns.message.from_wire(query_wire)
+    response = dns.message.make_response(query)
+    response.set_rcode(rcode)
+    if records:
+        response.answer.append(
+            dns.rrset.from_text_list(query.question[0].name, 60, "IN", rdtype, records)
+        )
+    return response.to_wire(), query_wire[12:]
+
+
+@pytest.mark.parametrize(
+    ("rdtype", "records", "expected"),
+    [
+        ("A", ["127.0.0.2", "127.0.0.10"], ("127.0.0.2", "127.0.0.10")),
+        ("AAAA", ["2001:db8::1"], ("2001:db8::1",)),
+        ("TXT", ['"v=spf1 " "-all"'], ("v=spf1 -all",)),
+        ("MX", ["10 mx.example.com."], ("10 mx.example.com.",)),
+        ("PTR", ["mail.example.com."], ("mail.example.com.",)),
+        ("CNAME", ["target.example.com."], ("target.example.com.",)),
+    ],
+)
+def test_parse_response_records(rdtype: str, records: list[str], expected: tuple[str, ...]) -> None:
+    wire, question = _response("q.example.com", rdtype, records)
+    parsed = parse_response(wire, question, dns.rdatatype.from_text(rdtype))
+    assert parsed is not None
+    assert parsed.qid == 7 and parsed.rcode is Rcode.NOERROR and not parsed.truncated
+    assert parsed.records == expected
+
+
+def test_parse_response_a_follows_cname_and_compression() -> None:
+    query = dns.message.make_query("www.example.com.", "A")
+    response = dns.message.make_response(query)
+    response.answer.append(
+        dns.rrset.from_text("www.example.com.", 60, "IN", "CNAME", "a.example.com.")
+    )
+    response.answer.append(dns.rrset.from_text("a.example.com.", 60, "IN", "A", "192.0.2.1"))
+    wire = response.to_wire()
+    parsed = parse_response(wire, query.to_wire()[12:], 1)
+    assert parsed is not None and parsed.records == ("192.0.2.1",)
+
+
+@pytest.mark.parametrize(
+    ("rcode", "expected"),
+    [(dns.rcode.NXDOMAIN, Rcode.NXDOMAIN), (dns.rcode.SERVFAIL, Rcode.SERVFAIL),
+     (dns.rcode.REFUSED, Rcode.REFUSED), (dns.rcode.FORMERR, Rcode.OTHER)],
+)  # fmt: skip
+def test_parse_response_rcodes(rcode: int, expected: Rcode) -> None:
+    wire, question = _response("x.test", "A", [], rcode)
+    parsed = parse_response(wire, question, 1)
+    assert parsed is not None and parsed.rcode is expected and parsed.records == ()
+
+
+def test_parse_response_rejects_other_question_and_queries() -> None:
+    wire, _ = _response("x.test", "A", ["127.0.0.2"])
+    _, other = _response("y.test", "A", [])
+    assert parse_response(wire, other, 1) is None
+    _, question_aaaa = _response("x.test", "AAAA", [])
+    assert parse_response(wire, question_aaaa, 28) is None
+    query = build_query(7, "x.test", "A")
+    assert parse_response(query, query[12:], 1) is None  # QR=0: not a response
+
+
+def test_parse_response_case_insensitive_and_truncated() -> None:
+    wire, question = _response("X.Test", "A", [])
+    assert parse_response(wire, question.lower(), 1) is not None
+    msg = dns.message.from_wire(wire)
+    msg.flags |= dns.flags.TC
+    parsed = parse_response(msg.to_wire(), question, 1)
+    assert parsed is not None and parsed.truncated
+
+
+def test_parse_response_malformed_raises_value_error() -> None:
+    wire, question = _response("x.test", "A", ["127.0.0.2"])
+    with pytest.raises(ValueError, match="malformed"):
+        parse_response(wire[:-3], question, 1)
+
+
+# --- against loopback servers ------------------------------------------------------------------
+
+DATA = {
+    ("2.0.0.127.bl.test.", "A"): ["127.0.0.2"],
+    ("x.test.", "TXT"): ['"v=spf1 -all"'],
+}
+
+
+def _cfg(server: FakeDns, **kw: float) -> EngineConfig:
+    return EngineConfig((server.nameserver,), **kw)  # type: ignore[arg-type]
+
+
+@aio
+async def test_answers_and_nxdomain() -> None:
+    async with FakeDns(zone(DATA)) as server, Engine(_cfg(server)) as eng:
+        listed = await eng.query("2.0.0.127.bl.test", "A")
+        missing = await eng.query("1.0.0.127.bl.test.", "a")
+        assert listed.rcode is Rcode.NOERROR and listed.records == ("127.0.0.2",)
+        assert listed.name == "2.0.0.127.bl.test."
+        assert missing.rcode is Rcode.NXDOMAIN and not missing.exists
+        txt = await eng.query("x.test", "TXT")
+        assert txt.records == ("v=spf1 -all",)
+
+
+@aio
+async def test_drop_everything_times_out_within_deadline() -> None:
+    async with FakeDns(drop) as server, Engine(_cfg(server, timeout=0.1, retries=1)) as eng:
+        start = time.monotonic()
+        got = await eng.query("a.test", "A")
+        assert got.rcode is Rcode.TIMEOUT and not got.ok
+        assert time.monotonic() - start < 1.0
+        assert len(server.udp_queries) == 2  # first try + one retry
+        assert eng.stats.retried == 1 and eng.stats.timeouts == 1
+
+
+@aio
+async def test_batch_deadline_gives_timeout_not_hang() -> None:
+    cfg_kw = {"timeout": 5.0, "retries": 2, "deadline": 0.3}
+    async with FakeDns(drop) as server, Engine(_cfg(server, **cfg_kw)) as eng:
+        start = time.monotonic()
+        got = await eng.query_many([(f"{i}.test", "A") for i in range(20)])
+        assert time.monotonic() - start < 1.5
+        assert [a.rcode for a in got] == [Rcode.TIMEOUT] * 20
+
+
+@aio
+async def test_servfail_is_returned() -> None:
+    async with FakeDns(servfail) as server, Engine(_cfg(server)) as eng:
+        got = await eng.query("a.test", "A")
+        assert got.rcode is Rcode.SERVFAIL and not got.ok
+
+
+@aio
+async def test_truncated_udp_answer_is_asked_again_over_tcp() -> None:
+    async with FakeDns(truncating(["192.0.2.7"])) as server, Engine(_cfg(server)) as eng:
+        got = await eng.query("big.test", "A")
+        assert got.rcode is Rcode.NOERROR and got.records == ("192.0.2.7",)
+        assert server.udp_queries == [("big.test.", "A")]
+        assert server.tcp_queries == [("big.test.", "A")]
+        assert eng.stats.tcp_fallbacks == 1
+
+
+@aio
+async def test_duplicate_questions_in_flight_send_one_packet() -> None:
+    async with FakeDns(zone(DATA)) as server, Engine(_cfg(server)) as eng:
+        answers = await asyncio.gather(*(eng.query("2.0.0.127.bl.test", "A") for _ in range(5)))
+        assert {a.records for a in answers} == {("127.0.0.2",)}
+        assert len(server.udp_queries) == 1
+        assert eng.stats.deduplicated == 4
+        again = await eng.query("2.0.0.127.BL.test.", "A")
+        assert again.records == ("127.0.0.2",) and eng.stats.cache_hits == 1
+        assert len(server.udp_queries) == 1
+
+
+@aio
+async def test_query_many_keeps_order_and_reports_progress() -> None:
+    seen: list[tuple[int, int]] = []
+    async with FakeDns(zone(DATA)) as server, Engine(_cfg(server, max_in_flight=3)) as eng:
+        questions = [(f"{i}.0.0.127.bl.test", "A") for i in range(1, 11)]
+        got = await eng.query_many(questions, progress=lambda d, t: seen.append((d, t)))
+    assert [a.rcode for a in got] == [Rcode.NXDOMAIN, Rcode.NOERROR] + [Rcode.NXDOMAIN] * 8
+    assert seen[-1] == (10, 10) and len(seen) == 10
+
+
+@aio
+async def test_timeout_is_not_cached() -> None:
+    async with FakeDns(drop) as server, Engine(_cfg(server, timeout=0.05, retries=0)) as eng:
+        await eng.query("a.test", "A")
+        await eng.query("a.test", "A")
+        assert len(server.udp_queries) == 2
+
+
+@aio
+async def test_wrong_question_with_right_id_is_ignored() -> None:
+    def liar(query: dns.message.Message, transport: str) -> dns.message.Message:
+        other = dns.message.make_query("evil.test.", "A")
+        other.id = query.id
+        return answer(other, ["192.0.2.66"])
+
+    async with FakeDns(liar) as server, Engine(_cfg(server, timeout=0.05, retries=0)) as eng:
+        got = await eng.query("good.test", "A")
+        assert got.rcode is Rcode.TIMEOUT
+        assert eng.stats.malformed == 1
+
+
+@aio
+async def test_retry_goes_to_the_next_nameserver() -> None:
+    async with FakeDns(drop) as dead, FakeDns(zone(DATA)) as alive:
+        cfg = EngineConfig((dead.nameserver, alive.nameserver), timeout=0.1, retries=2)
+        async with Engine(cfg) as eng:
+            got = await eng.query_many([(f"{i}.0.0.127.bl.test", "A") for i in range(1, 7)])
+        assert {a.rcode for a in got} <= {Rcode.NXDOMAIN, Rcode.NOERROR}
+
+
+@aio
+async def test_zone_rate_limit_spaces_queries() -> None:
+    cfg_kw = {"zone_rate_limits": {"bl.test": 50.0}}
+    async with FakeDns(zone(DATA)) as server:
+        cfg = EngineConfig((server.nameserver,), **cfg_kw)  # type: ignore[arg-type]
+        async with Engine(cfg) as eng:
+            start = time.monotonic()
+            await eng.query_many([(f"{i}.0.0.127.bl.test", "A") for i in range(1, 6)])
+            await eng.query("other.test", "A")
+            assert time.monotonic() - start >= 0.07  # 5 queries at 50/s: 4 gaps of 20 ms
+
+
+@aio
+async def test_engine_must_be_open() -> None:
+    eng = Engine(EngineConfig((Nameserver("127.0.0.1", 9),)))
+    with pytest.raises(RuntimeError, match="not open"):
+        await eng.query("a.test", "A")
