@@ -90,12 +90,17 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = [self.file]
+        where = [_printable(self.file)]
         if self.host is not None:
             where.append(f"host {self.host!r}")
         if self.field is not None:
-            where.append(self.field)
+            where.append(_printable(self.field))
         return ": ".join([*where, self.message])
+
+
+def _printable(text: str) -> str:
+    """``text`` itself, or its repr if it holds a character that would break the line."""
+    return text if v.is_safe_string(text, allow_space=True) else repr(text)
 
 
 @dataclass(frozen=True)

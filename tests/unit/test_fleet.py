@@ -201,6 +201,11 @@ def test_problem_str() -> None:
     assert str(Problem("f.toml", None, None, "bad")) == "f.toml: bad"
 
 
+def test_problem_str_escapes_names_that_would_break_the_line() -> None:
+    problem = Problem("my fleet.toml", "a\nb", "groups.e\nu", "bad")
+    assert str(problem) == "my fleet.toml: host 'a\\nb': 'groups.e\\nu': bad"
+
+
 def test_error_lists_one_problem_per_line() -> None:
     with pytest.raises(FleetError) as info:
         parse(doc(hosts__mx1__hostname="mx1..example.com", hosts__mx2__ssh_port=0))
