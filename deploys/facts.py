@@ -1,0 +1,56 @@
+"""Custom pyinfra facts for the mail deploys.
+
+Nothing here ever reads a private key off a host: the DKIM fact reads the public half only.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pyinfra.api.command import QuoteString, StringCommand
+from pyinfra.api.facts import FactBase
+
+_QUOTED = re.compile(r'"([^"]*)"')
+_P_TAG = re.compile(r"(?:^|;)\s*p=([A-Za-z0-9+/=]+)")
+
+
+def parse_dkim_public_key(lines: list[str]) -> str | None:
+    """The base64 ``p=`` value from opendkim-genkey's ``SELECTOR.txt`` (or a bare ``p=...``).
+
+    >>> parse_dkim_public_key(['mx1._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; "',
+    ...                         '\\t  "p=MIIBIjAN" "BgkqhkiG" )  ; ----- DKIM key mx1'])
+    'MIIBIjANBgkqhkiG'
+    """
+    text = "\n".join(lines)
+    strings = _QUOTED.findall(text)
+    value = "".join(strings) if strings else text.strip()
+    match = _P_TAG.search(value)
+    return match.group(1) if match else None
+
+
+class DkimPublicKey(FactBase[Any]):
+    """
+    The public half of a DKIM key as the base64 ``p=`` value, or ``None`` when there is none.
+
+    Reads ``SELECTOR.txt`` written by ``opendkim-genkey``; for a key put there by hand
+    without its ``.txt``, derives the public key with ``openssl`` when the host has it.
+    The private key itself never leaves the host.
+
+    .. code:: python
+
+        host.get_fact(DkimPublicKey, txt="/etc/opendkim/keys/example.com/mx1.txt",
+                      private_key="/etc/opendkim/keys/example.com/mx1.private")
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA..."
+    """
+
+    def command(self, txt: str, private_key: str) -> StringCommand:
+        return StringCommand(
+            "if [ -r", QuoteString(txt), "]; then cat", QuoteString(txt), ";",
+            "elif [ -r", QuoteString(private_key), "] && command -v openssl >/dev/null 2>&1;",
+            "then printf p=; openssl pkey -in", QuoteString(private_key),
+            "-pubout -outform DER 2>/dev/null | base64 | tr -d '\\n'; echo; fi",
+        )  # fmt: skip
+
+    def process(self, output: list[str]) -> str | None:
+        return parse_dkim_public_key(output)

@@ -1,0 +1,11 @@
+"""``pyinfra inventory.py deploys/mail.py``: every mail host, in order. Composition only."""
+
+from deploys.hostname import hostname_deploy
+from deploys.opendkim import opendkim_deploy
+from deploys.postfix import postfix_deploy
+from deploys.summary import summary_deploy
+
+hostname_deploy()
+postfix_deploy()
+opendkim_deploy()
+summary_deploy()

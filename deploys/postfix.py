@@ -1,0 +1,145 @@
+"""Postfix: installed without Debian's questions, paced to the provider's limit, validated live.
+
+``main.cf`` is rendered from ``templates/postfix/main.cf.j2`` and goes live only through
+:func:`deploys.staged.staged_config`: staged beside the live file, checked by ``postconf -n``
+(any warning, such as an unused parameter, refuses it), a ``postmap`` probe (Postfix's typed
+parameter checks, which print their message even without a terminal, unlike ``postfix check``)
+and ``postfix check``; only then backed up and renamed over the live file. Postfix is reloaded
+only when the file changed, and started when it is not running.
+
+Pacing is ONE knob, ``smtp_transport_rate_delay = ceil(60 / rate)s``; relayed mail leaves
+through the same smtp transport (``relayhost``), so the knob covers it too.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from pyinfra.api.command import QuoteString, StringCommand
+from pyinfra.api.deploy import deploy
+from pyinfra.api.operation import OperationMeta
+from pyinfra.context import host
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server
+
+from deploys import values
+from deploys.staged import secret_file, staged_config
+
+DEFAULTS: dict[str, Any] = {
+    **values.SHARED_DEFAULTS,
+    "postfix_config_dir": "/etc/postfix",
+    "postfix_staging_dir": "/etc/postfix/mailmend-staging",
+    "postfix_maillog_file": "/var/log/postfix.log",
+    "postfix_apt_cache_time": 3600,
+}
+
+_NONINTERACTIVE = {"DEBIAN_FRONTEND": "noninteractive"}
+
+
+def validate_command(config_dir: str, staged_main_cf: str) -> StringCommand:
+    """Check a staged main.cf (with a copy of the live master.cf) with Postfix's own tools."""
+    staging = QuoteString(posixpath.dirname(staged_main_cf))
+    return StringCommand(
+        "cp -p", QuoteString(posixpath.join(config_dir, "master.cf")), staging,
+        "&& err=$(postconf -c", staging, "-n 2>&1 >/dev/null) && [ -z \"$err\" ]",
+        "&& err=$(postmap -c", staging, "-q mailmend texthash:/dev/null 2>&1 >/dev/null || true)",
+        "&& [ -z \"$err\" ] && postfix -c", staging, "check",
+        "|| { echo \"$err\" >&2;",
+        "echo 'mailmend: the new main.cf was refused; the live main.cf is unchanged' >&2;",
+        "exit 1; }",
+    )  # fmt: skip
+
+
+def _missing(packages: list[str]) -> bool:
+    installed = host.get_fact(DebPackages) or {}
+    return any(name not in installed for name in packages)
+
+
+def _install(ctx: values.PostfixContext, cache_time: int) -> None:
+    if _missing(["postfix"]):
+        # Only before the first install: afterwards Debian never asks again and mailmend
+        # owns main.cf. "No configuration": Debian writes no main.cf of its own.
+        preseed = StringCommand(
+            "printf '%s\\n'",
+            QuoteString("postfix postfix/main_mailer_type select No configuration"),
+            QuoteString(f"postfix postfix/mailname string {ctx.hostname}"),
+            "| debconf-set-selections",
+        )
+        server.shell(
+            name="Preseed Postfix's debconf answers",
+            commands=[preseed],  # type: ignore[list-item]  # pyinfra runs StringCommands as-is
+        )
+    apt.packages(
+        name="Install Postfix",
+        packages=["postfix"],
+        # A converged host never runs apt-get update (no change on a second run).
+        update=_missing(["postfix"]),
+        cache_time=cache_time,
+        _env=_NONINTERACTIVE,
+    )
+
+
+def _configure(ctx: values.PostfixContext, staging_dir: str) -> OperationMeta:
+    sasl = posixpath.join(ctx.config_dir, "sasl_passwd")
+    relay = ctx.relay
+    if relay is not None and relay.credentials is not None:
+        line = f"{relay.nexthop} {relay.credentials}\n"
+        secret = secret_file(
+            name="Install the relay credentials (sasl_passwd, mode 0600)",
+            secret=lambda: line,
+            dest=sasl,
+        )
+        postmap = StringCommand(
+            "postmap", QuoteString(f"hash:{sasl}"), "&& chmod 600", QuoteString(f"{sasl}.db")
+        )
+        server.shell(
+            name="Index the relay credentials (postmap)",
+            commands=[postmap],  # type: ignore[list-item]  # pyinfra runs StringCommands as-is
+            _if=secret.did_change,
+        )
+    else:
+        for path in (sasl, f"{sasl}.db"):
+            files.file(name=f"Remove unused relay credentials {path}", path=path, present=False)
+
+    main_cf = staged_config(
+        name="Install main.cf (staged, validated, backed up, swapped)",
+        content=values.render_template("postfix/main.cf.j2", postfix=ctx),
+        dest=posixpath.join(ctx.config_dir, "main.cf"),
+        staging_dir=staging_dir,
+        validate=lambda staged: validate_command(ctx.config_dir, staged),
+    )
+
+    if not host.get_fact(File, path="/etc/aliases.db"):
+        server.shell(
+            name="Create the aliases database",
+            commands=[
+                "test -e /etc/aliases || echo 'postmaster: root' > /etc/aliases",
+                "newaliases",
+            ],
+        )
+    return main_cf
+
+
+def _activate(main_cf: OperationMeta) -> None:
+    server.service(
+        name="Reload Postfix (main.cf changed)",
+        service="postfix",
+        reloaded=True,
+        _if=main_cf.did_change,
+    )
+    server.service(name="Ensure Postfix is running", service="postfix", running=True)
+
+
+@deploy("Postfix", data_defaults=DEFAULTS)
+def postfix_deploy() -> None:
+    """Install, configure (staged and validated) and run Postfix, paced to the provider's limit."""
+    ctx = values.postfix_context(host.name, values.host_data(host.data))
+    staging_dir = values.safe_text(host.name, "postfix_staging_dir", host.data.postfix_staging_dir)
+    cache_time = values.positive_int(
+        host.name, "postfix_apt_cache_time", host.data.postfix_apt_cache_time
+    )
+    _install(ctx, cache_time)
+    main_cf = _configure(ctx, staging_dir)
+    _activate(main_cf)

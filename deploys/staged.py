@@ -1,0 +1,123 @@
+"""Operations that never put a broken or leaked file live.
+
+``staged_config`` is the "never a broken config live" rule as ONE pyinfra operation:
+
+1. compare the rendered content with the LIVE file (``Sha1File`` fact); equal -> no commands,
+   so a converged host reports no change;
+2. otherwise upload it to a staging directory beside the live file (same filesystem),
+3. run the caller's validation command against the staged copy (the tool's own message
+   reaches pyinfra's output and fails the host; the live file is untouched),
+4. back the live file up as ``FILE.mailmend-YYYYmmddTHHMMSSZ`` and ``mv`` the staged file
+   over it (an atomic rename).
+
+The comparison is with the live file, not the staged one: a live file edited by hand is
+re-validated and replaced (the edit survives in the backup) on the next deploy.
+
+``secret_file`` uploads a secret without ever logging it (no diff, no argument in the name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Callable, Generator
+from io import StringIO
+
+from pyinfra.api.command import FileUploadCommand, QuoteString, StringCommand
+from pyinfra.api.operation import operation
+from pyinfra.context import host
+from pyinfra.facts.files import File, Sha1File
+
+#: ``FILE.mailmend-20260128T120000Z``: the shell computes the time when it swaps.
+BACKUP_SUFFIX = ".mailmend-"
+_UTC_STAMP = '"$(date -u +%Y%m%dT%H%M%SZ)"'
+
+
+def sha1_text(content: str) -> str:
+    return hashlib.sha1(content.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def swap_command(staged: str, dest: str, mode: str) -> StringCommand:
+    """Back up ``dest`` (if any) with a UTC time suffix, then rename ``staged`` over it."""
+    backup = StringCommand(QuoteString(dest + BACKUP_SUFFIX), _UTC_STAMP, _separator="")
+    return StringCommand(
+        "chmod", mode, QuoteString(staged), "&& chown 0:0", QuoteString(staged),
+        "&& { if [ -e", QuoteString(dest), "]; then cp -p", QuoteString(dest), backup, "; fi; }",
+        "&& mv -f", QuoteString(staged), QuoteString(dest),
+    )  # fmt: skip
+
+
+@operation()
+def staged_config(
+    content: str,
+    dest: str,
+    staging_dir: str,
+    validate: Callable[[str], StringCommand],
+    mode: str = "644",
+) -> Generator[StringCommand | FileUploadCommand, None, None]:
+    """
+    Validate a rendered config file on the host, then swap it in atomically.
+
+    + content: the rendered file
+    + dest: the live file
+    + staging_dir: a directory on the same filesystem as ``dest`` (created mode 0700)
+    + validate: given the staged path, the command that must succeed before the swap
+    + mode: mode of the live file
+
+    **Example:**
+
+    .. code:: python
+
+        staged_config(
+            name="Install opendkim.conf",
+            content=rendered,
+            dest="/etc/opendkim.conf",
+            staging_dir="/etc/opendkim/mailmend-staging",
+            validate=lambda staged: StringCommand("opendkim -n -x", QuoteString(staged)),
+        )
+    """
+    live = host.get_fact(File, path=dest)
+    if live and host.get_fact(Sha1File, path=dest) == sha1_text(content):
+        if live["mode"] != int(mode):  # pyinfra's File fact: 0o644 reads as 644
+            yield StringCommand("chmod", mode, QuoteString(dest))
+        else:
+            host.noop(f"{dest} is up to date")
+        return
+
+    staged = posixpath.join(staging_dir, posixpath.basename(dest))
+    yield StringCommand("mkdir -p -m 700", QuoteString(staging_dir))
+    yield FileUploadCommand(
+        StringIO(content), staged, remote_temp_filename=host.get_temp_filename(staged)
+    )
+    yield validate(staged)
+    yield swap_command(staged, dest, mode)
+
+
+@operation()
+def secret_file(
+    secret: Callable[[], str], dest: str, mode: str = "600"
+) -> Generator[StringCommand | FileUploadCommand, None, None]:
+    """
+    Upload a secret file, mode 0600 root-owned, printing neither its content nor a diff.
+
+    + secret: returns the content (a callable so the value is never an operation argument)
+    + dest: the remote file
+    + mode: its mode
+    """
+    content = secret()
+    live = host.get_fact(File, path=dest)
+    if live and host.get_fact(Sha1File, path=dest) == sha1_text(content):
+        if live["mode"] != int(mode) or live["user"] != "root":
+            yield StringCommand("chown 0:0", QuoteString(dest), "&& chmod", mode, QuoteString(dest))
+        else:
+            host.noop(f"{dest} is up to date")
+        return
+    # Created with the right mode before any secret byte is written to it.
+    yield StringCommand(
+        "umask 077 && : >", QuoteString(dest), "&& chown 0:0", QuoteString(dest),
+        "&& chmod", mode, QuoteString(dest),
+    )  # fmt: skip
+    yield FileUploadCommand(
+        StringIO(content), dest, remote_temp_filename=host.get_temp_filename(dest)
+    )
+    yield StringCommand("chown 0:0", QuoteString(dest), "&& chmod", mode, QuoteString(dest))

@@ -1,0 +1,449 @@
+"""Turn ``host.data`` into typed, validated template contexts, one function per component.
+
+Fleet files are validated by :mod:`mailmend.fleet`, but host data can also come from
+``group_data/`` or an inventory written by hand, so every value that reaches a template or
+a shell command is checked again here, before any operation is added. A refused value raises
+:class:`DeployValueError` naming the host and the field:
+
+    >>> hostname_context("mx1", {"hostname": "mx1.example.com\\nrelayhost = evil"})
+    Traceback (most recent call last):
+    ...
+    deploys.values.DeployValueError: host mx1: hostname: ...
+
+The contexts are plain frozen dataclasses; templates read their attributes and nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: The templates shipped with the package, resolved from this file, never the cwd.
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+#: Options for pyinfra's ``files.template`` (and the tests' renderer): Jinja's
+#: ``StrictUndefined`` and ``keep_trailing_newline`` are pyinfra's own defaults.
+JINJA_ENV_KWARGS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True}
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+_SELECTOR = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_POSTFIX_KEY = re.compile(r"[a-z][a-z0-9_]*\Z")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_FORBIDDEN = frozenset("'\"\\`")
+
+#: Tuning keys that both the Postfix and the OpenDKIM deploy read (the milter socket is wired
+#: on both sides), merged into each deploy's ``DEFAULTS``.
+SHARED_DEFAULTS: dict[str, Any] = {
+    "postfix_queue_dir": "/var/spool/postfix",
+    # Under Postfix's queue directory, so chrooted smtpd reaches it, and a Unix socket so
+    # sandbox hosts sharing one loopback never collide on a TCP port.
+    "opendkim_socket": "/var/spool/postfix/opendkim/opendkim.sock",
+}
+
+#: Every main.cf parameter ``templates/postfix/main.cf.j2`` sets; ``postfix_main_cf`` may not
+#: override them (a second definition would silently win, or add a second pacing knob).
+MANAGED_POSTFIX_KEYS: frozenset[str] = frozenset(
+    {
+        "compatibility_level",
+        "myhostname",
+        "mydomain",
+        "myorigin",
+        "mydestination",
+        "mynetworks",
+        "smtp_helo_name",
+        "inet_interfaces",
+        "inet_protocols",
+        "smtp_bind_address",
+        "smtp_bind_address6",
+        "relayhost",
+        "relay_domains",
+        "smtp_sasl_auth_enable",
+        "smtp_sasl_password_maps",
+        "smtp_sasl_security_options",
+        "smtp_tls_security_level",
+        "smtpd_relay_restrictions",
+        "smtpd_recipient_limit",
+        "smtpd_milters",
+        "non_smtpd_milters",
+        "milter_default_action",
+        "maillog_file",
+        "alias_maps",
+        "alias_database",
+    }
+)
+
+
+class DeployValueError(ValueError):
+    """A host data value that must not reach a template or a shell command."""
+
+    def __init__(self, host: str, field: str, reason: str) -> None:
+        super().__init__(f"host {host}: {field}: {reason}")
+        self.host = host
+        self.field = field
+        self.reason = reason
+
+
+# -- contexts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostnameContext:
+    fqdn: str
+    short: str
+    public_ipv4: str
+    public_ipv6: str | None
+
+
+@dataclass(frozen=True)
+class RelayContext:
+    #: exactly as written in main.cf ``relayhost`` and as the sasl_passwd lookup key
+    nexthop: str
+    #: ``user:password`` read on the admin's machine, or None for an unauthenticated relay
+    credentials: str | None
+
+
+@dataclass(frozen=True)
+class PostfixContext:
+    hostname: str
+    rate_limit_per_minute: int
+    rate_delay_seconds: int
+    recipient_limit: int | None
+    inet_interfaces: str
+    inet_protocols: str
+    bind_address: str | None
+    bind_address6: str | None
+    relay: RelayContext | None
+    milter_socket: str
+    maillog_file: str
+    config_dir: str
+    extra_settings: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class DkimDomain:
+    name: str
+    selector: str
+    key_dir: str
+    #: the private key, ``KEY_DIR/SELECTOR.private`` (opendkim-genkey's name)
+    private_key: str
+    #: opendkim-genkey's ready-made TXT record, ``KEY_DIR/SELECTOR.txt`` (public half only)
+    txt_record: str
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.name}"
+
+
+@dataclass(frozen=True)
+class OpenDkimContext:
+    domains: tuple[DkimDomain, ...]
+    trusted_hosts: tuple[str, ...]
+    socket: str
+    key_bits: int
+    key_root: str
+    config_file: str
+    table_dir: str
+
+
+# -- primitive checks -----------------------------------------------------------------------
+
+
+def safe_text(host: str, field: str, value: object) -> str:
+    """``value`` as a string with no control character, quote or backslash, else refuse it."""
+    if not isinstance(value, str):
+        raise DeployValueError(host, field, f"expected a string, got {type(value).__name__}")
+    for char in value:
+        if ord(char) < 32 or ord(char) == 127 or 0x80 <= ord(char) < 0xA0:
+            raise DeployValueError(host, field, f"control character {char!r} in {value!r}")
+        if char in _FORBIDDEN:
+            raise DeployValueError(host, field, f"quote or backslash {char!r} in {value!r}")
+    if value != value.strip():
+        raise DeployValueError(host, field, f"leading or trailing whitespace in {value!r}")
+    return value
+
+
+def fqdn(host: str, field: str, value: object) -> str:
+    """A lower-cased fully qualified domain name of at least two LDH labels."""
+    text = safe_text(host, field, value).lower()
+    labels = text.split(".")
+    if len(text) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise DeployValueError(host, field, f"{text!r} is not a fully qualified domain name")
+    return text
+
+
+def ip_address(host: str, field: str, value: object, version: int | None = None) -> str:
+    text = safe_text(host, field, value)
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise DeployValueError(host, field, f"{text!r} is not an IP address") from None
+    if version is not None and address.version != version:
+        raise DeployValueError(host, field, f"{text!r} is not an IPv{version} address")
+    return address.compressed
+
+
+def positive_int(host: str, field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DeployValueError(host, field, f"expected a positive integer, got {value!r}")
+    return value
+
+
+def pacing_delay(rate_per_minute: int) -> int:
+    """Seconds between deliveries so that at most ``rate_per_minute`` leave in any minute.
+
+    Rounded UP: 7 per minute is 8.57 s, so 9 s (6.7 per minute), never 8 s (7.5 per minute).
+
+    >>> [pacing_delay(r) for r in (5, 7, 30, 60, 1)]
+    [12, 9, 2, 1, 60]
+    """
+    if isinstance(rate_per_minute, bool) or rate_per_minute < 1:
+        raise ValueError(f"rate must be a positive number per minute, not {rate_per_minute}")
+    return math.ceil(60 / rate_per_minute)
+
+
+def _opt(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    value = data.get(key, default)
+    return default if value is None else value
+
+
+# -- components -----------------------------------------------------------------------------
+
+
+def hostname_context(host: str, data: Mapping[str, Any]) -> HostnameContext:
+    name = fqdn(host, "hostname", data.get("hostname"))
+    ipv6 = data.get("public_ipv6")
+    return HostnameContext(
+        fqdn=name,
+        short=name.split(".", 1)[0],
+        public_ipv4=ip_address(host, "public_ipv4", data.get("public_ipv4"), 4),
+        public_ipv6=None if ipv6 is None else ip_address(host, "public_ipv6", ipv6, 6),
+    )
+
+
+def relay_nexthop(host: str, value: object) -> str:
+    """``host``, ``host:port``, ``[host]`` or ``[host]:port``, returned as written."""
+    text = safe_text(host, "relay_host", value)
+    match = re.fullmatch(r"(\[)?([^\[\]:\s]+)(?(1)\])(?::(\d{1,5}))?", text)
+    if not match:
+        reason = f"{text!r} is not host, host:port or [host]:port"
+        raise DeployValueError(host, "relay_host", reason)
+    name, port = match.group(2), match.group(3)
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        fqdn(host, "relay_host", name)
+    if port is not None and not 0 < int(port) < 65536:
+        raise DeployValueError(host, "relay_host", f"port {port} out of range")
+    return text.lower()
+
+
+def read_relay_credentials(
+    host: str,
+    reference: object,
+    environ: Mapping[str, str] | None = None,
+    read_file: Callable[[Path], str] | None = None,
+) -> str:
+    """Resolve ``env:NAME`` or ``file:/path`` ON THE ADMIN'S MACHINE to ``user:password``.
+
+    The secret is never part of an error message.
+    """
+    field = "relay_credentials"
+    ref = safe_text(host, field, reference)
+    kind, _, where = ref.partition(":")
+    if kind == "env" and _ENV_NAME.match(where):
+        env = os.environ if environ is None else environ
+        if where not in env:
+            raise DeployValueError(host, field, f"environment variable {where} is not set")
+        secret = env[where]
+    elif kind == "file" and where:
+        path = Path(where).expanduser()
+        try:
+            secret = (read_file or Path.read_text)(path)
+        except OSError as err:
+            raise DeployValueError(host, field, f"cannot read {path}: {err.strerror}") from None
+    else:
+        raise DeployValueError(host, field, f"{ref!r} is not env:NAME or file:/path")
+    secret = secret.strip("\r\n")
+    user, sep, password = secret.partition(":")
+    if not sep or not user or not password:
+        raise DeployValueError(host, field, f"the secret in {ref} is not user:password")
+    if any(ord(c) < 32 or ord(c) == 127 for c in secret) or user != user.strip():
+        raise DeployValueError(host, field, f"the secret in {ref} has control characters")
+    if any(c.isspace() for c in user):
+        raise DeployValueError(host, field, f"the user name in {ref} contains whitespace")
+    return secret
+
+
+def extra_settings(host: str, value: object) -> tuple[tuple[str, str], ...]:
+    """The admin's extra main.cf settings, in their order, refusing managed keys."""
+    field = "postfix_main_cf"
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise DeployValueError(host, field, "expected a table of main.cf settings")
+    out: list[tuple[str, str]] = []
+    for key, raw in value.items():
+        where = f"{field}.{key}"
+        if not isinstance(key, str) or not _POSTFIX_KEY.match(key):
+            raise DeployValueError(host, field, f"{key!r} is not a main.cf parameter name")
+        if key in MANAGED_POSTFIX_KEYS:
+            raise DeployValueError(host, where, "managed by mailmend; set the fleet key instead")
+        if key.endswith("_rate_delay"):
+            raise DeployValueError(host, where, "mailmend paces with exactly one knob")
+        if isinstance(raw, bool):
+            raw = "yes" if raw else "no"
+        elif isinstance(raw, int):
+            raw = str(raw)
+        text = safe_text(host, where, raw)
+        if "\u2028" in text or "\u2029" in text:
+            raise DeployValueError(host, where, "line separator in value")
+        out.append((key, text))
+    return tuple(out)
+
+
+def postfix_context(
+    host: str,
+    data: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    read_file: Callable[[Path], str] | None = None,
+) -> PostfixContext:
+    names = hostname_context(host, data)
+    rate = positive_int(host, "rate_limit_per_minute", _opt(data, "rate_limit_per_minute", 5))
+    recipient_limit = data.get("recipient_limit")
+    if recipient_limit is not None:
+        recipient_limit = positive_int(host, "recipient_limit", recipient_limit)
+
+    listen = data.get("listen_address")
+    if listen is not None:
+        inet_interfaces = ip_address(host, "listen_address", listen)
+    elif data.get("receives_mail"):
+        inet_interfaces = "all"
+    else:
+        inet_interfaces = "loopback-only"
+    # No public IPv6 means no IPv6 PTR: sending over IPv6 would hurt the reputation.
+    inet_protocols = "all" if names.public_ipv6 or ":" in inet_interfaces else "ipv4"
+
+    bind4 = bind6 = None
+    bind = data.get("bind_address")
+    if bind is not None:
+        address = ip_address(host, "bind_address", bind)
+        if ":" in address:
+            bind6 = address
+        else:
+            bind4 = address
+
+    relay = None
+    relay_host = data.get("relay_host")
+    if relay_host is not None:
+        nexthop = relay_nexthop(host, relay_host)
+        reference = data.get("relay_credentials")
+        secret = None
+        if reference is not None:
+            secret = read_relay_credentials(host, reference, environ, read_file)
+        relay = RelayContext(nexthop=nexthop, credentials=secret)
+
+    return PostfixContext(
+        hostname=names.fqdn,
+        rate_limit_per_minute=rate,
+        rate_delay_seconds=pacing_delay(rate),
+        recipient_limit=recipient_limit,
+        inet_interfaces=inet_interfaces,
+        inet_protocols=inet_protocols,
+        bind_address=bind4,
+        bind_address6=bind6,
+        relay=relay,
+        milter_socket=_milter_socket(host, data),
+        maillog_file=_abs_path(host, "postfix_maillog_file", data),
+        config_dir=_abs_path(host, "postfix_config_dir", data),
+        extra_settings=extra_settings(host, data.get("postfix_main_cf")),
+    )
+
+
+def _abs_path(host: str, field: str, data: Mapping[str, Any]) -> str:
+    path = safe_text(host, field, data.get(field))
+    if not path.startswith("/") or any(c.isspace() for c in path) or "/../" in path + "/":
+        raise DeployValueError(host, field, f"{path!r} is not a plain absolute path")
+    return path
+
+
+def _milter_socket(host: str, data: Mapping[str, Any]) -> str:
+    """OpenDKIM's socket as Postfix names it: relative to Postfix's queue directory."""
+    socket = _abs_path(host, "opendkim_socket", data)
+    queue = _abs_path(host, "postfix_queue_dir", data).rstrip("/") + "/"
+    if not socket.startswith(queue):
+        raise DeployValueError(host, "opendkim_socket", f"{socket} is not under {queue}")
+    return "unix:" + socket[len(queue) :]
+
+
+def dkim_domains(host: str, value: object, key_root: str) -> tuple[DkimDomain, ...]:
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes, Mapping)):
+        raise DeployValueError(host, "domains", "expected a list of {name, selector}")
+    out: list[DkimDomain] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(value):
+        where = f"domains[{index}]"
+        if isinstance(entry, Mapping):
+            raw_name, raw_selector = entry.get("name"), entry.get("selector")
+        else:
+            raw_name = getattr(entry, "name", None)
+            raw_selector = getattr(entry, "selector", None)
+        name = fqdn(host, f"{where}.name", raw_name)
+        selector = safe_text(host, f"{where}.selector", raw_selector).lower()
+        if not _SELECTOR.match(selector):
+            raise DeployValueError(host, f"{where}.selector", f"{selector!r} is not a DNS label")
+        if name in seen:
+            raise DeployValueError(host, f"{where}.name", f"{name} is listed twice")
+        seen.add(name)
+        key_dir = f"{key_root.rstrip('/')}/{name}"
+        out.append(
+            DkimDomain(
+                name=name,
+                selector=selector,
+                key_dir=key_dir,
+                private_key=f"{key_dir}/{selector}.private",
+                txt_record=f"{key_dir}/{selector}.txt",
+            )
+        )
+    return tuple(out)
+
+
+def opendkim_context(host: str, data: Mapping[str, Any]) -> OpenDkimContext:
+    names = hostname_context(host, data)
+    trusted = ["127.0.0.0/8", "::1", "localhost", names.public_ipv4]
+    if names.public_ipv6:
+        trusted.append(names.public_ipv6)
+    for field in ("listen_address", "bind_address"):
+        if data.get(field) is not None:
+            trusted.append(ip_address(host, field, data.get(field)))
+    bits = positive_int(host, "opendkim_key_bits", data.get("opendkim_key_bits"))
+    if bits < 1024:
+        raise DeployValueError(host, "opendkim_key_bits", f"{bits} bits is too weak for DKIM")
+    key_root = _abs_path(host, "opendkim_key_dir", data)
+    return OpenDkimContext(
+        domains=dkim_domains(host, data.get("domains"), key_root),
+        trusted_hosts=tuple(dict.fromkeys(trusted)),
+        socket=_abs_path(host, "opendkim_socket", data),
+        key_bits=bits,
+        key_root=key_root,
+        config_file=_abs_path(host, "opendkim_config_file", data),
+        table_dir=_abs_path(host, "opendkim_table_dir", data),
+    )
+
+
+def render_template(relative: str, **context: Any) -> str:
+    """Render ``templates/RELATIVE`` exactly as pyinfra's ``files.template`` does."""
+    from pyinfra.api.util import get_template
+
+    path = str(TEMPLATES_DIR / relative)
+    return str(get_template(path, dict(JINJA_ENV_KWARGS)).render(context))
+
+
+def host_data(data: Any) -> dict[str, Any]:
+    """``host.data`` (inventory, group data and the current deploy's defaults) as a dict."""
+    return dict(data.dict())
