@@ -211,7 +211,7 @@ async def list_health(
 
 def _judge_health(bl: Blocklist, probes: list[tuple[bool, DnsAnswer]]) -> ListHealth:
     verdicts = [_probe_verdict(bl, positive, answer) for positive, answer in probes]
-    order = (Health.BROKEN, Health.REWRITTEN, Health.REFUSED, Health.UNREACHABLE)
+    order = (Health.REWRITTEN, Health.REFUSED, Health.BROKEN, Health.UNREACHABLE)
     for health in order:
         for verdict, reason in verdicts:
             if verdict is health:
