@@ -31,8 +31,9 @@ from mailmend import values as v
 
 DEFAULT_FLEET_FILE = "fleet.toml"
 FLEET_ENV = "MAILMEND_FLEET"
-#: Group names the pyinfra inventory uses itself (every host is in the group "mailmend").
-RESERVED_GROUP_NAMES = frozenset({"mailmend"})
+#: Group names pyinfra uses itself: every host is in "mailmend" (mailmend.inventory) and in
+#: "inventory" (pyinfra names a group after the inventory file, inventory.py).
+RESERVED_GROUP_NAMES = frozenset({"mailmend", "inventory"})
 
 
 @dataclass(frozen=True)

@@ -299,8 +299,9 @@ def test_group_named_like_a_host() -> None:
     assert_problem(doc(groups__mx2={}), None, "groups.mx2", "same name as host 'mx2'")
 
 
-def test_reserved_group_name() -> None:
-    assert_problem(doc(groups__mailmend={}), None, "groups.mailmend", "is reserved")
+@pytest.mark.parametrize("name", ["mailmend", "inventory"])
+def test_reserved_group_names(name: str) -> None:
+    assert_problem(doc(**{f"groups__{name}": {}}), None, f"groups.{name}", "is reserved")
 
 
 def test_settings_in_defaults_and_groups_are_validated_where_written() -> None:
@@ -763,12 +764,17 @@ def test_example_parses_without_errors() -> None:
     assert all("not globally routable" in w.message for w in fleet.warnings)
 
 
-def _keys(node: object, prefix: str = "") -> set[str]:
+def _keys(node: object) -> set[str]:
+    """Every key in a decoded TOML document, except free-form names (hosts, groups, main.cf)."""
     found = set()
     if isinstance(node, dict):
         for key, value in node.items():
             found.add(key)
-            found |= _keys(value)
+            if key in ("hosts", "groups") and isinstance(value, dict):
+                for body in value.values():
+                    found |= _keys(body)
+            elif key != "postfix_main_cf":
+                found |= _keys(value)
     elif isinstance(node, list):
         for item in node:
             found |= _keys(item)
@@ -778,9 +784,9 @@ def _keys(node: object, prefix: str = "") -> set[str]:
 def test_every_key_in_the_example_is_documented() -> None:
     data = tomllib.loads(EXAMPLE.read_text())
     doc_text = DOC.read_text()
-    free_names = set(data["hosts"]) | set(data.get("groups", {}))
-    main_cf_keys = {k for h in data["hosts"].values() for k in h.get("postfix_main_cf", {})}
-    for key in _keys(data) - free_names - main_cf_keys:
+    keys = _keys(data)
+    assert {"hosts", "ssh_host", "selector", "postfix_main_cf"} <= keys
+    for key in keys:
         assert f"`{key}`" in doc_text, f"{key} is not documented in docs/fleet.md"
 
 
