@@ -608,6 +608,11 @@ def test_ssh_key_tilde_is_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert_problem(doc(hosts__mx1__ssh_key=""), "mx1", "ssh_key", "must not be empty")
 
 
+def test_ssh_key_expanded_to_an_unsafe_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/o ps")
+    assert_problem(doc(hosts__mx1__ssh_key="~/id"), "mx1", "ssh_key", "after expanding '~'")
+
+
 # -- Postfix keys -----------------------------------------------------------------------------
 
 
