@@ -2,6 +2,10 @@
 
 Per IP: ptr, fcrdns and, with blocklists, the IP lists. Per domain: spf, dkim, dmarc and,
 with blocklists, the domain lists. ``checks.dnsbl`` is imported only when blocklists are given.
+
+With blocklists, every list's health is probed once per run (``checks.dnsbl.list_health``,
+once per fleet, not per host) and passed to each check, so that the answers of a broken or
+wildcarding list never count as listings.
 """
 
 from __future__ import annotations
@@ -72,13 +76,33 @@ def _dnsbl() -> Any:
     return importlib.import_module("checks.dnsbl")
 
 
+def _lists_for(blocklists: Sequence[Any], target: str) -> list[Any]:
+    """The lists whose ``target`` is ``"ip"`` or ``"domain"`` (``Blocklist.target``)."""
+    return [bl for bl in blocklists if getattr(bl, "target", None) == target]
+
+
+async def list_health(
+    resolver: Resolver, blocklists: Sequence[Any], dqs_key: str | None = None
+) -> Mapping[str, Any]:
+    """Every list's health (zone -> ``checks.dnsbl.ListHealth``), probed once."""
+    health: Mapping[str, Any] = await _dnsbl().list_health(resolver, blocklists, dqs_key)
+    return health
+
+
 async def check_host(
     resolver: Resolver,
     target: HostTarget,
     blocklists: Sequence[Any] | None = None,
     dqs_key: str | None = None,
+    health: Mapping[str, Any] | None = None,
 ) -> HostReport:
-    """Run every check for ``target`` concurrently."""
+    """Run every check for ``target`` concurrently.
+
+    ``health`` is the lists' health from :func:`list_health`; with blocklists and no
+    ``health``, the lists are probed first (pass it in when checking many hosts).
+    """
+    if blocklists is not None and health is None:
+        health = await list_health(resolver, blocklists, dqs_key)
     jobs: list[Awaitable[CheckResult | list[CheckResult]]] = []
     for ip in target.ips:
         jobs += [
@@ -95,8 +119,14 @@ async def check_host(
         jobs.append(check_dmarc(resolver, domain, target.dmarc_report_address))
     if blocklists is not None:
         dnsbl = _dnsbl()
-        jobs += [dnsbl.check_ip(resolver, ip, blocklists, dqs_key) for ip in target.ips]
-        jobs += [dnsbl.check_domain(resolver, d, blocklists, dqs_key) for d, _ in target.domains]
+        ip_lists, domain_lists = _lists_for(blocklists, "ip"), _lists_for(blocklists, "domain")
+        jobs += [
+            dnsbl.check_ip(resolver, ip, ip_lists, dqs_key, health=health) for ip in target.ips
+        ]
+        jobs += [
+            dnsbl.check_domain(resolver, d, domain_lists, dqs_key, health=health)
+            for d, _ in target.domains
+        ]
     results: list[CheckResult] = []
     for outcome in await asyncio.gather(*jobs):
         results.extend(outcome if isinstance(outcome, list) else [outcome])
@@ -131,9 +161,18 @@ async def check_fleet(
     """Check every host concurrently, in ``targets`` order.
 
     Hosts still running after ``deadline`` seconds get one ``unknown`` result saying so.
-    ``progress(done, total)`` is called as hosts finish.
+    ``progress(done, total)`` is called as hosts finish. With blocklists, the lists' health
+    is probed once for the whole fleet, inside the deadline.
     """
-    tasks = [asyncio.ensure_future(check_host(resolver, t, blocklists, dqs_key)) for t in targets]
+    health: asyncio.Future[Mapping[str, Any]] | None = None
+    if blocklists is not None and targets:
+        health = asyncio.ensure_future(list_health(resolver, blocklists, dqs_key))
+
+    async def one(target: HostTarget) -> HostReport:
+        lists_health = None if health is None else await asyncio.shield(health)
+        return await check_host(resolver, target, blocklists, dqs_key, lists_health)
+
+    tasks = [asyncio.ensure_future(one(t)) for t in targets]
     done_count = 0
 
     def finished(_: asyncio.Future[HostReport]) -> None:
@@ -146,9 +185,11 @@ async def check_fleet(
         task.add_done_callback(finished)
     if tasks:
         await asyncio.wait(tasks, timeout=deadline)
-    pending = [task for task in tasks if not task.done()]
-    for task in pending:
-        task.cancel()
+    pending: list[asyncio.Future[Any]] = [task for task in tasks if not task.done()]
+    if health is not None and not health.done():
+        pending.append(health)
+    for future in pending:
+        future.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     return [
         _timed_out(target, deadline or 0.0) if task.cancelled() else task.result()

@@ -6,11 +6,13 @@ import asyncio
 import json
 import sys
 import types
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from checks.blocklists import load_blocklists
 from checks.dns import DnsAnswer, Rcode
 from checks.host import HostReport, HostTarget, check_fleet, check_host, count_statuses
 from checks.ptr import reverse_name
@@ -57,30 +59,87 @@ def test_check_host_runs_every_check_in_order() -> None:
     assert (report.name, report.ip, report.hostname) == ("mx1", IP, FQDN)
 
 
-def test_check_host_calls_dnsbl_per_ip_and_domain(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, str, object, str | None]] = []
+@dataclass(frozen=True)
+class FakeList:
+    zone: str
+    target: str
+
+
+IP_LIST, DOMAIN_LIST = FakeList("ip.example", "ip"), FakeList("dom.example", "domain")
+HEALTH = {"ip.example": "ok", "dom.example": "broken"}
+
+
+def fake_dnsbl(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    """Replace checks.dnsbl; return the calls it gets."""
+    calls: list[tuple[object, ...]] = []
+
+    async def list_health(engine: object, lists: object, dqs_key: str | None = None) -> object:
+        calls.append(("health", lists, dqs_key))
+        await asyncio.sleep(0.01)  # hosts must wait for it
+        return HEALTH
 
     async def check_ip(
-        engine: object, ip: str, lists: object, dqs_key: str | None = None
+        engine: object, ip: str, lists: object, dqs_key: str | None = None, health: object = None
     ) -> list[CheckResult]:
-        calls.append(("ip", ip, lists, dqs_key))
+        calls.append(("ip", ip, lists, dqs_key, health))
         return [res("dnsbl", Status.PASS, listed=False), res("dnsbl", Status.FAIL, listed=True)]
 
     async def check_domain(
-        engine: object, domain: str, lists: object, dqs_key: str | None = None
+        engine: object,
+        domain: str,
+        lists: object,
+        dqs_key: str | None = None,
+        health: object = None,
     ) -> list[CheckResult]:
-        calls.append(("domain", domain, lists, dqs_key))
+        calls.append(("domain", domain, lists, dqs_key, health))
         return [res("dnsbl", Status.PASS, listed=False)]
 
     fake = types.ModuleType("checks.dnsbl")
+    fake.list_health = list_health  # type: ignore[attr-defined]
     fake.check_ip = check_ip  # type: ignore[attr-defined]
     fake.check_domain = check_domain  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "checks.dnsbl", fake)
-    report = asyncio.run(check_host(FakeResolver(good_zone()), TARGET, ["L"], "KEY"))
-    assert calls == [("ip", IP, ["L"], "KEY"), ("domain", D, ["L"], "KEY")]
+    return calls
+
+
+def test_check_host_calls_dnsbl_per_ip_and_domain(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_dnsbl(monkeypatch)
+    lists = [IP_LIST, DOMAIN_LIST]
+    report = asyncio.run(check_host(FakeResolver(good_zone()), TARGET, lists, "KEY"))
+    assert calls == [
+        ("health", lists, "KEY"),
+        ("ip", IP, [IP_LIST], "KEY", HEALTH),
+        ("domain", D, [DOMAIN_LIST], "KEY", HEALTH),
+    ]
     assert [r.check for r in report.results].count("dnsbl") == 3
     assert report.status is Status.FAIL
     assert "1 listed / 3" in render_html([report])
+
+
+def test_check_host_uses_the_health_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_dnsbl(monkeypatch)
+    given = {"ip.example": "given"}
+    asyncio.run(check_host(FakeResolver(good_zone()), TARGET, [IP_LIST], None, given))
+    assert [c[0] for c in calls] == ["ip", "domain"]
+    assert calls[0][-1] is given and calls[1][2] == []
+
+
+def test_check_fleet_probes_list_health_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_dnsbl(monkeypatch)
+    other = HostTarget("mx2", "mx2.example.com", ("198.51.100.2",))
+    reports = asyncio.run(
+        check_fleet(FakeResolver(good_zone()), [TARGET, other], [IP_LIST, DOMAIN_LIST])
+    )
+    assert [c[0] for c in calls].count("health") == 1
+    assert all(c[-1] == HEALTH for c in calls if c[0] != "health")
+    assert [r.name for r in reports] == ["mx1", "mx2"]
+
+
+def test_check_fleet_deadline_covers_the_health_probe() -> None:
+    lists = load_blocklists()
+    reports = asyncio.run(check_fleet(SlowResolver({}), [TARGET], lists, deadline=0.05))
+    assert reports[0].status is Status.UNKNOWN
+    assert "deadline" in reports[0].results[0].summary
 
 
 def test_check_fleet_keeps_order_and_reports_progress() -> None:
