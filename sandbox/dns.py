@@ -35,13 +35,23 @@ def reverse_zone(net: str) -> str:
     return ".".join(reversed(net.split("."))) + ".in-addr.arpa"
 
 
-def _blocklist_zones() -> dict[str, str]:
-    """zone -> target ("ip" or "domain") for every list in the checks' data file."""
+def _blocklist_zones() -> dict[str, tuple[str, str]]:
+    """zone -> (target, listed test point) for every list in the checks' data file.
+
+    The test point is the list's own (``dbltest.com`` for the Spamhaus DBL, ...): the checks
+    probe exactly that name, and a list that does not answer for it is judged broken.
+    """
     try:
         from checks.blocklists import load_blocklists
     except ImportError:
         return {}
-    return {bl.zone: bl.target for bl in load_blocklists()}
+    return {
+        bl.zone: (bl.target.value, bl.test_listed or _DEFAULT_TEST_POINT[bl.target.value])
+        for bl in load_blocklists()
+    }
+
+
+_DEFAULT_TEST_POINT = {"ip": "127.0.0.2", "domain": "test"}
 
 
 def _dnsbl_key(subject: str) -> str:
@@ -51,11 +61,10 @@ def _dnsbl_key(subject: str) -> str:
         return subject
 
 
-def _blocklist_records(target: str, listed: dict[str, str], broken: bool) -> list[Record]:
+def _blocklist_records(test_point: str, listed: dict[str, str], broken: bool) -> list[Record]:
     if broken:
         return [("*", "A", "127.0.0.2"), ("*", "TXT", '"listed (sandbox: broken list)"')]
-    test_point = "test" if target == "domain" else "2.0.0.127"
-    records: list[Record] = [(test_point, "A", "127.0.0.2")]
+    records: list[Record] = [(_dnsbl_key(test_point), "A", "127.0.0.2")]
     for subject, code in sorted(listed.items()):
         records.append((_dnsbl_key(subject), "A", code))
         records.append((_dnsbl_key(subject), "TXT", f'"sandbox listing {code}"'))
@@ -86,9 +95,9 @@ def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
         zones[rd] = [("@", "MX", f"10 {SINK_HOST}.")]
     targets = _blocklist_zones()
     for zone in {*targets, *scn.listings, *scn.broken_zones}:
-        target = targets.get(zone, "ip")
+        _target, test_point = targets.get(zone, ("ip", _DEFAULT_TEST_POINT["ip"]))
         zones[zone] = _blocklist_records(
-            target, scn.listings.get(zone, {}), zone in scn.broken_zones
+            test_point, scn.listings.get(zone, {}), zone in scn.broken_zones
         )
     for zone, extra in scn.extra_records.items():
         zones.setdefault(zone, []).extend(extra)

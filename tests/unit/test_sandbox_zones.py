@@ -50,3 +50,15 @@ def test_blocklist_zones_have_test_points_listings_and_a_broken_list() -> None:
     from checks.blocklists import load_blocklists
 
     assert {bl.zone for bl in load_blocklists()} <= set(zones)
+
+
+def test_domain_lists_answer_for_their_own_test_points() -> None:
+    zones = scenario_zones(default_scenario(1))
+    for zone, point in (
+        ("dbl.spamhaus.org", "dbltest.com"),
+        ("multi.surbl.org", "test.surbl.org"),
+        ("multi.uribl.com", "test.uribl.com"),
+    ):
+        served = _zone(zone, zones[zone])
+        assert _rdata(served, f"{point}.{zone}.", "A") == ["127.0.0.2"], zone
+        assert _rdata(served, f"invalid.{zone}.", "A") == []
