@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 from checks.dns import Resolver
@@ -128,6 +129,29 @@ def dkim_record(domain: str, selector: str, public_key_b64: str, key_type: str =
     """The zone-file line that publishes a DKIM key."""
     value = f"v=DKIM1; k={key_type}; p={''.join(public_key_b64.split())}"
     return f"{key_name(domain, selector)}. TXT {txt_strings(value)}"
+
+
+def public_key_from_text(text: str) -> str:
+    """The base64 ``p=`` value of a key record in zone-file form (opendkim-genkey's
+    ``SELECTOR.txt``, quoted strings joined), of a bare ``v=DKIM1; ...; p=...`` record, or of
+    a bare base64 key. Raises :class:`DkimRecordError`.
+
+    >>> public_key_from_text('mx1._domainkey IN TXT ( "v=DKIM1; k=rsa; " "p=QUJD" )')
+    'QUJD'
+    """
+    strings = re.findall(r'"([^"]*)"', text)
+    value = "".join(strings) if strings else text.strip()
+    if "=" not in value.rstrip("="):
+        data = "".join(value.split())
+    else:
+        data = "".join(parse_key_record(value).tags["p"].split())
+    try:
+        base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise DkimRecordError("the public key is not valid base64") from None
+    if not data:
+        raise DkimRecordError("no public key (empty p=)")
+    return data
 
 
 async def check_dkim(

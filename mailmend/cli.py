@@ -81,6 +81,14 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="a domain the --ip host sends for, with its DKIM selector (repeatable)",
     )
+    what.add_argument(
+        "--dkim-key",
+        metavar="DOMAIN:SELECTOR=FILE",
+        action="append",
+        default=[],
+        help="the host's DKIM public key for a --domain (opendkim-genkey's SELECTOR.txt, "
+        "a p= record or base64): the published key must be this one (repeatable)",
+    )
     dns = parser.add_argument_group("DNS")
     dns.add_argument(
         "--nameserver",
@@ -106,6 +114,13 @@ def run_check(args: argparse.Namespace) -> int:
     targets = targets_from_args(args)
     blocklists = None if args.no_dnsbl else _load_blocklists()
     dqs_key = args.dqs_key or os.environ.get(DQS_ENV) or None
+    if dqs_key is not None and blocklists is not None:
+        from checks.dnsbl import validate_dqs_key
+
+        try:
+            validate_dqs_key(dqs_key)
+        except ValueError as err:
+            raise UsageError(f"DQS key: {err}") from None
     progress = _progress if sys.stderr.isatty() else None
     reports = asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
     text, code = render(reports, args.format, colour=args.output is None and _colour_ok())
@@ -171,10 +186,12 @@ def _colour_ok() -> bool:
 
 def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
     """The hosts to check, from ``--ip`` or a fleet file; raises :class:`UsageError`."""
-    if args.ip is not None or args.hostname is not None or args.domain:
+    if args.ip is not None or args.hostname is not None or args.domain or args.dkim_key:
         if args.fleet or args.host:
             raise UsageError("give either --fleet/--host or --ip/--hostname/--domain, not both")
-        return [single_target(args.ip, args.hostname, args.domain)]
+        target = single_target(args.ip, args.hostname, args.domain)
+        keys = dkim_keys_from_args(args.dkim_key, target.domains)
+        return [dataclasses.replace(target, dkim_public_keys=keys)]
     from mailmend.fleet import FleetError, fleet_path_from_env, load_fleet
 
     try:
@@ -238,6 +255,31 @@ def single_target(ip: str | None, hostname: str | None, domains: list[str]) -> H
         pairs.append((values.normalize_fqdn(domain), selector or None))
     host = values.normalize_fqdn(hostname)
     return HostTarget(host, host, (str(address),), tuple(pairs))
+
+
+def dkim_keys_from_args(
+    texts: list[str], domains: tuple[tuple[str, str | None], ...]
+) -> dict[tuple[str, str], str]:
+    """``--dkim-key DOMAIN:SELECTOR=FILE`` values: (domain, selector) -> base64 public key."""
+    from checks.dkim import DkimRecordError, public_key_from_text
+    from mailmend import values
+
+    keys: dict[tuple[str, str], str] = {}
+    for text in texts:
+        pair, sep, path = text.partition("=")
+        domain, _, selector = pair.partition(":")
+        if not sep or not selector or not path:
+            raise UsageError(f"--dkim-key: expected DOMAIN:SELECTOR=FILE, not {text!r}")
+        key = (values.normalize_fqdn(domain), selector.lower())
+        if key not in domains:
+            raise UsageError(f"--dkim-key: {pair} is not one of the --domain DOMAIN:SELECTOR")
+        try:
+            keys[key] = public_key_from_text(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise UsageError(f"--dkim-key: cannot read {path}: {err.strerror}") from None
+        except (DkimRecordError, UnicodeDecodeError) as err:
+            raise UsageError(f"--dkim-key: {path}: {err}") from None
+    return keys
 
 
 # --- rendering and exit codes --------------------------------------------------------------------

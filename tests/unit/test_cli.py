@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -187,3 +188,60 @@ def test_subcommands_are_pluggable() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["check", "--ip", IP, "--hostname", FQDN])
     assert args.command == "check" and args.format == "table"
+
+
+def _public_key_b64() -> str:
+    """A fresh 2048-bit RSA public key, base64 DER (the DKIM p= value)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+def test_dkim_key_file_is_compared_with_the_published_key(
+    zone: Zone, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published, other = _public_key_b64(), _public_key_b64()
+    zone[(f"mx1._domainkey.{D}", "TXT")] = (f"v=DKIM1; k=rsa; p={published}",)
+    txt = tmp_path / "mx1.txt"
+    halves = f'"p={published[:200]}" "{published[200:]}"'
+    txt.write_text(f'mx1._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; "\n\t  {halves} )\n')
+    args = ["check", "--ip", IP, "--hostname", FQDN, "--domain", f"{D}:mx1", "--no-dnsbl"]
+    assert cli.main([*args, "--dkim-key", f"{D}:mx1={txt}", "--format", "json"]) == 0
+    capsys.readouterr()
+    txt.write_text(f"p={other}\n")
+    assert cli.main([*args, "--dkim-key", f"{D}:mx1={txt}", "--format", "json"]) == 1
+    dkim = [c for c in json.loads(capsys.readouterr().out)["hosts"][0]["checks"]
+            if c["check"] == "dkim"]  # fmt: skip
+    assert dkim[0]["status"] == "fail"
+    assert dkim[0]["summary"] == "published key does not match the key on the host"
+    assert other[:40] in dkim[0]["fix"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("example.com=x", "expected DOMAIN:SELECTOR=FILE"),
+        ("other.example:mx1=x", "is not one of the --domain"),
+        ("example.com:mx1=/nonexistent/key.txt", "cannot read /nonexistent/key.txt"),
+    ],
+)
+def test_bad_dkim_key_is_a_usage_error(
+    zone: Zone, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["check", "--ip", IP, "--hostname", FQDN, "--domain", f"{D}:mx1", "--no-dnsbl"]
+    assert cli.main([*args, "--dkim-key", value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_dqs_key_is_a_usage_error_without_echo(
+    zone: Zone, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["check", "--ip", IP, "--hostname", FQDN, "--dqs-key", "no good!"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "DQS key" in err and "no good!" not in err
