@@ -28,6 +28,9 @@ from sandbox.scenario import (
 
 Record = tuple[str, str, str]  # owner (relative to the zone, "@" for the apex), type, rdata
 SINK_ZONE = "sink.test"
+#: The VPS provider's zone: the generic names its default PTRs point at resolve back (as at a
+#: real provider), so a "PTR elsewhere" host is forward-confirmed under the wrong name.
+PROVIDER_ZONE = "vps.provider.test"
 NS_NAME = "ns1.sandbox.test."
 
 
@@ -90,6 +93,9 @@ def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
             zones[rz].append((last, "PTR", h.fqdn + "."))
         elif h.ptr == "elsewhere":
             zones[rz].append((last, "PTR", h.generic_ptr + "."))
+    zones[PROVIDER_ZONE] = [
+        (h.generic_ptr + ".", "A", h.public_ipv4) for h in scn.hosts if h.ptr == "elsewhere"
+    ]
     zones[SINK_ZONE] = [(SINK_HOST + ".", "A", scn.net.sink)]
     for rd in RECIPIENT_DOMAINS:
         zones[rd] = [("@", "MX", f"10 {SINK_HOST}.")]

@@ -29,6 +29,8 @@ def test_ptr_situations_and_addresses() -> None:
     assert _rdata(rev["203.0.113"], "13.113.0.203.in-addr.arpa.", "PTR") == [
         "ip-203-0-113-13.vps.provider.test."
     ]
+    provider = _zone("vps.provider.test", zones["vps.provider.test"])
+    assert _rdata(provider, "ip-203-0-113-13.vps.provider.test.", "A") == ["203.0.113.13"]
     alpha = _zone(mx1.domain, zones[mx1.domain])
     assert _rdata(alpha, mx1.fqdn + ".", "A") == [mx1.public_ipv4]
     sink = _zone("sink.test", zones["sink.test"])
