@@ -130,10 +130,14 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str) -> list[OperationM
 
     conf = staged_config(
         name="Install opendkim.conf (staged, validated, backed up, swapped)",
-        content=values.render_template("opendkim/opendkim.conf.j2", opendkim=ctx),
-        dest=ctx.config_file,
+        configs=[
+            (ctx.config_file, values.render_template("opendkim/opendkim.conf.j2", opendkim=ctx))
+        ],
         staging_dir=staging_dir,
-        validate=lambda staged: StringCommand("opendkim -n -x", QuoteString(staged)),
+        validate=lambda staging: StringCommand(
+            "opendkim -n -x",
+            QuoteString(posixpath.join(staging, posixpath.basename(ctx.config_file))),
+        ),
     )
     # Tables or keys changed under an unchanged opendkim.conf: check the whole before restart.
     server.shell(

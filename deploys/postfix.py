@@ -38,17 +38,18 @@ DEFAULTS: dict[str, Any] = {
 _NONINTERACTIVE = {"DEBIAN_FRONTEND": "noninteractive"}
 
 
-def validate_command(config_dir: str, staged_main_cf: str) -> StringCommand:
-    """Check a staged main.cf (with a copy of the live master.cf) with Postfix's own tools."""
-    staging = QuoteString(posixpath.dirname(staged_main_cf))
+def validate_command(config_dir: str, staging_dir: str, copy_master: bool) -> StringCommand:
+    """Check a staged main.cf (with the staged or a copy of the live master.cf) with Postfix."""
+    staging = QuoteString(staging_dir)
+    master = QuoteString(posixpath.join(config_dir, "master.cf"))
+    copy = ["cp -p", master, staging, "&&"] if copy_master else []
     return StringCommand(
-        "cp -p", QuoteString(posixpath.join(config_dir, "master.cf")), staging,
-        "&& err=$(postconf -c", staging, "-n 2>&1 >/dev/null) && [ -z \"$err\" ]",
+        *copy, "err=$(postconf -c", staging, "-n 2>&1 >/dev/null) && [ -z \"$err\" ]",
         "&& err=$(postmap -c", staging, "-q mailmend texthash:/dev/null 2>&1 >/dev/null || true)",
         "&& [ -z \"$err\" ] && postfix -c", staging, "check",
         "|| { echo \"$err\" >&2;",
-        "echo 'mailmend: the new main.cf was refused; the live main.cf is unchanged' >&2;",
-        "exit 1; }",
+        "echo 'mailmend: the new Postfix configuration was refused;",
+        "the live main.cf is unchanged' >&2; exit 1; }",
     )  # fmt: skip
 
 
@@ -103,12 +104,26 @@ def _configure(ctx: values.PostfixContext, staging_dir: str) -> OperationMeta:
         for path in (sasl, f"{sasl}.db"):
             files.file(name=f"Remove unused relay credentials {path}", path=path, present=False)
 
+    configs = [
+        (
+            posixpath.join(ctx.config_dir, "main.cf"),
+            values.render_template("postfix/main.cf.j2", postfix=ctx),
+        )
+    ]
+    if ctx.smtpd_listen is not None:
+        configs.append(
+            (
+                posixpath.join(ctx.config_dir, "master.cf"),
+                values.render_template("postfix/master.cf.j2", postfix=ctx),
+            )
+        )
     main_cf = staged_config(
         name="Install main.cf (staged, validated, backed up, swapped)",
-        content=values.render_template("postfix/main.cf.j2", postfix=ctx),
-        dest=posixpath.join(ctx.config_dir, "main.cf"),
+        configs=configs,
         staging_dir=staging_dir,
-        validate=lambda staged: validate_command(ctx.config_dir, staged),
+        validate=lambda staging: validate_command(
+            ctx.config_dir, staging, copy_master=ctx.smtpd_listen is None
+        ),
     )
 
     if not host.get_fact(File, path="/etc/aliases.db"):

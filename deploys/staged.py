@@ -2,13 +2,13 @@
 
 ``staged_config`` is the "never a broken config live" rule as ONE pyinfra operation:
 
-1. compare the rendered content with the LIVE file (``Sha1File`` fact); equal -> no commands,
-   so a converged host reports no change;
-2. otherwise upload it to a staging directory beside the live file (same filesystem),
-3. run the caller's validation command against the staged copy (the tool's own message
-   reaches pyinfra's output and fails the host; the live file is untouched),
-4. back the live file up as ``FILE.mailmend-YYYYmmddTHHMMSSZ`` and ``mv`` the staged file
-   over it (an atomic rename).
+1. compare each rendered file with the LIVE file (``Sha1File`` fact); all equal -> no
+   commands, so a converged host reports no change;
+2. otherwise upload the set to a staging directory beside the live files (same filesystem),
+3. run the caller's validation command against the staged set (the tool's own message
+   reaches pyinfra's output and fails the host; the live files are untouched),
+4. for each changed file, back the live one up as ``FILE.mailmend-YYYYmmddTHHMMSSZ`` and
+   ``mv`` the staged file over it (an atomic rename).
 
 The comparison is with the live file, not the staged one: a live file edited by hand is
 re-validated and replaced (the edit survives in the backup) on the next deploy.
@@ -49,20 +49,18 @@ def swap_command(staged: str, dest: str, mode: str) -> StringCommand:
 
 @operation()
 def staged_config(
-    content: str,
-    dest: str,
+    configs: list[tuple[str, str]],
     staging_dir: str,
     validate: Callable[[str], StringCommand],
     mode: str = "644",
 ) -> Generator[StringCommand | FileUploadCommand, None, None]:
     """
-    Validate a rendered config file on the host, then swap it in atomically.
+    Validate rendered config files together on the host, then swap the changed ones in.
 
-    + content: the rendered file
-    + dest: the live file
-    + staging_dir: a directory on the same filesystem as ``dest`` (created mode 0700)
-    + validate: given the staged path, the command that must succeed before the swap
-    + mode: mode of the live file
+    + configs: ``(live path, rendered content)`` pairs, validated as one set
+    + staging_dir: a directory on the same filesystem as the live files (created mode 0700)
+    + validate: given the staging directory, the command that must succeed before any swap
+    + mode: mode of the live files
 
     **Example:**
 
@@ -70,27 +68,39 @@ def staged_config(
 
         staged_config(
             name="Install opendkim.conf",
-            content=rendered,
-            dest="/etc/opendkim.conf",
+            configs=[("/etc/opendkim.conf", rendered)],
             staging_dir="/etc/opendkim/mailmend-staging",
-            validate=lambda staged: StringCommand("opendkim -n -x", QuoteString(staged)),
+            validate=lambda d: StringCommand("opendkim -n -x", QuoteString(d + "/opendkim.conf")),
         )
     """
-    live = host.get_fact(File, path=dest)
-    if live and host.get_fact(Sha1File, path=dest) == sha1_text(content):
-        if live["mode"] != int(mode):  # pyinfra's File fact: 0o644 reads as 644
-            yield StringCommand("chmod", mode, QuoteString(dest))
-        else:
-            host.noop(f"{dest} is up to date")
+    changed: list[str] = []
+    chmods: list[str] = []
+    for dest, content in configs:
+        live = host.get_fact(File, path=dest)
+        if not live or host.get_fact(Sha1File, path=dest) != sha1_text(content):
+            changed.append(dest)
+        elif live["mode"] != int(mode):  # pyinfra's File fact: 0o644 reads as 644
+            chmods.append(dest)
+    for dest in chmods:
+        yield StringCommand("chmod", mode, QuoteString(dest))
+    if not changed:
+        if not chmods:
+            host.noop(f"{', '.join(dest for dest, _ in configs)} up to date")
         return
 
-    staged = posixpath.join(staging_dir, posixpath.basename(dest))
     yield StringCommand("mkdir -p -m 700", QuoteString(staging_dir))
-    yield FileUploadCommand(
-        StringIO(content), staged, remote_temp_filename=host.get_temp_filename(staged)
-    )
-    yield validate(staged)
-    yield swap_command(staged, dest, mode)
+    for dest, content in configs:
+        staged = posixpath.join(staging_dir, posixpath.basename(dest))
+        yield FileUploadCommand(
+            StringIO(content), staged, remote_temp_filename=host.get_temp_filename(staged)
+        )
+    yield validate(staging_dir)
+    for dest, _ in configs:
+        staged = posixpath.join(staging_dir, posixpath.basename(dest))
+        if dest in changed:
+            yield swap_command(staged, dest, mode)
+        else:
+            yield StringCommand("rm -f", QuoteString(staged))
 
 
 @operation()

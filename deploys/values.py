@@ -116,6 +116,8 @@ class PostfixContext:
     recipient_limit: int | None
     inet_interfaces: str
     inet_protocols: str
+    #: the one address the SMTP server listens on (master.cf is then managed), or None
+    smtpd_listen: str | None
     bind_address: str | None
     bind_address6: str | None
     relay: RelayContext | None
@@ -320,14 +322,21 @@ def postfix_context(
         recipient_limit = positive_int(host, "recipient_limit", recipient_limit)
 
     listen = data.get("listen_address")
+    smtpd_listen = None
     if listen is not None:
-        inet_interfaces = ip_address(host, "listen_address", listen)
+        # Postfix refuses an inet_interfaces address that is not on a local interface (the
+        # sandbox's 127.0.10.N are not): master.cf binds it instead, Postfix's own loopback
+        # stays the interface list.
+        smtpd_listen = ip_address(host, "listen_address", listen)
+        if ":" in smtpd_listen:
+            smtpd_listen = f"[{smtpd_listen}]"
+        inet_interfaces = "loopback-only"
     elif data.get("receives_mail"):
         inet_interfaces = "all"
     else:
         inet_interfaces = "loopback-only"
     # No public IPv6 means no IPv6 PTR: sending over IPv6 would hurt the reputation.
-    inet_protocols = "all" if names.public_ipv6 or ":" in inet_interfaces else "ipv4"
+    inet_protocols = "all" if names.public_ipv6 or ":" in (smtpd_listen or "") else "ipv4"
 
     bind4 = bind6 = None
     bind = data.get("bind_address")
@@ -355,6 +364,7 @@ def postfix_context(
         recipient_limit=recipient_limit,
         inet_interfaces=inet_interfaces,
         inet_protocols=inet_protocols,
+        smtpd_listen=smtpd_listen,
         bind_address=bind4,
         bind_address6=bind6,
         relay=relay,
