@@ -56,6 +56,10 @@ CHECK = "dnsbl"
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 _DQS_KEY = re.compile(r"[A-Za-z0-9]{16,64}")
 _REDACTED = "<DQS-KEY>"
+_BROKEN_FIX = (
+    "Nothing to fix on the host: the list answers for every address, so it says nothing "
+    "about this one. If it stays broken, drop it from checks/blocklists.toml."
+)
 
 
 class Health(StrEnum):
@@ -263,7 +267,7 @@ def judge(
     result = _Builder(bl, subject, dqs_key)
     if health is not None and health.health is Health.BROKEN:
         return result.unknown(f"{bl.name}: list is broken/wildcarding, its answer is ignored",
-                              (health.reason,))  # fmt: skip
+                              (health.reason,), _BROKEN_FIX)  # fmt: skip
     if answer.rcode is Rcode.NXDOMAIN or (answer.rcode is Rcode.NOERROR and not answer.records):
         return result.not_listed()
     if not answer.ok:
