@@ -1,0 +1,153 @@
+"""DMARC records: a first ``p=none`` record with reports, the next stage of a staged rollout,
+and the authorisation records that report addresses at other domains need.
+
+Staging is none -> quarantine -> reject; a stage never goes backwards here, and every other tag
+of the published record is kept in its order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from checks.dmarc import (
+    POLICIES,
+    DmarcRecordError,
+    authorisation_name,
+    dmarc_name,
+    is_dmarc,
+    needs_authorisation,
+    parse_record,
+)
+from checks.ptr import normalize_name
+
+__all__ = [
+    "DmarcProposal",
+    "ReportAuthorisation",
+    "authorisations",
+    "propose_dmarc",
+    "render_tags",
+]
+
+
+@dataclass(frozen=True)
+class ReportAuthorisation:
+    """``DOMAIN._report._dmarc.REPORTDOMAIN TXT "v=DMARC1"`` (RFC 7489 7.1)."""
+
+    domain: str
+    report_domain: str
+
+    @property
+    def name(self) -> str:
+        return authorisation_name(self.domain, self.report_domain)
+
+    value = "v=DMARC1"
+
+
+@dataclass(frozen=True)
+class DmarcProposal:
+    """What ``_dmarc.DOMAIN`` should hold.
+
+    ``value`` is None when nothing can be proposed; ``problem`` says why the published
+    record(s) cannot be used (malformed, several records): the domain waits for a fix.
+    """
+
+    name: str
+    published: tuple[str, ...]  # the v=DMARC1 records found
+    value: str | None
+    problem: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def render_tags(tags: dict[str, str]) -> str:
+    """``v=DMARC1; p=...; other tags in order``."""
+    rest = [f"{k}={v}" for k, v in tags.items() if k not in ("v", "p")]
+    return "; ".join(["v=DMARC1", f"p={tags['p']}", *rest])
+
+
+def _first(domain: str, report_address: str | None) -> str:
+    address = report_address or f"dmarc-reports@{normalize_name(domain)}"
+    return f"v=DMARC1; p=none; rua=mailto:{address}"
+
+
+def propose_dmarc(
+    domain: str,
+    txt_records: tuple[str, ...],
+    report_address: str | None,
+    stage: str | None = None,
+    replace_malformed: bool = False,
+) -> DmarcProposal:
+    """The DMARC record for ``domain`` given the TXT records at ``_dmarc.DOMAIN``.
+
+    ``stage`` (quarantine or reject) moves the policy forward, keeping the other tags.
+    """
+    name = dmarc_name(domain)
+    published = tuple(r for r in txt_records if is_dmarc(r))
+    notes: list[str] = []
+    if not published:
+        value = _first(domain, report_address)
+        if stage and stage != "none":
+            notes.append(f"start at p=none and read reports before p={stage}")
+        notes.append("read the aggregate reports, then stage: --dmarc-stage quarantine")
+        return DmarcProposal(name, published, value, notes=tuple(notes))
+    if len(published) > 1:
+        problem = (
+            f"{len(published)} DMARC records at {name}: receivers ignore them all "
+            "(RFC 7489 6.6.3); keep exactly one"
+        )
+        return _broken(name, published, problem, domain, report_address, replace_malformed)
+    try:
+        record = parse_record(published[0])
+    except DmarcRecordError as err:
+        problem = f"malformed DMARC record at {name}: {err} (record: {published[0]})"
+        return _broken(name, published, problem, domain, report_address, replace_malformed)
+    tags = dict(record.tags)
+    tags.pop("v", None)
+    current = record.policy
+    if stage and POLICIES.index(stage) > POLICIES.index(current):
+        tags["p"] = stage
+        notes.append(f"p={current} -> p={stage}: watch the reports for legitimate mail failing")
+    elif stage and stage != current:
+        notes.append(f"p={current} is already past p={stage}: not moved back")
+    if not record.addresses("rua") and report_address:
+        tags["rua"] = f"mailto:{report_address}"
+        notes.append("rua= added: without reports nobody sees who sends as the domain")
+    if "pct" in tags:
+        notes.append("pct= is dropped by RFC 9989: do not rely on it")
+    value = render_tags({"v": "DMARC1", **tags})
+    if value == published[0]:
+        value = published[0]
+    return DmarcProposal(name, published, value, notes=tuple(notes))
+
+
+def _broken(
+    name: str,
+    published: tuple[str, ...],
+    problem: str,
+    domain: str,
+    report_address: str | None,
+    replace_malformed: bool,
+) -> DmarcProposal:
+    if replace_malformed:
+        note = f"replacing: {problem}"
+        return DmarcProposal(name, published, _first(domain, report_address), notes=(note,))
+    return DmarcProposal(name, published, None, problem=problem)
+
+
+def authorisations(domain: str, value: str | None) -> tuple[ReportAuthorisation, ...]:
+    """The authorisation records the report addresses of ``value`` need."""
+    if value is None:
+        return ()
+    try:
+        record = parse_record(value)
+    except DmarcRecordError:
+        return ()
+    out: list[ReportAuthorisation] = []
+    for tag in ("rua", "ruf"):
+        for address in record.addresses(tag):
+            if needs_authorisation(domain, address):
+                auth = ReportAuthorisation(
+                    normalize_name(domain), normalize_name(address.rpartition("@")[2])
+                )
+                if auth not in out:
+                    out.append(auth)
+    return tuple(out)

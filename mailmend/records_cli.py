@@ -1,0 +1,216 @@
+"""``mailmend records``: what the fleet's domains and hosts must publish, and publishing it.
+
+Wired in by ``mailmend.cli`` as a subcommand through :func:`add_arguments` and :func:`run`.
+Exit codes (docs/records.md):
+
+- 0: nothing to do, or the plan was shown / applied and verified
+- 1: the server refused the update, the DNS does not show it afterwards, or a domain is
+  blocked (a malformed published record, a DNS failure) so part of the plan cannot be applied
+- 2: usage or input error (bad option, unreadable fleet or key file, unreadable DKIM key)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver, system_nameservers
+from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
+from mailmend.records.dkim import DkimKeyError, DkimPublicKey, fetch_genkey_txt, read_genkey_txt
+from mailmend.records.plan import (
+    DEFAULT_TTL,
+    Plan,
+    build_plan,
+    plan_json,
+    render_plan,
+    render_zone,
+    senders_from_fleet,
+)
+from mailmend.records.publish import PublishError, prepare, send, verify
+from mailmend.records.tsig import TsigKey, TsigKeyError, load_key_file, loose_permissions
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+FORMATS = ("plan", "zone", "json")
+
+
+class _Usage(Exception):
+    """Bad input: one message, exit 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group("what to read")
+    src.add_argument(
+        "--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET, ./fleet.toml)"
+    )
+    src.add_argument(
+        "--nameserver", metavar="IP[:PORT]", action="append", default=[],
+        help="resolver to read the published records from (repeatable; default: --server "
+        "when given, else the system resolvers)",
+    )  # fmt: skip
+    src.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per DNS query")
+    src.add_argument(
+        "--dkim-from-hosts", action="store_true",
+        help="read each host's DKIM public key (/etc/opendkim/keys/DOMAIN/SELECTOR.txt) over ssh",
+    )  # fmt: skip
+    src.add_argument(
+        "--dkim-txt", metavar="DOMAIN:SELECTOR=FILE", action="append", default=[],
+        help="a local copy of an opendkim-genkey SELECTOR.txt (repeatable)",
+    )  # fmt: skip
+    want = parser.add_argument_group("what to propose")
+    want.add_argument(
+        "--dmarc-stage", choices=("quarantine", "reject"),
+        help="move published DMARC policies to this stage (other tags kept)",
+    )  # fmt: skip
+    want.add_argument(
+        "--replace-malformed", action="store_true",
+        help="replace malformed SPF/DMARC records instead of waiting for a fix",
+    )  # fmt: skip
+    want.add_argument(
+        "--ttl", type=int, default=DEFAULT_TTL, help=f"TTL of new records ({DEFAULT_TTL})"
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--format", choices=FORMATS, default="plan", help="plan (default), zone or json"
+    )
+    pub = parser.add_argument_group("publishing (RFC 2136 dynamic update, TSIG)")
+    pub.add_argument("--apply", action="store_true", help="send the changes (default: dry run)")
+    pub.add_argument("--server", metavar="IP[:PORT]", help="primary nameserver that takes updates")
+    pub.add_argument("--tsig-key", metavar="FILE", help='BIND key file: key "NAME" { ... };')
+    pub.add_argument("--zone", metavar="ZONE", help="the zone to update (default: found by SOA)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except _Usage as err:
+        for line in str(err).splitlines() or [""]:
+            print(f"mailmend records: {line}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    fleet = _fleet(args.fleet)
+    server = _nameserver(args.server, "--server") if args.server else None
+    key = _key(args.tsig_key) if args.tsig_key else None
+    if args.apply and (server is None or key is None):
+        raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE")
+    if args.ttl < 60 or args.timeout <= 0:
+        raise _Usage("--ttl must be at least 60 and --timeout positive")
+    keys = list(_dkim_keys(args, fleet))
+    readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
+    if not readers:
+        readers = [server] if server is not None else _system()
+    plan = asyncio.run(_plan(args, fleet, keys, readers))
+    sys.stdout.write(_render(plan, args.format))
+    code = EXIT_FAIL if plan.blocked else EXIT_OK
+    changes = plan.changes()
+    if not args.apply:
+        if changes and server is not None:
+            print(f"dry run: {len(changes)} change(s) not sent; add --apply", file=sys.stderr)
+        return code
+    if not changes:
+        print("nothing to publish", file=sys.stderr)
+        return code
+    assert server is not None and key is not None
+    try:
+        updates = prepare(plan, server, key, zone=args.zone, timeout=args.timeout)
+        zones = send(updates, server, args.timeout)
+    except PublishError as err:
+        print(f"mailmend records: {err}; nothing was changed in that zone", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"updated {', '.join(zones)} on {server}: {len(changes)} change(s)", file=sys.stderr)
+    failures = asyncio.run(_verify(server, args.timeout, plan))
+    for failure in failures:
+        print(f"mailmend records: not visible after the update: {failure}", file=sys.stderr)
+    return EXIT_FAIL if failures else code
+
+
+def _fleet(path_text: str | None) -> Fleet:
+    try:
+        path = Path(path_text) if path_text else fleet_path_from_env()
+        if path is None:
+            raise _Usage("no fleet file: give --fleet FILE or set $MAILMEND_FLEET")
+        return load_fleet(path)
+    except FleetError as err:
+        raise _Usage(str(err)) from None
+
+
+def _nameserver(text: str, option: str) -> Nameserver:
+    try:
+        return parse_nameserver(text)
+    except ValueError as err:
+        raise _Usage(f"{option}: {err}") from None
+
+
+def _system() -> list[Nameserver]:
+    try:
+        return list(system_nameservers())
+    except ValueError as err:
+        raise _Usage(str(err)) from None
+
+
+def _key(path: str) -> TsigKey:
+    try:
+        key = load_key_file(path)
+    except TsigKeyError as err:
+        raise _Usage(str(err)) from None
+    if loose_permissions(path):
+        print(
+            f"mailmend records: warning: {path} is readable by others: chmod 600", file=sys.stderr
+        )
+    return key
+
+
+def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> Iterator[DkimPublicKey]:
+    try:
+        for spec in args.dkim_txt:
+            pair, sep, file = spec.partition("=")
+            domain, colon, selector = pair.partition(":")
+            if not (sep and colon and domain and selector and file):
+                raise _Usage(f"--dkim-txt {spec!r}: expected DOMAIN:SELECTOR=FILE")
+            try:
+                text = Path(file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise _Usage(f"--dkim-txt: cannot read {file}: {err}") from None
+            yield read_genkey_txt(text, domain, selector)
+        if args.dkim_from_hosts:
+            for host in fleet.hosts:
+                for d in host.domains:
+                    yield fetch_genkey_txt(host, d.name, d.selector)
+    except DkimKeyError as err:
+        raise _Usage(str(err)) from None
+
+
+async def _plan(
+    args: argparse.Namespace, fleet: Fleet, keys: list[DkimPublicKey], readers: list[Nameserver]
+) -> Plan:
+    config = EngineConfig(nameservers=tuple(readers), timeout=args.timeout)
+    async with Engine(config) as engine:
+        return await build_plan(
+            engine,
+            senders_from_fleet(fleet),
+            dkim_keys=keys,
+            report_address=fleet.settings.dmarc_report_address,
+            dmarc_stage=args.dmarc_stage,
+            replace_malformed=args.replace_malformed,
+            ttl=args.ttl,
+        )
+
+
+async def _verify(server: Nameserver, timeout: float, plan: Plan) -> list[str]:
+    config = EngineConfig(nameservers=(server,), timeout=timeout)
+    async with Engine(dataclasses.replace(config)) as engine:  # a new engine: no cached answers
+        return await verify(engine, plan.changes())
+
+
+def _render(plan: Plan, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(plan_json(plan), indent=2) + "\n"
+    if fmt == "zone":
+        return render_zone(plan)
+    return render_plan(plan)
