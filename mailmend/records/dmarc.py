@@ -113,9 +113,8 @@ def propose_dmarc(
         notes.append("rua= added: without reports nobody sees who sends as the domain")
     if "pct" in tags:
         notes.append("pct= is dropped by RFC 9989: do not rely on it")
-    value = render_tags({"v": "DMARC1", **tags})
-    if value == published[0]:
-        value = published[0]
+    unchanged = tags == {k: v for k, v in record.tags.items() if k != "v"}
+    value = published[0] if unchanged else render_tags({"v": "DMARC1", **tags})
     return DmarcProposal(name, published, value, notes=tuple(notes))
 
 

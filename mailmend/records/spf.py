@@ -85,6 +85,7 @@ async def propose_spf(
     :class:`SpfDnsError` when DNS cannot answer a lookup the evaluation needs.
     """
     name = normalize_name(domain)
+    ips = list(dict.fromkeys(ipaddress.ip_address(ip).compressed for ip in ips))
     published = tuple(r for r in answer.records if is_spf(r))
     if not published:
         notes = ("new record ends in ~all: once every sender passes, move to -all",)
