@@ -1,7 +1,8 @@
-"""One self-contained HTML file: a hosts x checks grid, then every problem with its fix.
+"""One self-contained HTML file: host counts, a hosts x checks grid, then every problem with
+its fix. Each red, amber or purple cell links to its problem; hovering it shows the summary.
 
-Inline CSS, no scripts, no external assets. Everything is escaped (jinja2 autoescape);
-only http(s) URLs become links.
+The page is ``checks/report.html.j2``: inline CSS, no scripts, no external assets. Everything
+is escaped (jinja2 autoescape); only http(s) URLs become links.
 """
 
 from __future__ import annotations
@@ -15,69 +16,35 @@ import jinja2
 
 from checks.host import CHECK_ORDER, HostReport, count_statuses
 from checks.report_table import problems
-from checks.result import CheckResult, worst
+from checks.result import CheckResult, Status, worst
 
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>mailmend report {{ generated }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; }
-td.pass { background: #d7f5d7; } td.warn { background: #fff0b3; }
-td.fail { background: #f8c4c4; } td.unknown { background: #e3d4f5; } td.none { color: #999; }
-.badge { font-weight: bold; text-transform: uppercase; }
-.badge.fail { color: #b00; } .badge.warn { color: #960; } .badge.unknown { color: #609; }
-pre { background: #f4f4f4; padding: .5em; white-space: pre-wrap; word-break: break-all; }
-li.problem { margin-bottom: 1em; }
-</style>
-</head>
-<body>
-<h1>mailmend report</h1>
-<p>Generated {{ generated }}: {{ hosts|length }} hosts,
-{% for key in ("fail", "unknown", "warn", "pass") -%}
-{{ summary[key] }} {{ key }}{{ ", " if not loop.last }}
-{%- endfor %}.</p>
-<table>
-<tr><th>host</th>{% for check in columns %}<th>{{ check }}</th>{% endfor %}</tr>
-{% for host in hosts %}
-<tr><th>{{ host.report.name }}<br>
-<small>{{ host.report.hostname }} {{ host.report.ips|join(" ") }}</small></th>
-{% for cell in host.cells %}<td class="{{ cell.status }}">{{ cell.text }}</td>{% endfor %}</tr>
-{% endfor %}
-</table>
-{% for host in hosts if host.problems %}
-<h2>{{ host.report.name }} <small>{{ host.report.hostname }}</small></h2>
-<ul>
-{% for p in host.problems %}
-<li class="problem">
-<span class="badge {{ p.result.status.value }}">{{ p.result.status.value }}</span>
-<b>{{ p.result.check }}</b> {{ p.result.subject }}: {{ p.result.summary }}
-{% if p.result.details %}
-<ul>{% for d in p.result.details %}<li>{{ d }}</li>{% endfor %}</ul>
-{% endif %}
-{% if p.result.fix %}<pre>{{ p.result.fix }}</pre>{% endif %}
-{% if p.delist_url or p.delist_steps %}<p>Delisting:
-{% if p.delist_url %}<a href="{{ p.delist_url }}">{{ p.delist_url }}</a>{% endif %}</p>
-{% if p.delist_steps %}<ul>{% for s in p.delist_steps %}<li>{{ s }}</li>{% endfor %}</ul>{% endif %}
-{% endif %}
-</li>
-{% endfor %}
-</ul>
-{% endfor %}
-</body>
-</html>
-"""
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("checks", "."),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+TEMPLATE = "report.html.j2"
 
-_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+
+_DOMAIN_CHECKS = ("spf", "dkim", "dmarc")
+ICONS = {"pass": "\u2714", "warn": "\u26a0", "fail": "\u2716", "unknown": "?", "none": ""}
+#: The summary cards: how many hosts are in each state.
+CARDS = (
+    ("fail", "hosts failing"),
+    ("unknown", "hosts DNS could not tell"),
+    ("warn", "hosts with warnings"),
+    ("pass", "hosts all good"),
+)
 
 
 @dataclass(frozen=True)
 class Cell:
     status: str
     text: str
+    title: str = ""  # tooltip: the summary of the worst result
+    anchor: str = ""  # the problem this cell links to
 
 
 @dataclass(frozen=True)
@@ -85,6 +52,7 @@ class Problem:
     result: CheckResult
     delist_url: str | None
     delist_steps: tuple[str, ...]
+    anchor: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,6 +60,11 @@ class HostView:
     report: HostReport
     cells: tuple[Cell, ...]
     problems: tuple[Problem, ...]
+    anchor: str = ""
+
+    @property
+    def status(self) -> str:
+        return self.report.status.value
 
 
 def columns(reports: Sequence[HostReport]) -> list[str]:
@@ -99,18 +72,32 @@ def columns(reports: Sequence[HostReport]) -> list[str]:
     return [c for c in CHECK_ORDER if c in seen] + sorted(seen - set(CHECK_ORDER))
 
 
-def cell(results: list[CheckResult], check: str) -> Cell:
-    """One grid cell: the worst status; dnsbl says ``N listed / M``."""
+def cell(results: list[CheckResult], check: str, anchor: str = "") -> Cell:
+    """One grid cell: an icon and the worst status; dnsbl names the lists that matter."""
     if not results:
-        return Cell("none", "-")
+        return Cell("none", "no domain" if check in _DOMAIN_CHECKS else "not checked")
     status = worst([r.status for r in results])
+    icon = ICONS[status.value]
+    title = next(r.summary for r in results if r.status is status)
+    link = anchor if status is not Status.PASS else ""
     if check == "dnsbl":
-        listed = sum(1 for r in results if r.extra.get("listed"))
-        return Cell(status.value, f"{listed} listed / {len(results)}")
+        return Cell(status.value, f"{icon} {_dnsbl_text(results, status)}", title, link)
     if len(results) == 1 or all(r.status is status for r in results):
-        return Cell(status.value, status.value)
+        return Cell(status.value, f"{icon} {status.value}", title, link)
     bad = sum(1 for r in results if r.status is status)
-    return Cell(status.value, f"{bad} {status.value} / {len(results)}")
+    return Cell(status.value, f"{icon} {bad} {status.value} / {len(results)}", title, link)
+
+
+def _dnsbl_text(results: list[CheckResult], status: Status) -> str:
+    """``clean (22 lists)``, ``listed: zen.spamhaus.org``, ``policy: ...``, ``1 unknown / 19``."""
+    if status is Status.PASS:
+        return f"clean ({len(results)} list{'s' if len(results) != 1 else ''})"
+    zones = [str(r.extra.get("zone", r.subject)) for r in results if r.status is status]
+    if status is Status.UNKNOWN:
+        return f"{len(zones)} unknown / {len(results)}"
+    what = "listed" if status is Status.FAIL else "policy"
+    shown = ", ".join(zones[:2]) + (f" +{len(zones) - 2}" if len(zones) > 2 else "")
+    return f"{what}: {shown}"
 
 
 def _web_url(value: object) -> str | None:
@@ -145,18 +132,35 @@ def delisting(extra: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
     return _web_url(get("url")), tuple(texts)
 
 
+def _problem(result: CheckResult, anchor: str) -> Problem:
+    """A problem with its delisting steps, minus those its fix already says."""
+    url, steps = delisting(result.extra)
+    fix = result.fix or ""
+    return Problem(result, url, tuple(s for s in steps if s not in fix), anchor)
+
+
 def render_html(reports: Sequence[HostReport], generated: datetime | None = None) -> str:
     cols = columns(reports)
     ordered = problems(reports)
     views = []
-    for report in reports:
-        cells = tuple(cell([r for r in report.results if r.check == c], c) for c in cols)
+    for index, report in enumerate(reports):
         mine = tuple(
-            Problem(result, *delisting(result.extra)) for rep, result in ordered if rep is report
+            _problem(result, f"h{index}-p{n}")
+            for n, result in enumerate(r for rep, r in ordered if rep is report)
         )
-        views.append(HostView(report, cells, mine))
+        first: dict[str, str] = {}
+        for problem in mine:
+            first.setdefault(problem.result.check, problem.anchor)
+        cells = tuple(
+            cell([r for r in report.results if r.check == c], c, first.get(c, "")) for c in cols
+        )
+        views.append(HostView(report, cells, mine, f"h{index}"))
+    host_counts = {key: 0 for key, _ in CARDS}
+    for report in reports:
+        host_counts[report.status.value] += 1
     when = (generated or datetime.now(UTC)).isoformat(timespec="seconds")
-    template = _ENV.from_string(_TEMPLATE)
+    template = _ENV.get_template(TEMPLATE)
     return template.render(
-        generated=when, hosts=views, columns=cols, summary=count_statuses(reports)
-    )
+        generated=when, hosts=views, columns=cols, summary=count_statuses(reports),
+        host_counts=host_counts, cards=CARDS, icons=ICONS,
+    )  # fmt: skip

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -62,6 +64,9 @@ CASES = {
     "spf_lookups": Case("203.0.113.210", f"mx.{GOOD}", "manyinc.example"),
     "dmarc_none": Case("203.0.113.210", f"mx.{GOOD}", "dmarcnone.example"),
     "dkim_other_key": Case("203.0.113.210", f"mx.{GOOD}", "badkey.example"),
+    # Hosts of their own for the fleet report (a fleet's hostnames and IPs are unique).
+    "report_spf_lookups": Case("203.0.113.216", f"mx16.{GOOD}", "manyinc.example"),
+    "report_dmarc_none": Case("203.0.113.217", f"mx17.{GOOD}", "dmarcnone.example"),
 }
 ZEN_LISTINGS = {
     CASES["listed"].ip: "127.0.0.4",
@@ -98,9 +103,10 @@ def _domain_records(domain: str, spf: str = SPF, policy: str = "reject") -> list
 def situations(base: Scenario, broken: bool = False) -> Scenario:
     """The sandbox's own scenario plus every check-only situation of these tests."""
     good = _domain_records(GOOD)
+    good.append(("s2._domainkey", "TXT", txt_strings(f"v=DKIM1; k=rsa; p={PUBLISHED_KEY}")))
     rev: list[Any] = []
     provider: list[Any] = []
-    for case in {c.ip: c for c in CASES.values() if c.domain == GOOD}.values():
+    for case in {c.ip: c for c in CASES.values()}.values():  # every hostname is in GOOD
         good.append((case.hostname + ".", "A", case.ip))
         last = case.ip.rsplit(".", 1)[1]
         if case.ptr == "right":
@@ -560,3 +566,81 @@ def test_truncated_answers_are_asked_again_over_tcp() -> None:
     assert statuses(host) == ALL_PASS
     assert len(server.server.tcp_queries) >= 5
     assert len(server.server.udp_queries) == len(server.server.tcp_queries)
+
+
+# --- the fleet report in a browser ---------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Check-only hosts added to the sandbox fleet for the report: (name, case, domain or None).
+REPORT_HOSTS = (
+    ("good", CASES["good"], GOOD),
+    ("no-ptr", CASES["no_ptr"], None),
+    ("ptr-elsewhere", CASES["ptr_elsewhere"], None),
+    ("xbl-listed", CASES["listed"], None),
+    ("pbl", CASES["pbl"], None),
+    ("public-resolver", CASES["refused"], None),
+    ("spf-uncovered", CASES["spf_uncovered"], None),
+    ("spf-lookups", CASES["report_spf_lookups"], "manyinc.example"),
+    ("dmarc-none", CASES["report_dmarc_none"], "dmarcnone.example"),
+)
+
+
+def report_fleet(sb: Sandbox, path: Path) -> Path:
+    """The sandbox fleet plus one host per situation (check-only: nothing listens there)."""
+    extra: dict[str, dict[str, object]] = {}
+    for i, (name, case, domain) in enumerate(REPORT_HOSTS, start=100):
+        keys: dict[str, object] = {
+            "ssh_host": NET.host(i), "hostname": case.hostname, "public_ipv4": case.ip,
+        }  # fmt: skip
+        if domain:
+            keys["domains"] = [{"name": domain, "selector": SELECTOR}]
+        extra[name] = keys
+    # spf-uncovered shares its IP's domain with "good": its SPF problem shows on its own.
+    extra["spf-uncovered"]["domains"] = [{"name": GOOD, "selector": "s2"}]
+    path.write_text(sb.fleet_text(extra_hosts=extra))
+    return path
+
+
+def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    argv = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp / 'chromium-profile'}", *args,
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_html_fleet_report_in_chromium(sb: Sandbox, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is missing: apt-get install -y chromium (scripts/setup does)")
+    fleet = report_fleet(sb, tmp_path / "fleet.toml")
+    html = tmp_path / "report.html"
+    proc = mailmend(
+        "--fleet", str(fleet), "--nameserver", NAMESERVER, "--format", "html", "--output", str(html)
+    )
+    assert proc.returncode == 1, proc.stderr
+    doc = json.loads(
+        mailmend("--fleet", str(fleet), "--nameserver", NAMESERVER, "--format", "json").stdout
+    )
+    png = tmp_path / "report.png"
+    shot = chromium(f"--screenshot={png}", "--window-size=1400,1000", html.as_uri(), tmp=tmp_path)
+    assert png.exists(), shot.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 50_000  # a blank or error page is a few KB
+    dom = chromium("--dump-dom", html.as_uri(), tmp=tmp_path).stdout
+    text = _html_text(dom)
+    for host in doc["hosts"]:
+        assert host["name"] in text and host["hostname"] in text
+        for result in host["checks"]:
+            if result["status"] != "pass" and result["fix"]:
+                assert _html_text(result["fix"]) in text, result["fix"]
+    if os.environ.get("MAILMEND_REPORT_PNG"):  # docs/img/report.png is refreshed this way
+        shutil.copy(png, os.environ["MAILMEND_REPORT_PNG"])
+
+
+def _html_text(text: str) -> str:
+    """Text with tags dropped, entities decoded and whitespace collapsed."""
+    import html as html_module
+    import re
+
+    return " ".join(html_module.unescape(re.sub(r"<[^>]+>", " ", text)).split())

@@ -113,7 +113,7 @@ def test_check_host_calls_dnsbl_per_ip_and_domain(monkeypatch: pytest.MonkeyPatc
     ]
     assert [r.check for r in report.results].count("dnsbl") == 3
     assert report.status is Status.FAIL
-    assert "1 listed / 3" in render_html([report])
+    assert "listed: subject" in render_html([report])  # the fake results have no zone
 
 
 def test_check_host_uses_the_health_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,17 +308,31 @@ def test_html_is_self_contained_grid_with_problems_and_links() -> None:
                 Status.FAIL,
                 "listed",
                 listed=True,
+                zone="zen.spamhaus.org",
                 delist={"url": "https://check.spamhaus.org/", "steps": ["fix the PTR first"]},
             ),
             res("dnsbl", Status.PASS, listed=False),
-        )
+        ),
+        host("b", res("ptr", Status.PASS), res("dnsbl", Status.PASS, listed=False)),
     ]
     page = render_html(reports)
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page and "<link" not in page and "src=" not in page
-    assert '<td class="pass">pass</td>' in page
-    assert '<td class="fail">fail</td>' in page
-    assert '<td class="fail">1 listed / 2</td>' in page
+    assert '<td class="pass" title="s">\u2714 pass</td>' in page
+    # A problem cell links to the problem, which carries the fix.
+    assert '<td class="fail" title="spf broken"><a href="#h0-p0">\u2716 fail</a></td>' in page
+    assert '<div class="problem fail" id="h0-p0">' in page
+    assert '<a href="#h0-p1">\u2716 listed: zen.spamhaus.org</a>' in page
+    assert '<td class="pass" title="s">\u2714 clean (1 list)</td>' in page
+    assert '<td class="none">no domain</td>' in page  # host b has no spf result
+    assert '<div class="card fail"><b>1</b><span>hosts failing</span></div>' in page
+    assert '<div class="card pass"><b>1</b><span>hosts all good</span></div>' in page
     assert '<a href="https://check.spamhaus.org/">' in page
     assert "<li>fix the PTR first</li>" in page
     assert "<pre>example.com. TXT &#34;v=spf1 -all&#34;</pre>" in page
+
+
+def test_html_says_when_everything_passed() -> None:
+    page = render_html([host("a", res("ptr", Status.PASS))])
+    assert "Every check passed on every host." in page
+    assert 'class="problem' not in page
