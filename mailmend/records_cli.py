@@ -121,7 +121,9 @@ def _run(args: argparse.Namespace) -> int:
         updates = prepare(plan, server, key, zone=args.zone, timeout=args.timeout)
         zones = send(updates, server, args.timeout)
     except PublishError as err:
-        print(f"mailmend records: {err}; nothing was changed in that zone", file=sys.stderr)
+        print(f"mailmend records: {err}; that zone was not changed", file=sys.stderr)
+        if err.applied:
+            print(f"mailmend records: already updated: {', '.join(err.applied)}", file=sys.stderr)
         return EXIT_FAIL
     print(f"updated {', '.join(zones)} on {server}: {len(changes)} change(s)", file=sys.stderr)
     failures = asyncio.run(_verify(server, args.timeout, plan))

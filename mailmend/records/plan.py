@@ -398,6 +398,8 @@ def render_zone(plan: Plan) -> str:
 def _zone_line(record: RecordChange, ttl: int) -> str:
     if record.action in (Action.ASK, Action.SKIP, Action.BLOCKED):
         return f"; {record.action.value}: {record.kind} {record.name}: {record.reason}"
+    if record.rdtype == "PTR":  # the provider's reverse zone: never ours to publish
+        return f"; ptr {record.name}. is already {record.rdata_text()} (the provider's zone)"
     return f"{record.name}. {ttl} IN {record.rdtype} {record.rdata_text()}"
 
 

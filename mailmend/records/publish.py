@@ -61,7 +61,9 @@ _STALE_RCODES = {dns.rcode.YXRRSET, dns.rcode.NXRRSET, dns.rcode.YXDOMAIN, dns.r
 
 
 class PublishError(Exception):
-    """The update was not applied (exit 1)."""
+    """The update was not applied (exit 1). ``applied`` lists the zones updated before it."""
+
+    applied: tuple[str, ...] = ()
 
 
 class TsigRefused(PublishError):
@@ -202,9 +204,13 @@ def _add_changes(
 
 def send(updates: Sequence[ZoneUpdate], server: Nameserver, timeout: float = 10.0) -> list[str]:
     """Send each zone's update; return the zones applied. Raises on the first refusal."""
-    applied = []
+    applied: list[str] = []
     for update in updates:
-        _send_one(update, server, timeout)
+        try:
+            _send_one(update, server, timeout)
+        except PublishError as err:
+            err.applied = tuple(applied)
+            raise
         applied.append(update.zone)
     return applied
 

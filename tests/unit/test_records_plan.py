@@ -87,6 +87,9 @@ def test_all_published_all_keep() -> None:
     assert {r.action for r in plan.entries()} == {Action.KEEP}
     assert plan.changes() == []
     assert "0 to add, 0 to change, 7 unchanged" in render_plan(plan)
+    zone_text = render_zone(plan)
+    assert f"; ptr 7.113.0.203.in-addr.arpa. is already {FQDN}. (the provider's zone)" in zone_text
+    assert "IN PTR" not in zone_text  # never published by us
 
 
 def test_change_lists_old_and_new_and_keeps_other_txt() -> None:
