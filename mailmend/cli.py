@@ -205,6 +205,8 @@ def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
     except FleetError as err:
         raise UsageError(str(err)) from None
     targets = targets_from_fleet(fleet)
+    if not args.nameserver:  # the fleet's resolvers, unless --nameserver says otherwise
+        args.nameserver = list(fleet.settings.nameservers)
     if args.host:
         known = {t.name for t in targets}
         unknown = [h for h in args.host if h not in known]

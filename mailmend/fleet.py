@@ -79,6 +79,9 @@ class FleetSettings:
 
     sandbox: bool = False
     dmarc_report_address: str | None = None
+    #: DNS resolvers the checks ask from the admin's machine, "IP" or "IP:PORT" (empty: the
+    #: system's). ``mailmend check --fleet`` and ``deploys/check.py`` use them.
+    nameservers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -418,7 +421,32 @@ def _settings(raw: object, report: _Report) -> FleetSettings:
     if "dmarc_report_address" in table:
         check = _validated(v.email_problem, v.normalize_email)
         address = check(table["dmarc_report_address"], at.sub("dmarc_report_address"))
-    return FleetSettings(sandbox=bool(sandbox), dmarc_report_address=_opt_str(address))
+    servers = (
+        _nameservers(table["nameservers"], at.sub("nameservers")) if "nameservers" in table else ()
+    )
+    return FleetSettings(
+        sandbox=bool(sandbox), dmarc_report_address=_opt_str(address), nameservers=servers or ()
+    )
+
+
+def _nameservers(raw: object, at: _At) -> tuple[str, ...] | None:
+    """``["IP", "IP:PORT", "[IPv6]:PORT"]``: resolvers the checks ask, IP literals only."""
+    from checks.engine import parse_nameserver
+
+    if not isinstance(raw, list) or not raw:
+        at.error(f'must be a non-empty array like ["127.0.0.1", "192.0.2.53:5353"], not {raw!r}')
+        return None
+    out = []
+    for i, item in enumerate(raw):
+        text = _string(item, at.sub(f"[{i}]"))
+        if text is None:
+            return None
+        try:
+            out.append(str(parse_nameserver(text)))
+        except ValueError as err:
+            at.sub(f"[{i}]").error(str(err))
+            return None
+    return tuple(out)
 
 
 def _opt_str(value: object) -> str | None:

@@ -50,7 +50,11 @@ def groups_of(fleet: Fleet) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Every host in the ``mailmend`` group, plus one pyinfra group per fleet group."""
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {ALL_GROUP: []}
     for spec in fleet.hosts:
-        entry = (spec.name, host_data(spec))
+        data = host_data(spec)
+        # Fleet-wide settings the check deploy reads (deploys/checks_deploy.py).
+        data["mailmend_nameservers"] = list(fleet.settings.nameservers)
+        data["mailmend_dmarc_report_address"] = fleet.settings.dmarc_report_address
+        entry = (spec.name, data)
         groups[ALL_GROUP].append(entry)
         for g in spec.groups:
             groups.setdefault(g, []).append(entry)

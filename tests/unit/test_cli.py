@@ -245,3 +245,24 @@ def test_bad_dqs_key_is_a_usage_error_without_echo(
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "DQS key" in err and "no good!" not in err
+
+
+def test_fleet_nameservers_are_used_unless_given(
+    zone: Zone, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        '[fleet]\nnameservers = ["192.0.2.53:5353"]\n'
+        f'[hosts.mx1]\nssh_host = "{IP}"\nhostname = "{FQDN}"\npublic_ipv4 = "{IP}"\n'
+    )
+    seen: list[list[str]] = []
+
+    @asynccontextmanager
+    async def spy(nameservers: list[str], timeout: float | None) -> AsyncIterator[Resolver]:
+        seen.append(nameservers)
+        yield FakeResolver(zone)
+
+    monkeypatch.setattr(cli, "open_resolver", spy)
+    cli.main(["check", "--fleet", str(fleet), "--no-dnsbl"])
+    cli.main(["check", "--fleet", str(fleet), "--no-dnsbl", "--nameserver", "127.0.0.1"])
+    assert seen == [["192.0.2.53:5353"], ["127.0.0.1"]]

@@ -808,3 +808,24 @@ def test_every_fleet_key_is_explained_in_the_example_and_the_doc() -> None:
     for key in every:
         assert re.search(rf"\b{key}\b", example), f"{key} is not in fleet.example.toml"
         assert f"`{key}`" in doc_text, f"{key} is not documented in docs/fleet.md"
+
+
+def test_nameservers_are_normalised_ip_and_port() -> None:
+    assert parse(doc()).settings.nameservers == ()
+    fleet = parse(doc(fleet__nameservers=["127.0.9.53", "192.0.2.53:5353", "[::1]:53"]))
+    assert fleet.settings.nameservers == ("127.0.9.53:53", "192.0.2.53:5353", "[::1]:53")
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "phrase"),
+    [
+        ("127.0.0.1", "fleet.nameservers", "must be a non-empty array"),
+        ([], "fleet.nameservers", "must be a non-empty array"),
+        (["ns1.example.com"], "fleet.nameservers[0]", "is not an IP address"),
+        (["127.0.0.1:99999"], "fleet.nameservers[0]", "port must be 1-65535"),
+        ([53], "fleet.nameservers[0]", "must be a string"),
+        (["127.0.0.1\n"], "fleet.nameservers[0]", ""),
+    ],
+)
+def test_bad_nameservers(value: object, field: str, phrase: str) -> None:
+    assert_problem(doc(fleet__nameservers=value), None, field, phrase)

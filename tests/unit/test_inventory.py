@@ -86,3 +86,17 @@ def test_good_fleet_loads_through_pyinfra(tmp_path: Path) -> None:
     proc = _debug_inventory(good)
     assert proc.returncode == 0, proc.stderr
     assert "mx1" in proc.stdout + proc.stderr
+
+
+def test_fleet_nameservers_reach_every_host_as_host_data() -> None:
+    from mailmend.fleet import parse_fleet
+    from mailmend.inventory import groups_of
+
+    fleet = parse_fleet(
+        '[fleet]\nnameservers = ["127.0.9.53"]\n'
+        '[hosts.mx1]\nssh_host = "203.0.113.7"\nhostname = "mx1.example.com"\n'
+        'public_ipv4 = "203.0.113.7"\n'
+    )
+    [(name, data)] = groups_of(fleet)["mailmend"]
+    assert (name, data["mailmend_nameservers"]) == ("mx1", ["127.0.9.53:53"])
+    assert data["mailmend_dmarc_report_address"] is None
