@@ -223,6 +223,27 @@ def hard_bounces(events: Iterable[DeliveryEvent]) -> dict[str, BounceRecord]:
     return records
 
 
+def merge_records(*hosts: Mapping[str, BounceRecord]) -> dict[str, BounceRecord]:
+    """One fleet-wide record per address from several hosts' :func:`hard_bounces` results."""
+    merged: dict[str, BounceRecord] = {}
+    for records in hosts:
+        for address, new in records.items():
+            old = merged.get(address)
+            if old is None:
+                merged[address] = new
+                continue
+            latest = new if new.last_seen >= old.last_seen else old
+            merged[address] = BounceRecord(
+                address=address,
+                first_seen=min(old.first_seen, new.first_seen),
+                last_seen=latest.last_seen,
+                count=old.count + new.count,
+                dsn=latest.dsn,
+                text=latest.text,
+            )
+    return merged
+
+
 # -- admin lists --------------------------------------------------------------------------
 
 

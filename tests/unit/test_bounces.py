@@ -260,3 +260,18 @@ def test_diff_reports_newly_and_no_longer_suppressed() -> None:
     diff = b.diff_tables(b.access_table(old.entries), new.entries)
     assert diff == b.TableDiff(added=("new@example.org",), removed=("back@example.com",))
     assert b.diff_tables("", new.entries).added == ("gone@example.com", "new@example.org")
+
+
+def test_merge_records_across_hosts() -> None:
+    early = datetime(2026, 11, 20, tzinfo=UTC)
+    late = datetime(2026, 11, 28, tzinfo=UTC)
+    mx1 = {"a@example.com": b.BounceRecord("a@example.com", early, early, 2, "5.1.1", "old")}
+    mx2 = {
+        "a@example.com": b.BounceRecord("a@example.com", late, late, 1, "5.2.1", "new"),
+        "b@example.com": b.BounceRecord("b@example.com", late, late, 1, "5.1.1", "x"),
+    }
+    merged = b.merge_records(mx1, mx2)
+    assert merged["a@example.com"] == b.BounceRecord(
+        "a@example.com", early, late, 3, "5.2.1", "new"
+    )
+    assert sorted(merged) == ["a@example.com", "b@example.com"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys.facts_hygiene import HardBounces, MailQueue
+from deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
 from mailmend.hygiene import scan
 
 HARD = [
@@ -168,3 +168,14 @@ def test_mail_queue_fact() -> None:
     [message] = fact.process([line])
     assert message.sender == "web@example.com"
     assert MailQueue.default() == []
+
+
+def test_suppression_table_fact_reads_the_current_table(tmp_path: Path) -> None:
+    fact = SuppressionTable()
+    table = tmp_path / "suppress_recipients"
+    assert run_sh(str(fact.command(path=str(table)))).stdout == ""
+    table.write_text("# header\na@example.com REJECT 5.1.1 x\n")
+    done = run_sh(str(fact.command(path=str(table))))
+    assert fact.process(done.stdout.splitlines()) == table.read_text()
+    with pytest.raises(scan.ScanPathError):
+        fact.command(path="/etc/postfix/x; reboot")
