@@ -24,6 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailmend.values import (
+    fqdn_problem,
+    normalize_fqdn,
+    normalize_relay_host,
+    relay_host_problem,
+    selector_problem,
+    unsafe_char_problem,
+)
+
 #: The templates shipped with the package, resolved from this file, never the cwd.
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -31,8 +40,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 #: ``StrictUndefined`` and ``keep_trailing_newline`` are pyinfra's own defaults.
 JINJA_ENV_KWARGS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True}
 
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
-_SELECTOR = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _POSTFIX_KEY = re.compile(r"[a-z][a-z0-9_]*\Z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _FORBIDDEN = frozenset("'\"\\`")
@@ -157,26 +164,28 @@ class OpenDkimContext:
 
 
 def safe_text(host: str, field: str, value: object) -> str:
-    """``value`` as a string with no control character, quote or backslash, else refuse it."""
+    """``value`` as a string with no control character, quote or backslash, else refuse it.
+
+    The character rules are the fleet file's (:mod:`mailmend.values`); plain inner spaces are
+    allowed here because Postfix list values need them.
+    """
     if not isinstance(value, str):
         raise DeployValueError(host, field, f"expected a string, got {type(value).__name__}")
-    for char in value:
-        if ord(char) < 32 or ord(char) == 127 or 0x80 <= ord(char) < 0xA0:
-            raise DeployValueError(host, field, f"control character {char!r} in {value!r}")
-        if char in _FORBIDDEN:
-            raise DeployValueError(host, field, f"quote or backslash {char!r} in {value!r}")
+    problem = unsafe_char_problem(value, allow_space=True)
+    if problem:
+        raise DeployValueError(host, field, problem)
     if value != value.strip():
         raise DeployValueError(host, field, f"leading or trailing whitespace in {value!r}")
     return value
 
 
 def fqdn(host: str, field: str, value: object) -> str:
-    """A lower-cased fully qualified domain name of at least two LDH labels."""
-    text = safe_text(host, field, value).lower()
-    labels = text.split(".")
-    if len(text) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise DeployValueError(host, field, f"{text!r} is not a fully qualified domain name")
-    return text
+    """A lower-cased fully qualified domain name (the fleet file's RFC 1123 rules)."""
+    text = safe_text(host, field, value)
+    problem = fqdn_problem(text)
+    if problem:
+        raise DeployValueError(host, field, problem)
+    return normalize_fqdn(text)
 
 
 def ip_address(host: str, field: str, value: object, version: int | None = None) -> str:
@@ -229,20 +238,12 @@ def hostname_context(host: str, data: Mapping[str, Any]) -> HostnameContext:
 
 
 def relay_nexthop(host: str, value: object) -> str:
-    """``host``, ``host:port``, ``[host]`` or ``[host]:port``, returned as written."""
+    """``host``, ``host:port``, ``[host]`` or ``[host]:port`` (the fleet file's rules)."""
     text = safe_text(host, "relay_host", value)
-    match = re.fullmatch(r"(\[)?([^\[\]:\s]+)(?(1)\])(?::(\d{1,5}))?", text)
-    if not match:
-        reason = f"{text!r} is not host, host:port or [host]:port"
-        raise DeployValueError(host, "relay_host", reason)
-    name, port = match.group(2), match.group(3)
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        fqdn(host, "relay_host", name)
-    if port is not None and not 0 < int(port) < 65536:
-        raise DeployValueError(host, "relay_host", f"port {port} out of range")
-    return text.lower()
+    problem = relay_host_problem(text)
+    if problem:
+        raise DeployValueError(host, "relay_host", problem)
+    return normalize_relay_host(text)
 
 
 def read_relay_credentials(
@@ -405,8 +406,9 @@ def dkim_domains(host: str, value: object, key_root: str) -> tuple[DkimDomain, .
             raw_selector = getattr(entry, "selector", None)
         name = fqdn(host, f"{where}.name", raw_name)
         selector = safe_text(host, f"{where}.selector", raw_selector).lower()
-        if not _SELECTOR.match(selector):
-            raise DeployValueError(host, f"{where}.selector", f"{selector!r} is not a DNS label")
+        problem = selector_problem(selector)
+        if problem:
+            raise DeployValueError(host, f"{where}.selector", problem)
         if name in seen:
             raise DeployValueError(host, f"{where}.name", f"{name} is listed twice")
         seen.add(name)
