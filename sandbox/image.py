@@ -37,18 +37,37 @@ def _log(msg: str) -> None:
 
 
 def apt_mirror() -> str:
-    """The Debian mirror this machine's apt uses (deb822 or one-line sources)."""
-    candidates = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
+    """The Debian mirror this machine's apt uses for ``bookworm`` itself.
+
+    Reads deb822 stanzas (``URIs:`` with ``Suites:``) and one-line ``deb URI SUITE ...``
+    entries; other repositories (security, updates, third-party lists) are skipped.
+    """
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
     for src in candidates:
-        if not src.is_file():
+        if not src.is_file() or src.suffix not in ("", ".list", ".sources"):
             continue
-        for line in src.read_text().splitlines():
-            words = line.split()
-            if line.startswith("URIs:") and len(words) > 1 and "security" not in words[1]:
-                return words[1]
-            if words[:1] == ["deb"] and "security" not in line:
-                return next(w for w in words[1:] if "://" in w)
+        for uri in _mirrors_in(src.read_text()):
+            return uri
     return "http://deb.debian.org/debian"
+
+
+def _mirrors_in(text: str) -> list[str]:
+    found = []
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and not line.startswith((" ", "#")):
+                fields[key.strip().lower()] = value.split()
+        if SUITE in fields.get("suites", []) and "deb" in fields.get("types", ["deb"]):
+            found += fields.get("uris", [])[:1]
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if words[:1] == ["deb"]:
+            rest = [w for w in words[1:] if not w.startswith("[")]
+            if len(rest) >= 2 and rest[1] == SUITE:
+                found.append(rest[0])
+    return found
 
 
 def _run(cmd: list[str], **kw: object) -> None:

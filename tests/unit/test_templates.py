@@ -86,17 +86,19 @@ def main_cf_settings(text: str) -> list[tuple[str, str]]:
 # -- the tools root -------------------------------------------------------------------------
 
 
+_BUILD_ERROR: list[str] = []
+
+
 def _find_tools_root() -> Path | None:
     env = os.environ.get("MAILMEND_TOOLS_ROOT")
     if env:
         return Path(env)
-    try:
-        from sandbox.image import tools_root
-    except ImportError:
-        return None
+    from sandbox.image import tools_root
+
     try:
         return tools_root()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.CalledProcessError) as err:
+        _BUILD_ERROR.append(f"building the tools root failed: {err}")
         return None
 
 
@@ -106,7 +108,8 @@ def tools_root() -> Path:
     usable = root is not None and (root / "usr/sbin/postconf").exists()
     if root is None or not usable:
         reason = (
-            "no tools root (set MAILMEND_TOOLS_ROOT or build sandbox.image.tools_root())"
+            "no tools root (set MAILMEND_TOOLS_ROOT or build sandbox.image.tools_root()) "
+            + " ".join(_BUILD_ERROR)
             if os.geteuid() == 0
             else "checking configs with the real tools needs root (chroot into the tools root)"
         )
