@@ -318,9 +318,27 @@ def render(reports: Sequence[HostReport], fmt: str, *, colour: bool = False) -> 
 
 # --- the program ---------------------------------------------------------------------------------
 
+
+def _records_arguments(parser: argparse.ArgumentParser) -> None:
+    from mailmend import records_cli
+
+    records_cli.add_arguments(parser)
+
+
+def _records_run(args: argparse.Namespace) -> int:
+    from mailmend import records_cli
+
+    return records_cli.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "check": Command(
         "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
+    ),
+    "records": Command(
+        "the SPF, DKIM, DMARC, A and PTR records to publish; --apply publishes (RFC 2136)",
+        _records_arguments,
+        _records_run,
     ),
 }
 
