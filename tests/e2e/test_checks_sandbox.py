@@ -32,7 +32,7 @@ from checks.dkim import txt_strings
 from sandbox.control import Sandbox
 from sandbox.dns import PROVIDER_ZONE, reverse_zone, scenario_zones
 from sandbox.scenario import Net, Scenario
-from tests.conftest import require_root
+from tests.conftest import require_root, run_pyinfra
 from tests.faultdns import FakeDns, Handler, drop, servfail, zone
 
 pytestmark = pytest.mark.end_to_end
@@ -132,6 +132,10 @@ def situations(base: Scenario, broken: bool = False) -> Scenario:
             "manyinc.example": tuple(many),
             "dmarcnone.example": tuple(_domain_records("dmarcnone.example", policy="none")),
             "badkey.example": tuple(_domain_records("badkey.example")),
+            # mx1's DKIM record, for the pyinfra check deploy (its host key differs).
+            base.hosts[0].domain: (
+                ("mx1._domainkey", "TXT", txt_strings(f"v=DKIM1; k=rsa; p={PUBLISHED_KEY}")),
+            ),
         },
     )
 
@@ -644,3 +648,43 @@ def _html_text(text: str) -> str:
     import re
 
     return " ".join(html_module.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+# --- the pyinfra deploy: deploys/check.py --------------------------------------------------------
+
+
+def sandbox_fleet_with_nameservers(sb: Sandbox, path: Path) -> Path:
+    """The sandbox fleet file plus the [fleet] key the sandbox's own file should carry."""
+    text = sb.fleet_text().replace("[fleet]\n", f'[fleet]\nnameservers = ["{NAMESERVER}"]\n', 1)
+    path.write_text(text)
+    return path
+
+
+def test_pyinfra_check_deploy_checks_the_fleet_and_changes_nothing(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    mx1 = sb.hosts()[0]
+    key_dir = f"/etc/opendkim/keys/{mx1.domain}"
+    quoted = txt_strings(f"v=DKIM1; h=sha256; k=rsa; p={HOST_KEY}")
+    line = f"{mx1.selector}._domainkey IN TXT ( {quoted} )"
+    sb.ssh(mx1, f"mkdir -p {key_dir} && printf '%s\\n' '{line}' > {key_dir}/{mx1.selector}.txt")
+    for h in sb.hosts():
+        sb.ssh(h, "touch /tmp/mailmend-check-marker && sleep 0.01")
+    fleet = sandbox_fleet_with_nameservers(sb, tmp_path / "fleet.toml")
+    proc = run_pyinfra(fleet, "-y", "deploys/check.py")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # Per host: its problems and fixes. mx1's published key is not the one on the host.
+    assert (
+        "dkim mx1._domainkey.alpha.example: published key does not match the key on the host" in out
+    )
+    assert "ask your VPS provider to set the PTR of 198.51.100.12 to mx2.bravo.example" in out
+    assert "198.51.100.12 is listed on SpamCop Blocking List" in out
+    # The fleet summary: one line per host, then the totals.
+    summary = out[out.index("mailmend checks, fleet summary:") :].splitlines()[1:5]
+    assert [line.split()[1] for line in summary[:3]] == ["mx1", "mx2", "mx3"]
+    assert all(line.split()[0] == "FAIL" for line in summary[:3])
+    assert summary[3].split()[:2] == ["3", "hosts:"]
+    # Nothing changed on any host (python.call counts as "Success", never as a change there).
+    for h in sb.hosts():
+        assert sb.ssh(h, "find /etc /root /var -newer /tmp/mailmend-check-marker -type f") == ""

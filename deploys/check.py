@@ -1,0 +1,5 @@
+"""``pyinfra inventory.py deploys/check.py``: check every host, change nothing. Composition only."""
+
+from deploys.checks_deploy import checks_deploy
+
+checks_deploy()

@@ -1,0 +1,148 @@
+"""Checks as a pyinfra deploy: PTR, FCrDNS, SPF, DKIM, DMARC and blocklists for every host.
+
+The checks run on the admin's machine (the pyinfra controller): every DNS question goes from
+here, through ``mailmend_nameservers`` (host data, ``["IP[:PORT]", ...]``; empty: the system's
+resolvers), with the Spamhaus DQS key from ``$MAILMEND_DQS_KEY``. On the host, at most one
+read-only command runs: the :class:`deploys.facts.DkimPublicKey` fact reads the public half of
+each DKIM key (``KEY_DIR/DOMAIN/SELECTOR.txt``) so the published record can be compared with it.
+Nothing is ever changed.
+
+The checks run through ``python.call``, at execution time: after every operation placed
+before them in the same run (``deploys/mail.py`` can end with :func:`checks_deploy`).
+:func:`checks_deploy` prints each host's problems with their fixes; the last host to finish
+prints the fleet summary, one line per host. Reports are kept in :data:`REPORTS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pyinfra.api.deploy import deploy
+from pyinfra.context import host, state
+from pyinfra.operations import python
+
+from deploys import values
+from deploys.facts import DkimPublicKey
+
+DEFAULTS: dict[str, Any] = {
+    "mailmend_nameservers": [],  # "IP[:PORT]" strings; empty: /etc/resolv.conf of this machine
+    "mailmend_dnsbl": True,  # also ask the DNS blocklists (checks/blocklists.toml)
+    "mailmend_check_timeout": 1.5,  # seconds per DNS attempt
+    "mailmend_check_deadline": 60.0,  # seconds for one host's checks
+    "mailmend_dmarc_report_address": None,
+    "opendkim_key_dir": "/etc/opendkim/keys",
+    "domains": [],
+}
+DQS_ENV = "MAILMEND_DQS_KEY"
+
+#: Filled while the deploy executes: inventory host name -> its report.
+REPORTS: dict[str, Any] = {}
+_SUMMARY_PRINTED: set[int] = set()
+_ONE_LOOP = threading.Lock()  # gevent's cooperative lock once pyinfra has patched threading
+
+
+def _target(name: str, data: Mapping[str, Any], keys: Mapping[tuple[str, str], str]) -> Any:
+    from checks.host import HostTarget
+
+    ips = tuple(ip for ip in (data.get("public_ipv4"), data.get("public_ipv6")) if ip)
+    domains = values.dkim_domains(name, data.get("domains") or [], data["opendkim_key_dir"])
+    return HostTarget(
+        name=name,
+        hostname=values.fqdn(name, "hostname", data.get("hostname")),
+        ips=tuple(values.ip_address(name, "public_ip", ip) for ip in ips),
+        domains=tuple((d.name, d.selector) for d in domains),
+        dkim_public_keys=dict(keys),
+        dmarc_report_address=data.get("mailmend_dmarc_report_address"),
+    )
+
+
+def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """The public DKIM keys on the host (read-only fact); absent keys are left out."""
+    keys: dict[tuple[str, str], str] = {}
+    for d in values.dkim_domains(host.name, data.get("domains") or [], data["opendkim_key_dir"]):
+        key = host.get_fact(DkimPublicKey, txt=d.txt_record, private_key=d.private_key)
+        if key:
+            keys[(d.name, d.selector)] = key
+    return keys
+
+
+async def _check(target: Any, data: Mapping[str, Any]) -> Any:
+    from checks.blocklists import load_blocklists
+    from checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from checks.host import check_fleet
+
+    servers: Sequence[str] = data.get("mailmend_nameservers") or []
+    nameservers = tuple(parse_nameserver(s) for s in servers) or system_nameservers()
+    config = EngineConfig(nameservers=nameservers, timeout=float(data["mailmend_check_timeout"]))
+    lists = load_blocklists() if data["mailmend_dnsbl"] else None
+    dqs_key = os.environ.get(DQS_ENV) or None
+    deadline = float(data["mailmend_check_deadline"])
+    async with Engine(config) as engine:
+        [report] = await check_fleet(engine, [target], lists, dqs_key, deadline=deadline)
+    return report
+
+
+def run_checks(data: Mapping[str, Any]) -> None:
+    """The ``python.call`` callback: check this host from here and print what is wrong.
+
+    ``data`` is the host's data with this deploy's defaults, taken when the deploy is planned.
+    """
+    from checks.report_table import render_table
+
+    target = _target(host.name, data, _host_keys(data))
+    with _ONE_LOOP:  # pyinfra runs hosts as greenlets of one thread: one asyncio loop at a time
+        report = asyncio.run(_check(target, data))
+    REPORTS[host.name] = report
+    for line in render_table([report]).splitlines():
+        if line.strip() and not line.startswith("1 hosts:"):
+            host.log(line)
+    _fleet_summary()
+
+
+def _fleet_summary() -> None:
+    """Once every active host has a report: one line per host, then the totals."""
+    from checks.report_table import render_table
+
+    names = sorted(h.name for h in state.active_hosts)
+    if id(state) in _SUMMARY_PRINTED or any(n not in REPORTS for n in names):
+        return
+    _SUMMARY_PRINTED.add(id(state))
+    reports = [REPORTS[n] for n in names]
+    lines = render_table(reports).splitlines()
+    per_host = lines[-len(reports) - 1 :]  # the host lines and the totals line
+    print("--> mailmend checks, fleet summary:", flush=True)
+    for line in per_host:
+        print(f"    {line}", flush=True)
+
+
+@deploy("Checks", data_defaults=DEFAULTS)
+def checks_deploy() -> None:
+    """Check the host's DNS, PTR, SPF, DKIM, DMARC and blocklists from this machine.
+
+    Changes nothing; reads the host's DKIM public keys to compare them with the published ones.
+    """
+    python.call(
+        name="Check PTR, FCrDNS, SPF, DKIM, DMARC and blocklists (DNS asked from here)",
+        function=run_checks,
+        data=_settings(host.name, values.host_data(host.data)),
+    )
+
+
+def _settings(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """Validate what the checks need before anything runs (a bad value stops the deploy)."""
+    from checks.engine import parse_nameserver
+
+    servers = data.get("mailmend_nameservers") or []
+    if not isinstance(servers, list):
+        raise values.DeployValueError(name, "mailmend_nameservers", "expected a list")
+    for server in servers:
+        try:
+            parse_nameserver(values.safe_text(name, "mailmend_nameservers", server))
+        except ValueError as err:
+            raise values.DeployValueError(name, "mailmend_nameservers", str(err)) from None
+    _target(name, data, {})  # hostname, IPs and domains are valid
+    return data
