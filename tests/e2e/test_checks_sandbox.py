@@ -173,6 +173,13 @@ def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 # --- running the CLI -----------------------------------------------------------------------------
 
 
+#: The CLI's environment: no colour, no DQS key or fleet file from the caller.
+CLI_ENV = {
+    **{k: v for k, v in os.environ.items() if k not in ("MAILMEND_DQS_KEY", "MAILMEND_FLEET")},
+    "NO_COLOR": "1",
+}
+
+
 def mailmend(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(MAILMEND), "check", *args],
@@ -180,7 +187,7 @@ def mailmend(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
         text=True,
         timeout=timeout,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"},
+        env=CLI_ENV,
     )
 
 
