@@ -1,5 +1,6 @@
 """``pyinfra inventory.py deploys/mail.py``: every mail host, in order. Composition only."""
 
+from deploys.checks_deploy import checks_deploy
 from deploys.hostname import hostname_deploy
 from deploys.opendkim import opendkim_deploy
 from deploys.postfix import postfix_deploy
@@ -9,3 +10,4 @@ hostname_deploy()
 postfix_deploy()
 opendkim_deploy()
 summary_deploy()
+checks_deploy()

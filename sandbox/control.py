@@ -200,6 +200,7 @@ class Sandbox:
             "[fleet]",
             "sandbox = true",
             f'dmarc_report_address = "dmarc-reports@{domains[0]}"',
+            f'nameservers = ["{self.net.dns}"]',
             "",
             "[defaults]",
             'ssh_user = "root"',
@@ -225,6 +226,9 @@ class Sandbox:
         return "\n".join(out) + "\n"
 
     def _wait_ready(self, hosts: tuple[SandboxHost, ...]) -> None:
+        # Knot answers on port 53 before its control socket (knotc reload) exists.
+        if not proc.wait_path(self.dns.control_socket, timeout=30):
+            raise SandboxError(f"knot did not open its control socket {self.dns.control_socket}")
         checks = [(self.net.dns, 53, "knot"), (self.net.sink, 25, "receiver")]
         checks += [(h.ssh_addr, SSH_PORT, h.name) for h in hosts]
         for addr, port, what in checks:

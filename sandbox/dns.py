@@ -130,6 +130,7 @@ class SandboxDns:
         self.zones_dir = self.dir / "zones"
         self.conf = self.dir / "knot.conf"
         self.tsig_file = self.dir / "tsig.key"
+        self.control_socket = self.dir / "run" / "knot.sock"
 
     # -- zone files ------------------------------------------------------------------
     def _next_serial(self) -> int:

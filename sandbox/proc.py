@@ -108,3 +108,13 @@ def wait_port(host: str, port: int, timeout: float, proto: str = "tcp") -> bool:
         except OSError:
             time.sleep(0.1)
     return False
+
+
+def wait_path(path: Path, timeout: float) -> bool:
+    """True once ``path`` exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.05)
+    return False

@@ -661,8 +661,9 @@ def _html_text(text: str) -> str:
 
 
 def sandbox_fleet_with_nameservers(sb: Sandbox, path: Path) -> Path:
-    """The sandbox fleet file plus the [fleet] key the sandbox's own file should carry."""
-    text = sb.fleet_text().replace("[fleet]\n", f'[fleet]\nnameservers = ["{NAMESERVER}"]\n', 1)
+    """The sandbox fleet file: it names the sandbox's DNS server as the fleet's resolver."""
+    text = sb.fleet_text()
+    assert f'nameservers = ["{NAMESERVER}"]' in text
     path.write_text(text)
     return path
 
