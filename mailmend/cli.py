@@ -331,6 +331,18 @@ def _records_run(args: argparse.Namespace) -> int:
     return records_cli.run(args)
 
 
+def _queue_arguments(parser: argparse.ArgumentParser) -> None:
+    from mailmend import queue_cli
+
+    queue_cli.add_arguments(parser)
+
+
+def _queue_run(args: argparse.Namespace) -> int:
+    from mailmend import queue_cli
+
+    return queue_cli.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "check": Command(
         "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
@@ -339,6 +351,11 @@ COMMANDS: dict[str, Command] = {
         "the SPF, DKIM, DMARC, A and PTR records to publish; --apply publishes (RFC 2136)",
         _records_arguments,
         _records_run,
+    ),
+    "queue": Command(
+        "triage each host's mail queue; --hold SENDER holds that sender's mail",
+        _queue_arguments,
+        _queue_run,
     ),
 }
 
