@@ -2,10 +2,16 @@
 
 One asyncio datagram endpoint per nameserver (``sockets_per_nameserver`` of them), a bounded
 number of queries in flight on each, hand-built queries and a lean response parser. Responses
-are matched on the query id AND the question (name, type, class). A question gets a per-query
-timeout and ``retries`` re-sends, each with a new id (and the next nameserver when there are
-several). TC=1 answers are asked again over TCP. Identical questions in flight are sent once;
-answers are cached for the engine's life (one run). TIMEOUT is its own outcome, never NXDOMAIN.
+are matched on the query id AND the question (name, type, class). A question is sent at most
+``1 + retries`` times, each with a new id (and the next nameserver when there are several). A
+re-send happens after an adaptive retransmission timeout learnt from each nameserver's
+round-trip times (RFC 6298 style: SRTT + max(50 ms, 4 * RTTVAR), at most ``timeout``, doubled
+per attempt), and every attempt stays registered: whichever is answered first wins. The last
+attempt waits the full ``timeout``; only then is the outcome TIMEOUT. Queries go out under a
+per-nameserver window that starts small and grows (slow start), halves on loss, and is paced
+over the round-trip time, so a cold server is not flooded. TC=1 answers are asked again over TCP.
+Identical questions in flight are sent once; answers are cached for the engine's life (one
+run). TIMEOUT is its own outcome, never NXDOMAIN.
 
 Example::
 
@@ -56,8 +62,18 @@ _HEADER_TAIL = b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"  # RD=1, QDCOUNT=1
 _RR = struct.Struct(">HHIH")
 _TYPE_A = 1
 _TYPE_AAAA = 28
-_SWEEPS_PER_TIMEOUT = 5
 _RCVBUF = 1 << 20
+# Retransmission and pacing (see _Server).
+_RTO_MARGIN = 0.05  # seconds: the least margin of the RTO over SRTT (RFC 6298's G, coarse)
+_MIN_SWEEP = 0.005  # seconds between looks for attempts whose wait is over: RTO / 4,
+_MAX_SWEEP = 0.025  # within these bounds (short while cold: the RTO may drop at any answer)
+_INITIAL_WINDOW = 100  # queries in flight to a server before its first answer
+_MIN_WINDOW = 8.0
+_AVOIDANCE_GROWTH = 0.25  # window growth per answer once a loss has halved it
+_PACING_GAIN = 2.0  # pace at this many windows per round trip
+_MIN_BURST = 16.0  # queries a paced server may get back to back...
+_BURST_SECONDS = 0.002  # ...or this many seconds' worth at its pacing rate, if more
+_MIN_PACER = 0.0005  # seconds: the shortest pacing timer
 
 
 # --- nameservers -------------------------------------------------------------------------------
@@ -127,7 +143,9 @@ def system_nameservers() -> tuple[Nameserver, ...]:
 class EngineConfig:
     """How the engine asks.
 
-    ``timeout`` is per attempt; a question is sent ``1 + retries`` times at most. ``deadline``
+    ``timeout`` bounds each attempt's wait (re-sends may come sooner, after the adaptive
+    retransmission timeout); a question is sent ``1 + retries`` times at most and gets TIMEOUT
+    only once the last attempt has waited ``timeout`` with no answer to any attempt. ``deadline``
     bounds one :meth:`Engine.query_many` batch. ``max_in_flight`` is per socket.
     ``zone_rate_limits`` maps a zone suffix to queries per second for names under it.
     """
@@ -157,12 +175,13 @@ class EngineStats:
     """Counters for one engine's life."""
 
     sent: int = 0  # UDP datagrams and TCP queries written
-    retried: int = 0  # re-sends after a timeout
+    retried: int = 0  # re-sends after a retransmission timeout (adaptive, see _Server)
     timeouts: int = 0  # questions that got no answer after every retry
     tcp_fallbacks: int = 0  # TC=1 answers asked again over TCP
     cache_hits: int = 0  # answered from this run's cache
     deduplicated: int = 0  # joined an identical question already in flight
     malformed: int = 0  # datagrams dropped: unknown id, wrong question, unparsable
+    late: int = 0  # answers to an attempt no longer awaited (another attempt's answer won)
 
 
 # --- wire format -------------------------------------------------------------------------------
@@ -192,8 +211,14 @@ def encode_name(name: str) -> bytes:
     return bytes(out)
 
 
+_QTAIL: dict[int, bytes] = {}
+
+
 def _question(name: str, rdtype: int) -> bytes:
-    return encode_name(name) + struct.pack(">HH", rdtype, dns.rdataclass.IN)
+    tail = _QTAIL.get(rdtype)
+    if tail is None:
+        tail = _QTAIL[rdtype] = struct.pack(">HH", rdtype, dns.rdataclass.IN)
+    return encode_name(name) + tail
 
 
 def build_query(qid: int, name: str, rdtype: str) -> bytes:
@@ -216,22 +241,29 @@ def parse_response(data: bytes, question: bytes, rdtype: int) -> ParsedResponse 
 
     Raises ValueError for a response that matches but cannot be parsed.
     """
+    parsed = _parse(data, question, rdtype)
+    if parsed is None:
+        return None
+    return ParsedResponse((data[0] << 8) | data[1], *parsed)
+
+
+def _parse(data: bytes, question: bytes, rdtype: int) -> tuple[Rcode, bool, tuple[str, ...]] | None:
+    """parse_response's work without the id or an object: (rcode, truncated, records)."""
     if len(data) < 12 or not data[2] & 0x80 or data[4:6] != b"\x00\x01":
         return None
     end = 12 + len(question)
     got = data[12:end]
     if got != question and got.lower() != question.lower():
         return None
-    qid = (data[0] << 8) | data[1]
     rcode = _RCODES.get(data[3] & 0x0F, Rcode.OTHER)
     truncated = bool(data[2] & 0x02)
     if truncated or rcode is not Rcode.NOERROR:
-        return ParsedResponse(qid, rcode, truncated, ())
+        return rcode, truncated, ()
     try:
         records = _records(data, end, rdtype)
     except (struct.error, IndexError, dns.exception.DNSException) as exc:
         raise ValueError(f"malformed response: {exc}") from None
-    return ParsedResponse(qid, rcode, truncated, records)
+    return rcode, truncated, records
 
 
 def _records(data: bytes, offset: int, rdtype: int) -> tuple[str, ...]:
@@ -345,9 +377,17 @@ class _FutureWaiter(_Waiter):
 
 
 class _Job:
-    """One distinct question being asked, and everyone waiting for its answer."""
+    """One distinct question being asked, and everyone waiting for its answer.
 
-    __slots__ = ("attempts", "bucket", "key", "last_ns", "question", "rdtype", "sent_at", "waiters")
+    ``channel``, ``qid`` and ``sent_at`` describe the latest attempt (``qid`` is -1 while a
+    re-send waits for room). ``older`` lists the earlier attempts that are still registered:
+    whichever attempt is answered first wins, and the others' ids are retired.
+    """
+
+    __slots__ = (
+        "attempts", "bucket", "channel", "done", "key", "last_ns", "older", "qid", "question",
+        "rdtype", "sent_at", "waiters",
+    )  # fmt: skip
 
     def __init__(self, key: tuple[str, str], rdtype: int, bucket: _Bucket | None) -> None:
         self.key = key
@@ -358,6 +398,10 @@ class _Job:
         self.sent_at = 0.0
         self.last_ns = -1
         self.bucket = bucket
+        self.channel: _Channel | None = None
+        self.qid = -1
+        self.older: list[tuple[_Channel, int, float]] | None = None
+        self.done = False
 
 
 class _Bucket:
@@ -372,13 +416,85 @@ class _Bucket:
         self.wakeup: asyncio.TimerHandle | None = None
 
 
+class _Server:
+    """What the engine learns about one nameserver: its round-trip time and a send window.
+
+    Retransmission timeout (RTO): SRTT + max(_RTO_MARGIN, 4 * RTTVAR) from the answers'
+    round-trip times (RFC 6298 with a coarse G), at most ``timeout``; ``timeout`` until the
+    first answer. Window: the queries in flight to this server (all its sockets, earlier
+    attempts included) start at _INITIAL_WINDOW and grow by one per answer (slow start) up to
+    ``cap``; a loss halves the window, at most once per round trip, and growth slows after.
+    Once a round-trip time is known, sends are paced at _PACING_GAIN * window / SRTT with a
+    short burst allowance, so a window reaches the server spread over a round trip instead of
+    in one burst that overflows its receive buffer.
+    """
+
+    __slots__ = (
+        "cap", "cwnd", "inflight", "rate", "recover_after", "refilled", "rto", "rttvar", "srtt",
+        "ssthresh", "timeout", "tokens",
+    )  # fmt: skip
+
+    def __init__(self, cap: int, timeout: float) -> None:
+        self.cap = float(cap)
+        self.timeout = timeout
+        self.cwnd = float(min(cap, _INITIAL_WINDOW))
+        self.ssthresh = float(cap)
+        self.inflight = 0
+        self.srtt = 0.0  # 0: no sample yet
+        self.rttvar = 0.0
+        self.rto = timeout
+        self.recover_after = 0.0
+        self.rate = 0.0  # pacing, queries per second; 0: not paced
+        self.tokens = 0.0
+        self.refilled = 0.0
+
+    def on_answer(self, rtt: float) -> None:
+        if self.srtt == 0.0:
+            self.srtt = max(rtt, 1e-6)
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar += (abs(self.srtt - rtt) - self.rttvar) * 0.25
+            self.srtt += (rtt - self.srtt) * 0.125
+        self.rto = min(self.srtt + max(4 * self.rttvar, _RTO_MARGIN), self.timeout)
+        cwnd = self.cwnd
+        if cwnd < self.cap:
+            cwnd += 1.0 if cwnd < self.ssthresh else _AVOIDANCE_GROWTH
+            self.cwnd = cwnd if cwnd < self.cap else self.cap
+        self.rate = _PACING_GAIN * self.cwnd / self.srtt
+
+    def on_loss(self, sent_at: float, now: float) -> None:
+        """An attempt sent at ``sent_at`` got no answer within the RTO."""
+        if sent_at < self.recover_after:
+            return  # sent before the last cut: the same loss event
+        self.ssthresh = self.cwnd = max(self.cwnd / 2, _MIN_WINDOW)
+        self.recover_after = now
+        if self.srtt:
+            self.rate = _PACING_GAIN * self.cwnd / self.srtt
+
+    def refill(self, now: float) -> bool:
+        """Add the tokens earned since the last refill; True if one can be spent now."""
+        tokens = self.tokens + (now - self.refilled) * self.rate
+        burst = max(_MIN_BURST, self.rate * _BURST_SECONDS)
+        self.tokens = tokens if tokens < burst else burst
+        self.refilled = now
+        return self.tokens >= 1.0
+
+    def wait(self, attempts: int, retries: int) -> float:
+        """How long an attempt (the ``attempts``-th send) is given before the next one."""
+        if attempts > retries:
+            return self.timeout  # the last attempt waits the full timeout
+        return min(self.rto * (1 << (attempts - 1)), self.timeout)
+
+
 class _Channel(asyncio.DatagramProtocol):
     """One connected UDP socket to one nameserver, with its queries in flight."""
 
-    def __init__(self, engine: Engine, ns_index: int) -> None:
+    def __init__(self, engine: Engine, ns_index: int, server: _Server) -> None:
         self.engine = engine
         self.ns_index = ns_index
+        self.server = server
         self.pending: dict[int, _Job] = {}
+        self.retired: dict[int, float] = {}  # ids no longer awaited -> until when to expect them
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -389,37 +505,44 @@ class _Channel(asyncio.DatagramProtocol):
 
     def send(self, job: _Job, now: float) -> None:
         pending = self.pending
+        retired = self.retired
         qid = random.getrandbits(16)
-        while qid in pending:
+        while qid in pending or qid in retired:
             qid = random.getrandbits(16)
         pending[qid] = job
+        server = self.server
+        server.inflight += 1
+        server.tokens -= 1.0
         job.attempts += 1
         job.sent_at = now
         job.last_ns = self.ns_index
+        job.channel = self
+        job.qid = qid
         assert self.transport is not None
         self.transport.sendto(qid.to_bytes(2, "big") + _HEADER_TAIL + job.question)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if len(data) < 12:
-            self.engine.stats.malformed += 1
-            return
-        qid = (data[0] << 8) | data[1]
+        qid = (data[0] << 8) | data[1] if len(data) >= 12 else -1
         job = self.pending.get(qid)
         if job is None:
-            self.engine.stats.malformed += 1
+            if self.retired.pop(qid, None) is not None:
+                self.engine.stats.late += 1
+            else:
+                self.engine.stats.malformed += 1
             return
         try:
-            parsed = parse_response(data, job.question, job.rdtype)
+            parsed = _parse(data, job.question, job.rdtype)
         except ValueError:
             parsed = None
         if parsed is None:
             self.engine.stats.malformed += 1
             return
         del self.pending[qid]
-        self.engine._on_response(self, job, parsed)
+        self.server.inflight -= 1
+        self.engine._on_response(self, qid, job, parsed)
 
     def error_received(self, exc: Exception) -> None:
-        """ICMP errors (port unreachable): the per-query timeout handles the loss."""
+        """ICMP errors (port unreachable): the retransmission timeout handles the loss."""
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -435,6 +558,8 @@ class Engine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.stats = EngineStats()
+        cap = config.max_in_flight * config.sockets_per_nameserver
+        self._servers = [_Server(cap, config.timeout) for _ in config.nameservers]
         self._channels: list[_Channel] = []
         self._ready: deque[_Job] = deque()
         self._inflight: dict[tuple[str, str], _Job] = {}
@@ -442,6 +567,7 @@ class Engine:
         self._buckets = {_normalize(z): _Bucket(r) for z, r in config.zone_rate_limits.items()}
         self._tcp_tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._pacer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rotor = 0
 
@@ -460,20 +586,20 @@ class Engine:
         for index, ns in enumerate(self.config.nameservers):
             for _ in range(self.config.sockets_per_nameserver):
                 self._channels.append(await self._open_channel(loop, index, ns))
-        self._schedule_sweep()
 
     async def _open_channel(
         self, loop: asyncio.AbstractEventLoop, index: int, ns: Nameserver
     ) -> _Channel:
-        channel = _Channel(self, index)
+        channel = _Channel(self, index, self._servers[index])
         await loop.create_datagram_endpoint(lambda: channel, remote_addr=(ns.host, ns.port))
         return channel
 
     async def close(self) -> None:
         """Close the sockets; questions still open get TIMEOUT."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for handle in (self._sweeper, self._pacer):
+            if handle is not None:
+                handle.cancel()
+        self._sweeper = self._pacer = None
         for task in list(self._tcp_tasks):
             task.cancel()
         await asyncio.gather(*self._tcp_tasks, return_exceptions=True)
@@ -512,8 +638,11 @@ class Engine:
         batch = _Batch(self._running_loop(), results, progress)
         try:
             async with asyncio.timeout(self.config.deadline):
-                for index, (name, rdtype) in enumerate(questions):
-                    self._submit(name, rdtype, _BatchSlot(batch, index))
+                try:
+                    for index, (name, rdtype) in enumerate(questions):
+                        self._submit(name, rdtype, _BatchSlot(batch, index), pump=False)
+                finally:
+                    self._pump()
                 await batch.finished
         except TimeoutError:
             pass
@@ -531,7 +660,7 @@ class Engine:
             raise RuntimeError("the engine is not open: use `async with Engine(cfg) as eng:`")
         return self._loop
 
-    def _submit(self, name: str, rdtype: str, waiter: _Waiter) -> None:
+    def _submit(self, name: str, rdtype: str, waiter: _Waiter, pump: bool = True) -> None:
         key = (_normalize(name), rdtype.upper())
         cached = self._cache.get(key)
         if cached is not None:
@@ -546,7 +675,7 @@ class Engine:
         job = _Job(key, _rdtype(key[1]), self._bucket_for(key[0]))
         job.waiters.append(waiter)
         self._inflight[key] = job
-        self._enqueue(job)
+        self._enqueue(job, pump=pump)
 
     def _bucket_for(self, name: str) -> _Bucket | None:
         for zone, bucket in self._buckets.items():
@@ -554,14 +683,15 @@ class Engine:
                 return bucket
         return None
 
-    def _enqueue(self, job: _Job, front: bool = False) -> None:
+    def _enqueue(self, job: _Job, front: bool = False, pump: bool = True) -> None:
         if job.bucket is not None and not self._admit(job.bucket, job):
             return
         if front:
             self._ready.appendleft(job)
         else:
             self._ready.append(job)
-        self._pump()
+        if pump:
+            self._pump()
 
     def _admit(self, bucket: _Bucket, job: _Job) -> bool:
         assert self._loop is not None
@@ -585,49 +715,108 @@ class Engine:
         if bucket.waiting:
             bucket.wakeup = self._loop.call_at(bucket.next_at, self._release, bucket)
 
-    def _pump(self) -> None:
+    def _pump(self, now: float = -1.0) -> None:
         ready = self._ready
         if not ready:
             return
-        assert self._loop is not None
-        now = self._loop.time()
+        if now < 0:
+            assert self._loop is not None
+            now = self._loop.time()
+        sent = 0
         while ready:
             job = ready[0]
-            channel = self._free_channel(job.last_ns)
+            if job.done:
+                ready.popleft()
+                continue
+            channel = self._free_channel(job.last_ns, now)
             if channel is None:
-                return
+                if self._pacer is None:
+                    self._arm_pacer(now)
+                break
             ready.popleft()
             if not _alive(job):
-                self._inflight.pop(job.key, None)
+                self._drop(job)
                 continue
             channel.send(job, now)
-            self.stats.sent += 1
+            sent += 1
+        if sent:
+            self.stats.sent += sent
+            if self._sweeper is None:
+                self._arm_sweep()
 
-    def _free_channel(self, avoid_ns: int) -> _Channel | None:
-        """A socket with room, round robin; a retry prefers another nameserver."""
+    def _free_channel(self, avoid_ns: int, now: float) -> _Channel | None:
+        """A socket with room (its own and its server's window and pacing), round robin;
+        a retry prefers another nameserver."""
         channels = self._channels
         count = len(channels)
         limit = self.config.max_in_flight
         fallback = None
         for step in range(count):
             channel = channels[(self._rotor + step) % count]
-            if len(channel.pending) < limit:
+            server = channel.server
+            if (
+                len(channel.pending) < limit
+                and server.inflight < server.cwnd
+                and (server.tokens >= 1.0 or not server.rate or server.refill(now))
+            ):
                 if channel.ns_index != avoid_ns:
                     self._rotor = (self._rotor + step + 1) % count
                     return channel
                 fallback = fallback or channel
         return fallback
 
-    # answers, timeouts, retries
+    def _arm_pacer(self, now: float) -> None:
+        """Pump again when pacing lets a server with room in its window send."""
+        wait = None
+        for server in self._servers:
+            if server.rate and server.tokens < 1.0 and server.inflight < server.cwnd:
+                need = (1.0 - server.tokens) / server.rate
+                wait = need if wait is None or need < wait else wait
+        if wait is not None:
+            assert self._loop is not None
+            self._pacer = self._loop.call_at(now + max(wait, _MIN_PACER), self._on_pacer)
 
-    def _on_response(self, channel: _Channel, job: _Job, parsed: ParsedResponse) -> None:
-        if parsed.truncated:
-            self._start_tcp(job, channel.ns_index)
-        else:
-            self._finish(job, DnsAnswer(job.key[0], job.key[1], parsed.rcode, parsed.records))
+    def _on_pacer(self) -> None:
+        self._pacer = None
         self._pump()
 
+    # answers, timeouts, retries
+
+    def _on_response(
+        self, channel: _Channel, qid: int, job: _Job, parsed: tuple[Rcode, bool, tuple[str, ...]]
+    ) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        sent_at = job.sent_at
+        if job.older is not None and (qid != job.qid or channel is not job.channel):
+            sent_at = next(t for c, q, t in job.older if q == qid and c is channel)
+        channel.server.on_answer(now - sent_at)
+        if job.older is not None or job.qid != qid or job.channel is not channel:
+            self._retire(job, now)
+        job.qid = -1
+        rcode, truncated, records = parsed
+        if truncated:
+            self._start_tcp(job, channel.ns_index)
+        else:
+            self._finish(job, DnsAnswer(job.key[0], job.key[1], rcode, records))
+        self._pump(now)
+
+    def _retire(self, job: _Job, now: float) -> None:
+        """Stop awaiting every attempt of ``job`` still registered; a late answer is ignored."""
+        attempts = list(job.older or ())
+        if job.qid >= 0 and job.channel is not None:
+            attempts.append((job.channel, job.qid, job.sent_at))
+        until = now + self.config.timeout
+        for channel, qid, _sent in attempts:
+            if channel.pending.get(qid) is job:
+                del channel.pending[qid]
+                channel.server.inflight -= 1
+                channel.retired[qid] = until
+        job.older = None
+        job.qid = -1
+
     def _finish(self, job: _Job, answer: DnsAnswer) -> None:
+        job.done = True
         if self._inflight.get(job.key) is job:
             del self._inflight[job.key]
         if answer.rcode is Rcode.TIMEOUT:
@@ -638,28 +827,61 @@ class Engine:
         for waiter in waiters:
             waiter.deliver(answer)
 
-    def _schedule_sweep(self) -> None:
+    def _drop(self, job: _Job) -> None:
+        """Nobody waits for ``job`` any more."""
+        job.done = True
+        if self._inflight.get(job.key) is job:
+            del self._inflight[job.key]
+
+    def _arm_sweep(self) -> None:
         assert self._loop is not None
-        interval = self.config.timeout / _SWEEPS_PER_TIMEOUT
+        rto = min(server.rto for server in self._servers)
+        interval = min(max(rto / 4, _MIN_SWEEP), _MAX_SWEEP, self.config.timeout / 5)
         self._sweeper = self._loop.call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
+        """Re-send (or give up on) every latest attempt whose wait is over."""
         assert self._loop is not None
-        expired_before = self._loop.time() - self.config.timeout
+        self._sweeper = None
+        now = self._loop.time()
+        retries = self.config.retries
+        busy = False
         for channel in self._channels:
-            late = [qid for qid, job in channel.pending.items() if job.sent_at <= expired_before]
-            for qid in late:
-                self._expire(channel.pending.pop(qid))
+            if channel.retired:
+                channel.retired = {q: t for q, t in channel.retired.items() if t > now}
+                busy = True
+            if not channel.pending:
+                continue
+            busy = True
+            server = channel.server
+            late = [
+                job
+                for qid, job in channel.pending.items()
+                if qid == job.qid
+                and job.channel is channel
+                and now - job.sent_at >= server.wait(job.attempts, retries)
+            ]
+            for job in late:
+                self._expire(job, now)
         self._pump()
-        self._schedule_sweep()
+        if (busy or self._ready) and self._sweeper is None:
+            self._arm_sweep()
 
-    def _expire(self, job: _Job) -> None:
+    def _expire(self, job: _Job, now: float) -> None:
         if not _alive(job):
-            self._inflight.pop(job.key, None)
+            self._retire(job, now)
+            self._drop(job)
         elif job.attempts > self.config.retries:
+            self._retire(job, now)
             self._finish(job, DnsAnswer(job.key[0], job.key[1], Rcode.TIMEOUT))
         else:
+            assert job.channel is not None
+            job.channel.server.on_loss(job.sent_at, now)
             self.stats.retried += 1
+            if job.older is None:
+                job.older = []
+            job.older.append((job.channel, job.qid, job.sent_at))
+            job.qid = -1  # the earlier attempts stay registered: the first answer wins
             self._enqueue(job, front=True)
 
     def _late_timeout(self, question: tuple[str, str]) -> DnsAnswer:
@@ -730,7 +952,10 @@ class _BatchSlot(_Waiter):
 
 
 def _alive(job: _Job) -> bool:
-    return any(waiter.alive for waiter in job.waiters)
+    for waiter in job.waiters:
+        if waiter.alive:
+            return True
+    return False
 
 
 async def _tcp_exchange(job: _Job, ns: Nameserver) -> ParsedResponse:

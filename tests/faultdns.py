@@ -169,3 +169,87 @@ def aio(test: Callable[_P, Coroutine[Any, Any, None]]) -> Callable[_P, None]:
         asyncio.run(test(*args, **kwargs))
 
     return run
+
+
+# A question's copies as a scripted server sees them: n is 1 for the first copy of a question
+# (name and type), 2 for the first re-send, and so on. Return seconds to hold the answer, or
+# None to drop that copy.
+Plan = Callable[[str, int], float | None]
+
+
+class ScriptedUdpDns:
+    """A UDP-only fake nameserver on 127.0.0.1 that holds or drops each copy of a question.
+
+    ``plan(name, n)`` decides per copy (see Plan); answers come from ``handler``. ``arrivals``
+    records (loop time, name, query id) of every query received, ``answered`` the ids
+    answered, in order.
+
+    Example::
+
+        slow_first = lambda name, n: 0.2 if n == 1 else None  # only the first copy, late
+        async with ScriptedUdpDns(zone(DATA), slow_first) as server: ...
+    """
+
+    def __init__(self, handler: Handler, plan: Plan) -> None:
+        self.handler = handler
+        self.plan = plan
+        self.arrivals: list[tuple[float, str, int]] = []
+        self.answered: list[int] = []
+        self.port = 0
+        self._copies: dict[tuple[str, int], int] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    @property
+    def nameserver(self) -> Nameserver:
+        return Nameserver("127.0.0.1", self.port)
+
+    def copies(self, name: str) -> int:
+        """How many copies of ``name`` (absolute, any type) arrived."""
+        return sum(n for (qname, _), n in self._copies.items() if qname == name)
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        server = self
+
+        class _Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                server._received(loop, data, addr)
+
+        self._transport, _ = await loop.create_datagram_endpoint(
+            _Proto, local_addr=("127.0.0.1", 0)
+        )
+        self.port = self._transport.get_extra_info("sockname")[1]
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _received(
+        self, loop: asyncio.AbstractEventLoop, data: bytes, addr: tuple[str, int]
+    ) -> None:
+        query = dns.message.from_wire(data)
+        question = query.question[0]
+        name = question.name.to_text()
+        self.arrivals.append((loop.time(), name, query.id))
+        key = (name, int(question.rdtype))
+        copy = self._copies[key] = self._copies.get(key, 0) + 1
+        hold = self.plan(name, copy)
+        response = self.handler(query, "udp")
+        if hold is None or response is None:
+            return
+        wire = response.to_wire()
+
+        def send() -> None:
+            self._timers.discard(timer)
+            if self._transport is not None and not self._transport.is_closing():
+                self.answered.append(query.id)
+                self._transport.sendto(wire, addr)
+
+        timer = loop.call_later(hold, send)
+        self._timers.add(timer)

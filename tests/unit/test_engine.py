@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import dns.flags
 import dns.message
@@ -23,7 +24,16 @@ from checks.engine import (
     parse_nameserver,
     parse_response,
 )
-from tests.faultdns import FakeDns, aio, answer, drop, servfail, truncating, zone
+from tests.faultdns import (
+    FakeDns,
+    ScriptedUdpDns,
+    aio,
+    answer,
+    drop,
+    servfail,
+    truncating,
+    zone,
+)
 
 # --- nameserver parsing ------------------------------------------------------------------------
 
@@ -299,3 +309,108 @@ async def test_engine_must_be_open() -> None:
     eng = Engine(EngineConfig((Nameserver("127.0.0.1", 9),)))
     with pytest.raises(RuntimeError, match="not open"):
         await eng.query("a.test", "A")
+
+
+# --- adaptive retransmission and pacing ----------------------------------------------------------
+
+
+def _warm_up_names(count: int = 8) -> list[tuple[str, str]]:
+    return [(f"{i}.0.0.127.bl.test", "A") for i in range(10, 10 + count)]
+
+
+def _slow(first_hold: float, later: float | None) -> Callable[[str, int], float | None]:
+    """Names starting with 'slow.': the first copy answered after ``first_hold`` s, later
+    copies after ``later`` s (None: dropped). Every other name: answered at once."""
+
+    def plan(name: str, copy: int) -> float | None:
+        if not name.startswith("slow."):
+            return 0.0
+        return first_hold if copy == 1 else later
+
+    return plan
+
+
+@aio
+async def test_rto_starts_at_timeout_and_adapts_to_round_trips() -> None:
+    async with ScriptedUdpDns(zone(DATA), lambda name, n: 0.08) as server:
+        cfg = EngineConfig((server.nameserver,), timeout=2.0, retries=2)
+        async with Engine(cfg) as eng:
+            rto_cold = eng._servers[0].rto
+            await eng.query_many(_warm_up_names(20))
+            state = eng._servers[0]
+    assert rto_cold == 2.0  # nothing measured yet: the configured timeout
+    assert 0.07 <= state.srtt < 0.5
+    assert state.srtt + 0.05 <= state.rto < 2.0  # SRTT plus at least the 50 ms margin
+    async with FakeDns(zone(DATA)) as fast:
+        async with Engine(EngineConfig((fast.nameserver,), timeout=2.0)) as eng:
+            await eng.query_many(_warm_up_names(20))
+            assert eng._servers[0].rto < 0.5  # loopback: SRTT ~ 1 ms + margin
+
+
+@aio
+async def test_late_answer_of_the_first_attempt_is_taken_after_a_resend() -> None:
+    # The first copy is answered after 0.3 s, every re-send is dropped. With a learnt RTO of
+    # ~50 ms the engine re-sends before that, and must still take the first copy's answer,
+    # long before the 2 s timeout.
+    async with ScriptedUdpDns(zone(DATA), _slow(0.3, None)) as server:
+        async with Engine(EngineConfig((server.nameserver,), timeout=2.0, retries=2)) as eng:
+            await eng.query_many(_warm_up_names())
+            start = time.monotonic()
+            got = await eng.query("slow.test", "A")
+            elapsed = time.monotonic() - start
+            stats = eng.stats
+    assert got.rcode is Rcode.NXDOMAIN  # an answer, not TIMEOUT
+    assert 0.25 <= elapsed < 1.0
+    assert stats.retried >= 1 and server.copies("slow.test.") == 1 + stats.retried
+    assert len(server.answered) == 8 + 1  # the warm-up and the first copy, nothing else
+    assert stats.timeouts == 0 and stats.malformed == 0
+
+
+@aio
+async def test_first_answer_wins_and_the_other_is_not_counted_twice() -> None:
+    # The first copy is answered after 0.3 s, the re-send at once: the re-send's answer wins,
+    # the first copy's late answer is ignored (counted as late, not as malformed or twice).
+    seen: list[tuple[int, int]] = []
+    async with ScriptedUdpDns(zone(DATA), _slow(0.3, 0.0)) as server:
+        async with Engine(EngineConfig((server.nameserver,), timeout=2.0, retries=2)) as eng:
+            await eng.query_many(_warm_up_names())
+            questions = [("slow.test", "A"), ("slow.other.test", "TXT")]
+            got = await eng.query_many(questions, progress=lambda d, t: seen.append((d, t)))
+            await asyncio.sleep(0.4)  # let the late answers arrive
+            stats = eng.stats
+    assert [a.rcode for a in got] == [Rcode.NXDOMAIN, Rcode.NXDOMAIN]
+    assert seen == [(1, 2), (2, 2)]  # each question answered once
+    assert stats.retried == 2 and stats.late == 2 and stats.malformed == 0
+    assert stats.timeouts == 0
+
+
+@aio
+async def test_still_timeout_when_no_attempt_is_answered() -> None:
+    # With a learnt RTO the re-sends come quickly, but the question only gets TIMEOUT once the
+    # last attempt has waited the full timeout.
+    async with ScriptedUdpDns(zone(DATA), _slow(None, None)) as server:  # type: ignore[arg-type]
+        async with Engine(EngineConfig((server.nameserver,), timeout=0.4, retries=2)) as eng:
+            await eng.query_many(_warm_up_names())
+            start = time.monotonic()
+            got = await eng.query("slow.test", "A")
+            elapsed = time.monotonic() - start
+            stats = eng.stats
+    assert got.rcode is Rcode.TIMEOUT
+    assert server.copies("slow.test.") == 3  # first try + 2 retries
+    assert 0.4 <= elapsed < 1.2 - 0.1  # sooner than 3 full timeouts, never before one
+    assert stats.retried == 2 and stats.timeouts == 1
+
+
+@aio
+async def test_a_cold_server_gets_a_small_first_burst() -> None:
+    # 400 questions, room for 400 in flight, 50 ms round trips: the first round trip carries
+    # the initial window only, the window then grows as answers come back.
+    async with ScriptedUdpDns(zone(DATA), lambda name, n: 0.05) as server:
+        cfg = EngineConfig((server.nameserver,), max_in_flight=400, timeout=2.0)
+        async with Engine(cfg) as eng:
+            got = await eng.query_many([(f"{i}.x.test", "A") for i in range(400)])
+            stats = eng.stats
+    assert all(a.rcode is Rcode.NXDOMAIN for a in got)
+    first = server.arrivals[0][0]
+    assert sum(t < first + 0.04 for t, _, _ in server.arrivals) <= 100
+    assert stats.sent == 400 and stats.retried == 0
