@@ -7,8 +7,10 @@ read-only command runs: the :class:`deploys.facts.DkimPublicKey` fact reads the 
 each DKIM key (``KEY_DIR/DOMAIN/SELECTOR.txt``) so the published record can be compared with it.
 Nothing is ever changed.
 
-The checks run through ``python.call``, at execution time: after every operation placed
-before them in the same run (``deploys/mail.py`` can end with :func:`checks_deploy`).
+The checks run inside an operation that yields no command, at execution time: after every
+operation placed before them in the same run (``deploys/mail.py`` ends with
+:func:`checks_deploy`), and they never count as a change (a converged fleet reruns with zero
+changed operations).
 :func:`checks_deploy` prints each host's problems with their fixes; the last host to finish
 prints the fleet summary, one line per host. Reports are kept in :data:`REPORTS`.
 """
@@ -17,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
+from pyinfra.api.command import StringCommand
 from pyinfra.api.deploy import deploy
+from pyinfra.api.operation import operation
 from pyinfra.context import host, state
-from pyinfra.operations import python
 
 from deploys import values
 from deploys.facts import DkimPublicKey
@@ -87,7 +91,7 @@ async def _check(target: Any, data: Mapping[str, Any]) -> Any:
 
 
 def run_checks(data: Mapping[str, Any]) -> None:
-    """The ``python.call`` callback: check this host from here and print what is wrong.
+    """Check this host from here and print what is wrong (runs at execution time).
 
     ``data`` is the host's data with this deploy's defaults, taken when the deploy is planned.
     """
@@ -114,9 +118,26 @@ def _fleet_summary() -> None:
     reports = [REPORTS[n] for n in names]
     lines = render_table(reports).splitlines()
     per_host = lines[-len(reports) - 1 :]  # the host lines and the totals line
-    print("--> mailmend checks, fleet summary:", flush=True)
+    # stderr, like pyinfra's own progress: stdout stays clean for ``pyinfra --json``.
+    print("--> mailmend checks, fleet summary:", file=sys.stderr, flush=True)
     for line in per_host:
-        print(f"    {line}", flush=True)
+        print(f"    {line}", file=sys.stderr, flush=True)
+
+
+@operation()
+def check_dns(data: Mapping[str, Any]) -> Generator[StringCommand, None, None]:
+    """
+    Run the checks for this host at execution time; never a change on the host.
+
+    + data: the host's validated data (this deploy's defaults included)
+    """
+    if not state.is_executing:
+        host.noop("checks run once the deploy has executed")
+        return
+    run_checks(data)
+    report = REPORTS[host.name]
+    host.noop(f"checked: {report.status}")
+    yield from ()
 
 
 @deploy("Checks", data_defaults=DEFAULTS)
@@ -125,9 +146,8 @@ def checks_deploy() -> None:
 
     Changes nothing; reads the host's DKIM public keys to compare them with the published ones.
     """
-    python.call(
+    check_dns(
         name="Check PTR, FCrDNS, SPF, DKIM, DMARC and blocklists (DNS asked from here)",
-        function=run_checks,
         data=_settings(host.name, values.host_data(host.data)),
     )
 

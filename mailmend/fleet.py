@@ -424,6 +424,13 @@ def _settings(raw: object, report: _Report) -> FleetSettings:
     servers = (
         _nameservers(table["nameservers"], at.sub("nameservers")) if "nameservers" in table else ()
     )
+    if sandbox and "nameservers" not in table:
+        # A sandbox fleet's zones and blocklist copies live on its own DNS server: asking this
+        # machine's resolvers would send sandbox and blocklist queries off the machine.
+        at.sub("nameservers").error(
+            'a sandbox fleet must name its DNS server (nameservers = ["127.B.9.53"]); '
+            "regenerate it with `python -m sandbox down` then `python -m sandbox up`"
+        )
     return FleetSettings(
         sandbox=bool(sandbox), dmarc_report_address=_opt_str(address), nameservers=servers or ()
     )

@@ -360,7 +360,15 @@ def test_public_ipv6_must_be_ipv6() -> None:
 )
 def test_special_addresses_refused_outside_sandbox(key: str, value: str, kind: str) -> None:
     assert_problem(doc(**{f"hosts__mx1__{key}": value}), "mx1", key, f"is a {kind} address")
-    fleet = parse(doc(**{"fleet__sandbox": True, f"hosts__mx1__{key}": value}))
+    fleet = parse(
+        doc(
+            **{
+                "fleet__sandbox": True,
+                "fleet__nameservers": ["127.0.9.53"],
+                f"hosts__mx1__{key}": value,
+            }
+        )
+    )
     assert fleet.warnings == ()
 
 
@@ -371,7 +379,18 @@ def test_special_addresses_refused_outside_sandbox(key: str, value: str, kind: s
 def test_private_addresses_are_warnings_except_in_sandbox(key: str, value: str) -> None:
     fleet = parse(doc(**{f"hosts__mx1__{key}": value}))
     assert_warning(fleet, "mx1", key, "not globally routable")
-    assert parse(doc(**{"fleet__sandbox": True, f"hosts__mx1__{key}": value})).warnings == ()
+    assert (
+        parse(
+            doc(
+                **{
+                    "fleet__sandbox": True,
+                    "fleet__nameservers": ["127.0.9.53"],
+                    f"hosts__mx1__{key}": value,
+                }
+            )
+        ).warnings
+        == ()
+    )
 
 
 def test_warning_from_a_group_is_reported_once_where_written() -> None:
@@ -829,3 +848,16 @@ def test_nameservers_are_normalised_ip_and_port() -> None:
 )
 def test_bad_nameservers(value: object, field: str, phrase: str) -> None:
     assert_problem(doc(fleet__nameservers=value), None, field, phrase)
+
+
+def test_a_sandbox_fleet_must_name_its_dns_server() -> None:
+    """Without it the checks would ask this machine's resolvers about blocklists."""
+    host = '[hosts.mx1]\nssh_host = "127.0.10.1"\nhostname = "mx1.alpha.example"\n'
+    host += 'public_ipv4 = "192.0.2.11"\n'
+    with pytest.raises(FleetError) as err:
+        parse_fleet("[fleet]\nsandbox = true\n" + host)
+    assert [(p.field, "its DNS server" in p.message) for p in err.value.problems] == [
+        ("fleet.nameservers", True)
+    ]
+    fleet = parse_fleet('[fleet]\nsandbox = true\nnameservers = ["127.0.9.53"]\n' + host)
+    assert fleet.settings.nameservers == ("127.0.9.53:53",)
