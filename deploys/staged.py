@@ -23,10 +23,12 @@ import posixpath
 from collections.abc import Callable, Generator
 from io import StringIO
 
+from pyinfra import logger
 from pyinfra.api.command import FileUploadCommand, QuoteString, StringCommand
 from pyinfra.api.operation import operation
-from pyinfra.context import host
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.context import host, state
+from pyinfra.facts.files import File, FileContents, Sha1File
+from pyinfra.operations.util.files import generate_color_diff
 
 #: ``FILE.mailmend-20260128T120000Z``: the shell computes the time when it swaps.
 BACKUP_SUFFIX = ".mailmend-"
@@ -88,6 +90,9 @@ def staged_config(
             host.noop(f"{', '.join(dest for dest, _ in configs)} up to date")
         return
 
+    for dest, content in configs:
+        if dest in changed:
+            _show_diff(dest, content, exists=bool(host.get_fact(File, path=dest)))
     yield StringCommand("mkdir -p -m 700", QuoteString(staging_dir))
     for dest, content in configs:
         staged = posixpath.join(staging_dir, posixpath.basename(dest))
@@ -101,6 +106,18 @@ def staged_config(
             yield swap_command(staged, dest, mode)
         else:
             yield StringCommand("rm -f", QuoteString(staged))
+
+
+def _show_diff(dest: str, content: str, exists: bool) -> None:
+    """With pyinfra's diff on (``--dry`` and normal runs, not ``--no-diff``), log the change."""
+    if not state.config.DIFF:
+        return
+    current = host.get_fact(FileContents, path=dest) if exists else None
+    current_lines = [line + "\n" for line in current or []]
+    host.log(f"Will {'modify' if exists else 'create'} {dest}", logger.info)
+    for line in generate_color_diff(current_lines, content.splitlines(keepends=True)):
+        logger.info("  %s", line)
+    logger.info("")
 
 
 @operation()

@@ -238,3 +238,20 @@ def test_a_host_that_is_down_fails_and_the_rest_converge(
 
 def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def test_dry_run_shows_the_config_diff_and_changes_nothing(
+    sandbox: Sandbox, deployed: Path, tmp_path: Path
+) -> None:
+    h = sandbox.hosts()[0]
+    live = sandbox.ssh(h, "cat /etc/postfix/main.cf")
+    fleet = write_fleet(sandbox, tmp_path, "dry.toml")
+    fleet.write_text(fleet.read_text().replace(f"rate_limit_per_minute = {RATE}",
+                                               "rate_limit_per_minute = 12"))  # fmt: skip
+    proc = run_pyinfra(fleet, "--dry", "--limit", h.name, "deploys/mail.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "Will modify /etc/postfix/main.cf" in proc.stderr
+    diff = [line.strip() for line in proc.stderr.splitlines()]
+    assert "- smtp_transport_rate_delay = 2s" in diff
+    assert "+ smtp_transport_rate_delay = 5s" in diff
+    assert sandbox.ssh(h, "cat /etc/postfix/main.cf") == live
