@@ -2,6 +2,7 @@
 
 from deploys.checks_deploy import checks_deploy
 from deploys.hostname import hostname_deploy
+from deploys.hygiene import hygiene_deploy
 from deploys.opendkim import opendkim_deploy
 from deploys.postfix import postfix_deploy
 from deploys.records_deploy import records_deploy
@@ -10,6 +11,7 @@ from deploys.summary import summary_deploy
 hostname_deploy()
 postfix_deploy()
 opendkim_deploy()
+hygiene_deploy()
 summary_deploy()
 records_deploy()
 checks_deploy()

@@ -26,6 +26,7 @@ from pyinfra.operations import apt, files, server
 
 from deploys import values
 from deploys.staged import secret_file, staged_config
+from mailmend.hygiene import bounces
 
 DEFAULTS: dict[str, Any] = {
     **values.SHARED_DEFAULTS,
@@ -82,6 +83,36 @@ def _install(ctx: values.PostfixContext, cache_time: int) -> None:
     )
 
 
+def _ensure_lookup_tables(ctx: values.PostfixContext) -> None:
+    """main.cf names the suppression tables: make sure each exists (indexed) BEFORE it goes live.
+
+    Only a missing ``.db`` triggers anything: an empty table (the header comment) is created
+    if there is no text file, then indexed. Their content is the Hygiene deploy's business.
+    """
+    # Before the first main.cf (Debian's "No configuration" writes none) postmap needs one:
+    # an empty main.cf in a throwaway directory (built-in defaults) will do.
+    first = not host.get_fact(File, path=posixpath.join(ctx.config_dir, "main.cf"))
+    for lookup in (ctx.suppress_recipients_map, ctx.suppress_transport_map):
+        path = lookup.removeprefix("hash:")
+        if host.get_fact(File, path=f"{path}.db"):
+            continue
+        postmap = (
+            ['d=$(mktemp -d) && : > "$d/main.cf" && postmap -c "$d"', QuoteString(lookup),
+             '; rc=$?; rm -rf "$d"; [ $rc -eq 0 ]']
+            if first
+            else ["postmap", QuoteString(lookup)]
+        )  # fmt: skip
+        create = StringCommand(
+            "mkdir -p", QuoteString(posixpath.dirname(path)),
+            "&& { [ -e", QuoteString(path), "] || printf '%s'", QuoteString(bounces.TABLE_HEADER),
+            ">", QuoteString(path), "; } &&", *postmap,
+        )  # fmt: skip
+        server.shell(
+            name=f"Create the lookup table {path} (empty until the Hygiene deploy fills it)",
+            commands=[create],  # type: ignore[list-item]  # pyinfra runs StringCommands as-is
+        )
+
+
 def _configure(ctx: values.PostfixContext, staging_dir: str) -> OperationMeta:
     sasl = posixpath.join(ctx.config_dir, "sasl_passwd")
     relay = ctx.relay
@@ -104,6 +135,7 @@ def _configure(ctx: values.PostfixContext, staging_dir: str) -> OperationMeta:
         for path in (sasl, f"{sasl}.db"):
             files.file(name=f"Remove unused relay credentials {path}", path=path, present=False)
 
+    _ensure_lookup_tables(ctx)
     configs = [
         (
             posixpath.join(ctx.config_dir, "main.cf"),

@@ -51,7 +51,16 @@ SHARED_DEFAULTS: dict[str, Any] = {
     # Under Postfix's queue directory, so chrooted smtpd reaches it, and a Unix socket so
     # sandbox hosts sharing one loopback never collide on a TCP port.
     "opendkim_socket": "/var/spool/postfix/opendkim/opendkim.sock",
+    # Sending hygiene (deploys/hygiene.py): main.cf references the suppression tables in this
+    # directory and the policy service's socket, so both deploys read them.
+    "hygiene_suppression_dir": "/etc/postfix/mailmend",
+    # policyd-rate-limit's default; under the queue directory, so chrooted smtpd reaches it.
+    "hygiene_policy_socket": "/var/spool/postfix/ratelimit/policy",
 }
+
+#: The suppression tables' file names in ``hygiene_suppression_dir``.
+SUPPRESS_RECIPIENTS = "suppress_recipients"
+SUPPRESS_TRANSPORT = "suppress_transport"
 
 #: Every main.cf parameter ``templates/postfix/main.cf.j2`` sets; ``postfix_main_cf`` may not
 #: override them (a second definition would silently win, or add a second pacing knob).
@@ -75,6 +84,9 @@ MANAGED_POSTFIX_KEYS: frozenset[str] = frozenset(
         "smtp_sasl_security_options",
         "smtp_tls_security_level",
         "smtpd_relay_restrictions",
+        "smtpd_recipient_restrictions",
+        "transport_maps",
+        "access_map_reject_code",
         "smtpd_recipient_limit",
         "smtpd_milters",
         "non_smtpd_milters",
@@ -132,6 +144,11 @@ class PostfixContext:
     maillog_file: str
     config_dir: str
     extra_settings: tuple[tuple[str, str], ...]
+    #: ``hash:`` maps of the suppression tables (check_recipient_access, transport_maps)
+    suppress_recipients_map: str
+    suppress_transport_map: str
+    #: the per-sender quota service as smtpd names it: ``unix:ratelimit/policy``
+    policy_service: str
 
 
 @dataclass(frozen=True)
@@ -358,6 +375,7 @@ def postfix_context(
             secret = read_relay_credentials(host, reference, environ, read_file)
         relay = RelayContext(nexthop=nexthop, credentials=secret)
 
+    suppression_dir = _abs_path(host, "hygiene_suppression_dir", data).rstrip("/")
     return PostfixContext(
         hostname=names.fqdn,
         rate_limit_per_minute=rate,
@@ -373,6 +391,9 @@ def postfix_context(
         maillog_file=_abs_path(host, "postfix_maillog_file", data),
         config_dir=_abs_path(host, "postfix_config_dir", data),
         extra_settings=extra_settings(host, data.get("postfix_main_cf")),
+        suppress_recipients_map=f"hash:{suppression_dir}/{SUPPRESS_RECIPIENTS}",
+        suppress_transport_map=f"hash:{suppression_dir}/{SUPPRESS_TRANSPORT}",
+        policy_service=_queue_relative(host, "hygiene_policy_socket", data),
     )
 
 
@@ -385,10 +406,15 @@ def _abs_path(host: str, field: str, data: Mapping[str, Any]) -> str:
 
 def _milter_socket(host: str, data: Mapping[str, Any]) -> str:
     """OpenDKIM's socket as Postfix names it: relative to Postfix's queue directory."""
-    socket = _abs_path(host, "opendkim_socket", data)
+    return _queue_relative(host, "opendkim_socket", data)
+
+
+def _queue_relative(host: str, field: str, data: Mapping[str, Any]) -> str:
+    """A Unix socket under Postfix's queue directory as ``unix:RELATIVE`` (chroot-proof)."""
+    socket = _abs_path(host, field, data)
     queue = _abs_path(host, "postfix_queue_dir", data).rstrip("/") + "/"
     if not socket.startswith(queue):
-        raise DeployValueError(host, "opendkim_socket", f"{socket} is not under {queue}")
+        raise DeployValueError(host, field, f"{socket} is not under {queue}")
     return "unix:" + socket[len(queue) :]
 
 
@@ -459,3 +485,92 @@ def render_template(relative: str, **context: Any) -> str:
 def host_data(data: Any) -> dict[str, Any]:
     """``host.data`` (inventory, group data and the current deploy's defaults) as a dict."""
     return dict(data.dict())
+
+
+# -- sending hygiene ------------------------------------------------------------------------
+
+#: The repository's admin lists, resolved from this file (like the templates), never the cwd.
+SUPPRESSION_DIR = TEMPLATES_DIR.parent / "suppression"
+#: ``policyd-rate-limit``'s daily cap when ``hygiene_sender_limits`` is not set.
+DEFAULT_DAILY_SENDER_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class HygieneContext:
+    #: the tables on the host, and the Postfix log the hard-bounce scan reads
+    recipients_table: str
+    transport_table: str
+    maillog_file: str
+    #: the admin's allow / deny lists, read on the admin's machine
+    allow_file: Path
+    deny_file: Path
+    #: ``(count, seconds)`` pairs: at most ``count`` recipients per sender in ``seconds``
+    sender_limits: tuple[tuple[int, int], ...]
+    #: client networks keyed by IP when a request carries no sender (local submitters)
+    limited_networks: tuple[str, ...]
+    policy_socket: str
+    policy_config: str
+
+
+def sender_limits(host: str, value: object, rate_per_minute: int) -> tuple[tuple[int, int], ...]:
+    """``[[count, seconds], ...]``; by default the provider's per-minute cap, then a daily cap.
+
+    >>> sender_limits("mx1", None, 5)
+    ((5, 60), (1000, 86400))
+    """
+    field = "hygiene_sender_limits"
+    if value is None:
+        return ((rate_per_minute, 60), (DEFAULT_DAILY_SENDER_LIMIT, 86400))
+    if not isinstance(value, (list, tuple)) or not value:
+        raise DeployValueError(host, field, "expected a non-empty list of [count, seconds]")
+    out: list[tuple[int, int]] = []
+    for index, pair in enumerate(value):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise DeployValueError(host, f"{field}[{index}]", "expected [count, seconds]")
+        count = positive_int(host, f"{field}[{index}][0]", pair[0])
+        seconds = positive_int(host, f"{field}[{index}][1]", pair[1])
+        out.append((count, seconds))
+    if len({seconds for _, seconds in out}) != len(out):
+        raise DeployValueError(host, field, "two limits for the same period")
+    return tuple(sorted(out, key=lambda pair: pair[1]))
+
+
+def _list_file(host: str, field: str, value: object, default: Path) -> Path:
+    if value is None:
+        return default
+    text = safe_text(host, field, value)
+    return Path(text).expanduser().resolve()
+
+
+def hygiene_context(host: str, data: Mapping[str, Any]) -> HygieneContext:
+    rate = positive_int(host, "rate_limit_per_minute", _opt(data, "rate_limit_per_minute", 5))
+    suppression_dir = _abs_path(host, "hygiene_suppression_dir", data).rstrip("/")
+    networks = data.get("hygiene_limited_networks")
+    if not isinstance(networks, (list, tuple)):
+        raise DeployValueError(host, "hygiene_limited_networks", "expected a list of networks")
+    limited: list[str] = []
+    for index, raw in enumerate(networks):
+        where = f"hygiene_limited_networks[{index}]"
+        try:
+            limited.append(str(ipaddress.ip_network(safe_text(host, where, raw))))
+        except ValueError:
+            raise DeployValueError(host, where, f"{raw!r} is not a network") from None
+    _queue_relative(host, "hygiene_policy_socket", data)  # smtpd must reach it chrooted
+    return HygieneContext(
+        recipients_table=f"{suppression_dir}/{SUPPRESS_RECIPIENTS}",
+        transport_table=f"{suppression_dir}/{SUPPRESS_TRANSPORT}",
+        maillog_file=_abs_path(host, "postfix_maillog_file", data),
+        allow_file=_list_file(
+            host,
+            "hygiene_allow_file",
+            data.get("hygiene_allow_file"),
+            SUPPRESSION_DIR / "allow.txt",
+        ),
+        deny_file=_list_file(
+            host, "hygiene_deny_file", data.get("hygiene_deny_file"), SUPPRESSION_DIR / "deny.txt"
+        ),
+        sender_limits=sender_limits(host, data.get("hygiene_sender_limits"), rate),
+        limited_networks=tuple(limited),
+        policy_socket=_abs_path(host, "hygiene_policy_socket", data),
+        policy_config=_abs_path(host, "hygiene_policy_config", data),
+    )

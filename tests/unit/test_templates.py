@@ -13,13 +13,15 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploys import hostname, opendkim, postfix, values
+from deploys import hostname, hygiene, opendkim, postfix, values
 from deploys.staged import swap_command
+from mailmend.hygiene import bounces
 
 # -- host data ------------------------------------------------------------------------------
 
@@ -446,3 +448,104 @@ def test_templates_render_from_the_package_not_the_cwd(
     monkeypatch.chdir(tmp_path)
     assert values.TEMPLATES_DIR.is_absolute()
     assert render_main_cf(host_data("plain")).startswith("# Managed by mailmend")
+
+
+# -- sending hygiene ------------------------------------------------------------------------
+
+HYGIENE_DATA: dict[str, Any] = {**BASE, **hygiene.DEFAULTS}
+
+
+def test_recipient_restrictions_suppress_then_rate_limit_before_mynetworks() -> None:
+    settings = dict(main_cf_settings(render_main_cf(host_data("plain"))))
+    steps = [s.strip() for s in settings["smtpd_recipient_restrictions"].split(",")]
+    assert steps == [
+        "check_recipient_access hash:/etc/postfix/mailmend/suppress_recipients",
+        "check_policy_service { unix:ratelimit/policy",
+        "default_action=DUNNO }",
+        "permit_mynetworks",
+        "permit_sasl_authenticated",
+        "reject_unauth_destination",
+    ]
+    assert settings["transport_maps"] == "hash:/etc/postfix/mailmend/suppress_transport"
+
+
+def test_suppression_tables_pass_postmap_and_main_cf_reads_them(
+    tools_root: Path, scratch: tuple[Path, str]
+) -> None:
+    """Real postmap indexes both tables; Postfix's own lookups answer as smtpd will."""
+    outside, inside = scratch
+    record = bounces.BounceRecord(
+        "gone@example.net", datetime(2026, 11, 28, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC),
+        1, "5.1.1", "550 5.1.1 User unknown",
+    )  # fmt: skip
+    result = bounces.build_suppression(
+        [record], allow=frozenset(), deny=frozenset({"trap+x@example.org"})
+    )
+    (outside / "access").write_text(bounces.access_table(result.entries))
+    (outside / "transport").write_text(bounces.transport_table(result.entries))
+    (outside / "empty").write_text(bounces.access_table(()))
+    for name in ("access", "transport", "empty"):
+        done = in_root(tools_root, f"postmap hash:{inside}/{name}")
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    access = in_root(tools_root, f"postmap -q Gone@Example.NET hash:{inside}/access").stdout
+    assert access == "REJECT 5.1.1 suppressed by mailmend: hard bounce 5.1.1 on 2026-11-28\n"
+    transport = in_root(tools_root, f"postmap -q trap+x@example.org hash:{inside}/transport")
+    assert transport.stdout == "error:5.7.1 suppressed by mailmend: on the deny list\n"
+    assert in_root(tools_root, f"postmap -q x@example.net hash:{inside}/empty").returncode == 1
+
+
+def test_policyd_config_is_rendered_from_validated_values() -> None:
+    ctx = values.hygiene_context("mx1", {**HYGIENE_DATA, "rate_limit_per_minute": 7})
+    text = values.render_template("postfix/policyd-rate-limit.yaml.j2", hygiene=ctx)
+    lines = text.splitlines()
+    assert lines[lines.index("limits:") + 1 :][:2] == ["    - [7, 60]", "    - [1000, 86400]"]
+    for expected in (
+        'SOCKET: "/var/spool/postfix/ratelimit/policy"',
+        "limit_by_sender: True",
+        "limit_by_ip: True",
+        'limited_networks: ["127.0.0.0/8", "::1/128"]',
+        'fail_action: "defer_if_permit 4.7.1 Sending quota exceeded, try again later"',
+        "debug: False",
+    ):
+        assert expected in lines
+    custom = values.hygiene_context(
+        "mx1", {**HYGIENE_DATA, "hygiene_sender_limits": [[1000, 86400], [3, 60]]}
+    )
+    assert custom.sender_limits == ((3, 60), (1000, 86400))
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("hygiene_sender_limits", []),
+        ("hygiene_sender_limits", [[0, 60]]),
+        ("hygiene_sender_limits", [[5, "60"]]),
+        ("hygiene_sender_limits", [[5, 60], [9, 60]]),
+        ("hygiene_limited_networks", ["127.0.0.0/8\nSOCKET: x"]),
+        ("hygiene_limited_networks", ["not-a-net"]),
+        ("hygiene_policy_socket", "/run/policy.sock"),
+        ("hygiene_suppression_dir", "etc/postfix"),
+    ],
+)
+def test_unsafe_hygiene_values_are_refused(field: str, bad: object) -> None:
+    with pytest.raises(values.DeployValueError, match=field.split("[")[0]):
+        values.hygiene_context("mx1", {**HYGIENE_DATA, field: bad})
+
+
+def test_sticky_suppression_keeps_earlier_bounces_unless_allowed() -> None:
+    old = bounces.build_suppression(
+        [bounces.BounceRecord("old@example.net", datetime(2026, 1, 2, tzinfo=UTC),
+                              datetime(2026, 1, 2, tzinfo=UTC), 1, "5.1.2", "no domain")],
+        allow=frozenset(), deny=frozenset({"trap@example.org"}),
+    )  # fmt: skip
+    previous = hygiene.table_entries(bounces.access_table(old.entries))
+    assert [e.address for e in previous] == ["old@example.net"]  # deny entries are recomputed
+    fresh = bounces.build_suppression([], allow=frozenset(), deny=frozenset())
+    kept = hygiene.merge_suppression(fresh, previous)
+    assert bounces.access_table(kept.entries) == bounces.access_table(
+        [e for e in old.entries if e.source == "bounce"]
+    )
+    lifted = hygiene.merge_suppression(
+        bounces.SuppressionResult(entries=(), allowed=("old@example.net",)), previous
+    )
+    assert lifted.entries == ()
