@@ -466,6 +466,8 @@ class _Server:
         """An attempt sent at ``sent_at`` got no answer within the RTO."""
         if sent_at < self.recover_after:
             return  # sent before the last cut: the same loss event
+        if not self.srtt:
+            return  # never answered: a dead or unreachable server, not a congested one
         self.ssthresh = self.cwnd = max(self.cwnd / 2, _MIN_WINDOW)
         self.recover_after = now
         if self.srtt:
@@ -538,7 +540,8 @@ class _Channel(asyncio.DatagramProtocol):
             self.engine.stats.malformed += 1
             return
         del self.pending[qid]
-        self.server.inflight -= 1
+        if qid == job.qid and job.channel is self:
+            self.server.inflight -= 1  # the window counts each question's latest attempt only
         self.engine._on_response(self, qid, job, parsed)
 
     def error_received(self, exc: Exception) -> None:
@@ -803,14 +806,15 @@ class Engine:
 
     def _retire(self, job: _Job, now: float) -> None:
         """Stop awaiting every attempt of ``job`` still registered; a late answer is ignored."""
-        attempts = list(job.older or ())
+        attempts = [(channel, qid, False) for channel, qid, _sent in job.older or ()]
         if job.qid >= 0 and job.channel is not None:
-            attempts.append((job.channel, job.qid, job.sent_at))
+            attempts.append((job.channel, job.qid, True))
         until = now + self.config.timeout
-        for channel, qid, _sent in attempts:
+        for channel, qid, latest in attempts:
             if channel.pending.get(qid) is job:
                 del channel.pending[qid]
-                channel.server.inflight -= 1
+                if latest:  # superseded attempts left the window when they were re-sent
+                    channel.server.inflight -= 1
                 channel.retired[qid] = until
         job.older = None
         job.qid = -1
@@ -881,7 +885,10 @@ class Engine:
             if job.older is None:
                 job.older = []
             job.older.append((job.channel, job.qid, job.sent_at))
-            job.qid = -1  # the earlier attempts stay registered: the first answer wins
+            # The earlier attempts stay registered (the first answer wins) but leave the
+            # window: otherwise a silent server's old attempts fill it and nothing is re-sent.
+            job.channel.server.inflight -= 1
+            job.qid = -1
             self._enqueue(job, front=True)
 
     def _late_timeout(self, question: tuple[str, str]) -> DnsAnswer:

@@ -214,6 +214,20 @@ async def test_drop_everything_times_out_within_deadline() -> None:
 
 
 @aio
+async def test_silent_server_never_stalls_later_batches() -> None:
+    """Regression: re-sent attempts used to keep their place in the send window, so a silent
+    server's window filled with superseded attempts and the next batch was never re-sent."""
+    async with FakeDns(drop) as server, Engine(_cfg(server, timeout=0.1, retries=2)) as eng:
+        first = await eng.query_many([("first.test", "A")])
+        start = time.monotonic()
+        later = await eng.query_many([(f"q{i}.test", "A") for i in range(60)])
+        assert {a.rcode for a in first + later} == {Rcode.TIMEOUT}
+        assert time.monotonic() - start < 2.0  # three attempts of 0.1 s, not the deadline
+        assert len(server.udp_queries) == 3 * 61
+        assert all(s.inflight == 0 for s in eng._servers)
+
+
+@aio
 async def test_batch_deadline_gives_timeout_not_hang() -> None:
     cfg_kw = {"timeout": 5.0, "retries": 2, "deadline": 0.3}
     async with FakeDns(drop) as server, Engine(_cfg(server, **cfg_kw)) as eng:
