@@ -24,7 +24,7 @@ def _mounts_mentioning(path: Path) -> list[str]:
     for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
         try:
             text = mountinfo.read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except OSError:  # the process exited while we read (ENOENT, ESRCH, EINVAL)
             continue
         hits += [line for line in text.splitlines() if str(path) in line]
     return hits
