@@ -5,14 +5,12 @@ Nothing here ever reads a private key off a host: the DKIM fact reads the public
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.facts import FactBase
 
-_QUOTED = re.compile(r'"([^"]*)"')
-_P_TAG = re.compile(r"(?:^|;)\s*p=([A-Za-z0-9+/=]+)")
+from checks.dkim import DkimRecordError, public_key_from_text
 
 
 def parse_dkim_public_key(lines: list[str]) -> str | None:
@@ -22,11 +20,10 @@ def parse_dkim_public_key(lines: list[str]) -> str | None:
     ...                         '\\t  "p=MIIBIjAN" "BgkqhkiG" )  ; ----- DKIM key mx1'])
     'MIIBIjANBgkqhkiG'
     """
-    text = "\n".join(lines)
-    strings = _QUOTED.findall(text)
-    value = "".join(strings) if strings else text.strip()
-    match = _P_TAG.search(value)
-    return match.group(1) if match else None
+    try:
+        return public_key_from_text("\n".join(lines))  # the checks' parser: one for the project
+    except DkimRecordError:
+        return None
 
 
 class DkimPublicKey(FactBase[Any]):
