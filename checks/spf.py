@@ -397,10 +397,11 @@ def ip_term(ip: str) -> str:
 
 def suggest_record(ips: list[str], existing: str | None = None) -> str:
     """A record that authorises ``ips``: added to ``existing`` before its all/redirect, never
-    replacing it (REFERENCE 5); a fresh ``v=spf1 ... -all`` when there is none."""
+    replacing it (REFERENCE 5); a fresh ``v=spf1 ip4:... ~all`` when there is none (the same
+    record ``mailmend records`` proposes: ``~all`` first, ``-all`` once every sender passes)."""
     new = [ip_term(ip) for ip in ips]
     if existing is None:
-        return " ".join(["v=spf1", "mx", *new, "-all"])
+        return " ".join(["v=spf1", *new, "~all"])
     terms = existing.split()
     at = next(
         (
@@ -427,7 +428,10 @@ async def check_spf(
             Status.FAIL,
             domain,
             f"{domain} has no SPF record",
-            fix=f'publish: {domain}. TXT "{suggest_record(list(ips))}"',
+            fix=(
+                f'publish: {domain}. TXT "{suggest_record(list(ips))}" (for every sender of '
+                "the fleet: mailmend records); move to -all once every sender passes"
+            ),
         )
     if len(records) > 1:
         return _result(
