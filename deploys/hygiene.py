@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 POLICY_PACKAGE = "policyd-rate-limit"
+#: As rendered in templates/postfix/policyd-rate-limit.yaml.j2 (the package's default).
+POLICY_PIDFILE = "/var/run/policyd-rate-limit/policyd-rate-limit.pid"
 _NONINTERACTIVE = {"DEBIAN_FRONTEND": "noninteractive"}
 
 
@@ -263,6 +265,24 @@ def queue_triage(thresholds: mailqueue.Thresholds) -> Generator[StringCommand, N
     yield from ()
 
 
+def restart_command(pidfile: str = POLICY_PIDFILE) -> StringCommand:
+    """Stop the daemon by its pidfile, then start it with the init script.
+
+    Debian 12's ``/etc/init.d/policyd-rate-limit stop`` fails: start-stop-daemon refuses to
+    match "only on non-root pidfile" (the daemon writes it after dropping root), so
+    ``restart`` never restarts. Measured in the sandbox. The pidfile belongs to the daemon's
+    user, so the pid is killed only if it really is policyd-rate-limit (``/proc/PID/cmdline``).
+    """
+    pid = QuoteString(pidfile)
+    return StringCommand(
+        "if [ -f", pid, "] && p=$(cat", pid, ") && kill -0 \"$p\" 2>/dev/null",
+        "&& grep -qa", POLICY_PACKAGE, "\"/proc/$p/cmdline\"; then",
+        "kill \"$p\"; i=0; while kill -0 \"$p\" 2>/dev/null && [ $i -lt 100 ];",
+        "do sleep 0.1; i=$((i+1)); done; fi;",
+        "/etc/init.d/" + POLICY_PACKAGE, "start",
+    )  # fmt: skip
+
+
 def policy_validate_command(config: str, staging_dir: str) -> StringCommand:
     """The daemon loads the staged YAML and prints its limits (a bad file exits non-zero)."""
     staged = posixpath.join(staging_dir, posixpath.basename(config))
@@ -319,10 +339,9 @@ def _quotas(ctx: values.HygieneContext, staging_dir: str, cache_time: int) -> No
         staging_dir=staging_dir,
         validate=lambda staging: policy_validate_command(ctx.policy_config, staging),
     )  # fmt: skip
-    server.service(
+    server.shell(
         name="Restart policyd-rate-limit (configuration changed)",
-        service=POLICY_PACKAGE,
-        restarted=True,
+        commands=[restart_command()],  # type: ignore[list-item]  # StringCommands run as-is
         _if=config.did_change,
     )
     server.service(
