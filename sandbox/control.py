@@ -228,7 +228,12 @@ class Sandbox:
     def _wait_ready(self, hosts: tuple[SandboxHost, ...]) -> None:
         # Knot answers on port 53 before its control socket (knotc reload) exists.
         if not proc.wait_path(self.dns.control_socket, timeout=30):
-            raise SandboxError(f"knot did not open its control socket {self.dns.control_socket}")
+            log = self.state / "logs" / "knot.log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise SandboxError(
+                f"knot did not open its control socket {self.dns.control_socket} (is another "
+                f"sandbox using block {self.net.block}? set {BLOCK_ENV})\n{tail}"
+            )
         checks = [(self.net.dns, 53, "knot"), (self.net.sink, 25, "receiver")]
         checks += [(h.ssh_addr, SSH_PORT, h.name) for h in hosts]
         for addr, port, what in checks:
