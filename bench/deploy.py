@@ -27,9 +27,10 @@ from sandbox.scenario import Net
 
 REPO = Path(__file__).resolve().parent.parent
 PYINFRA = Path(sys.executable).with_name("pyinfra")
+# The packages the deploy installs (deploys/postfix.py, opendkim.py, hygiene.py).
 INSTALL = (
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-    "postfix opendkim opendkim-tools >/dev/null"
+    "postfix opendkim opendkim-tools policyd-rate-limit >/dev/null"
 )
 
 
