@@ -29,9 +29,9 @@ from typing import Any, TextIO
 
 from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
 from mailmend.hygiene import queue as q
+from mailmend.ssh import ssh_argv
 
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
-SSH_CONNECT_TIMEOUT = 10
 SSH_FAILED = 255
 
 #: argv, stdin, timeout -> the finished process (tests pass a fake).
@@ -57,18 +57,6 @@ def _subprocess_runner(
     argv: Sequence[str], stdin: bytes | None, timeout: float
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
-
-
-def ssh_argv(spec: HostSpec, remote_command: Sequence[str]) -> list[str]:
-    """``ssh`` argv for one fleet host; the remote command words are fixed program names."""
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT}"]
-    argv += ["-p", str(spec.ssh_port), "-l", spec.ssh_user]
-    if spec.ssh_key:
-        argv += ["-i", str(Path(spec.ssh_key).expanduser()), "-o", "IdentitiesOnly=yes"]
-    if spec.ssh_known_hosts_file:
-        known = Path(spec.ssh_known_hosts_file).expanduser()
-        argv += ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
-    return [*argv, "--", spec.ssh_host, *remote_command]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from checks.dkim import DkimRecordError, key_name, parse_key_record
 from mailmend.fleet import HostSpec
+from mailmend.ssh import ssh_argv
 
 TXT_STRING_MAX = 255  # RFC 1035 3.3: one character-string holds at most 255 bytes
 KEYS_DIR = "/etc/opendkim/keys"
@@ -98,17 +99,6 @@ def read_genkey_txt(text: str, domain: str, selector: str) -> DkimPublicKey:
 
 def genkey_txt_path(domain: str, selector: str) -> str:
     return f"{KEYS_DIR}/{domain}/{selector}.txt"
-
-
-def ssh_argv(host: HostSpec, remote_command: str) -> list[str]:
-    """``ssh`` as pyinfra would connect to ``host``: key, port, user, known_hosts, no prompts."""
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
-    argv += ["-o", "ConnectTimeout=10", "-p", str(host.ssh_port), "-l", host.ssh_user]
-    if host.ssh_key:
-        argv += ["-i", host.ssh_key, "-o", "IdentitiesOnly=yes"]
-    if host.ssh_known_hosts_file:
-        argv += ["-o", f"UserKnownHostsFile={host.ssh_known_hosts_file}"]
-    return [*argv, "--", host.ssh_host, remote_command]
 
 
 def fetch_genkey_txt(
