@@ -26,6 +26,7 @@ from sandbox.control import Sandbox
 from sandbox.scenario import Net
 
 REPO = Path(__file__).resolve().parent.parent
+NOTES = "## Notes"
 PYINFRA = Path(sys.executable).with_name("pyinfra")
 # The packages the deploy installs (deploys/postfix.py, opendkim.py, hygiene.py).
 INSTALL = (
@@ -96,7 +97,10 @@ def main() -> int:
         lines.append(f"| {n} | {r['first']:.1f} s | {r['rerun']:.1f} s | "
                      f"{r['rerun'] / base:.2f}x | {r['install']:.1f} s "
                      f"({100 * r['install'] / r['first']:.0f}% of the first deploy) |")  # fmt: skip
-    args.out.write_text("\n".join(lines) + "\n")
+    # Keep the hand-written notes below the table across runs.
+    old = args.out.read_text() if args.out.exists() else ""
+    notes = old[old.index(NOTES) :] if NOTES in old else ""
+    args.out.write_text("\n".join(lines) + "\n" + ("\n" + notes if notes else ""))
     print(f"written to {args.out}")
     return 0
 
