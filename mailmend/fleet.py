@@ -524,13 +524,22 @@ def _host(
 
 
 def _check_host_domains(domains: tuple[DomainSpec, ...], at: _At) -> None:
-    seen: set[DomainSpec] = set()
+    """One selector per domain per host: OpenDKIM's SigningTable signs a domain with one key.
+
+    (To rotate a key, change the selector: the deploy makes a new key, the old one stays.)
+    """
+    seen: dict[str, str] = {}
     for i, domain in enumerate(domains):
-        if domain in seen:
-            at.sub(f"[{i}]").error(
-                f"{domain.name} with selector {domain.selector!r} is listed twice"
+        if domain.name in seen:
+            earlier = seen[domain.name]
+            what = (
+                f"with selector {domain.selector!r} is listed twice"
+                if earlier == domain.selector
+                else f"is listed twice (selectors {earlier!r} and {domain.selector!r}); a host "
+                "signs a domain with one DKIM key: keep one selector (to rotate a key, change it)"
             )
-        seen.add(domain)
+            at.sub(f"[{i}]").error(f"{domain.name} {what}")
+        seen.setdefault(domain.name, domain.selector)
 
 
 _UNIQUE = {
