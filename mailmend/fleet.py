@@ -63,6 +63,7 @@ class HostSpec:
     public_ipv6: str | None = None
     domains: tuple[DomainSpec, ...] = ()
     rate_limit_per_minute: int = 5
+    sender_limit_per_day: int | None = None  # per-sender daily quota (policyd-rate-limit)
     recipient_limit: int | None = None
     relay_host: str | None = None
     relay_credentials: str | None = None
@@ -361,6 +362,7 @@ _HOST_CHECKERS: dict[str, _Checker] = {
     "public_ipv6": _public_ip(6),
     "domains": _domains,
     "rate_limit_per_minute": _integer(1, 3600),
+    "sender_limit_per_day": _integer(1, 10_000_000),
     "recipient_limit": _integer(1),
     "relay_host": _validated(v.relay_host_problem, v.normalize_relay_host),
     "relay_credentials": _validated(v.relay_credentials_problem),

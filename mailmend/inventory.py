@@ -38,6 +38,12 @@ def host_data(spec: HostSpec) -> dict[str, Any]:
         "postfix_main_cf": dict(spec.postfix_main_cf),
         "mailmend_groups": list(spec.groups),
     }
+    if spec.sender_limit_per_day is not None:
+        # Per-sender quotas (deploys/hygiene.py): the provider's rate per minute, and the day.
+        data["hygiene_sender_limits"] = [
+            [spec.rate_limit_per_minute, 60],
+            [spec.sender_limit_per_day, 86400],
+        ]
     if spec.ssh_key:
         data["ssh_key"] = str(Path(spec.ssh_key).expanduser())
     if spec.ssh_known_hosts_file:

@@ -100,3 +100,10 @@ def test_fleet_nameservers_reach_every_host_as_host_data() -> None:
     [(name, data)] = groups_of(fleet)["mailmend"]
     assert (name, data["mailmend_nameservers"]) == ("mx1", ["127.0.9.53:53"])
     assert data["mailmend_dmarc_report_address"] is None
+
+
+def test_sender_limit_per_day_becomes_the_hosts_quotas() -> None:
+    text = GOOD.replace("[hosts.mx2]", "sender_limit_per_day = 300\n[hosts.mx2]")
+    data = dict(groups_of(parse_fleet(text, "fleet.toml"))[ALL_GROUP])
+    assert data["mx1"]["hygiene_sender_limits"] == [[4, 60], [300, 86400]]
+    assert "hygiene_sender_limits" not in data["mx2"]  # the deploy's default (rate, 1000/day)
