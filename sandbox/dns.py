@@ -17,6 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import dns.name
+import dns.reversename
+
 from sandbox.scenario import (
     PUBLIC_NETS,
     RECIPIENT_DOMAINS,
@@ -32,10 +35,26 @@ SINK_ZONE = "sink.test"
 #: real provider), so a "PTR elsewhere" host is forward-confirmed under the wrong name.
 PROVIDER_ZONE = "vps.provider.test"
 NS_NAME = "ns1.sandbox.test."
+#: The IPv6 documentation prefix (RFC 3849): the sandbox's "public" IPv6 addresses.
+PUBLIC_NET6 = "2001:db8::/32"
 
 
 def reverse_zone(net: str) -> str:
     return ".".join(reversed(net.split("."))) + ".in-addr.arpa"
+
+
+def reverse_zone6(net: str) -> str:
+    """The ip6.arpa zone of an IPv6 network on a nibble boundary (``8.b.d.0.1.0.0.2.ip6.arpa``)."""
+    network = ipaddress.IPv6Network(net)
+    if network.prefixlen % 4:
+        raise ValueError(f"{net}: an ip6.arpa zone needs a prefix length divisible by 4")
+    name = dns.reversename.from_address(str(network.network_address))
+    keep = network.prefixlen // 4 + 2  # the network's nibbles, then ip6 and arpa
+    return str(dns.name.Name(name.labels[-keep - 1 :]).to_text(omit_final_dot=True))
+
+
+#: Always served (possibly empty): tests add AAAA hosts' PTRs here via ``extra_records``.
+REVERSE_ZONE6 = reverse_zone6(PUBLIC_NET6)
 
 
 def _blocklist_zones() -> dict[str, tuple[str, str]]:
@@ -57,20 +76,28 @@ def _blocklist_zones() -> dict[str, tuple[str, str]]:
 _DEFAULT_TEST_POINT = {"ip": "127.0.0.2", "domain": "test"}
 
 
-def _dnsbl_key(subject: str) -> str:
+def _dnsbl_key(subject: str, zone: str) -> str:
+    """The owner of ``subject``'s listing in ``zone``: reversed octets (relative), nibbles
+    (absolute, as the checks ask: ``dns.reversename``) for IPv6, the name for a domain."""
     try:
-        return ".".join(reversed(str(ipaddress.IPv4Address(subject)).split(".")))
+        address = ipaddress.ip_address(subject)
     except ValueError:
         return subject
+    if address.version == 4:
+        return ".".join(reversed(str(address).split(".")))
+    origin = dns.name.from_text(zone)
+    return str(dns.reversename.from_address(subject, v4_origin=origin, v6_origin=origin))
 
 
-def _blocklist_records(test_point: str, listed: dict[str, str], broken: bool) -> list[Record]:
+def _blocklist_records(
+    zone: str, test_point: str, listed: dict[str, str], broken: bool
+) -> list[Record]:
     if broken:
         return [("*", "A", "127.0.0.2"), ("*", "TXT", '"listed (sandbox: broken list)"')]
-    records: list[Record] = [(_dnsbl_key(test_point), "A", "127.0.0.2")]
+    records: list[Record] = [(_dnsbl_key(test_point, zone), "A", "127.0.0.2")]
     for subject, code in sorted(listed.items()):
-        records.append((_dnsbl_key(subject), "A", code))
-        records.append((_dnsbl_key(subject), "TXT", f'"sandbox listing {code}"'))
+        records.append((_dnsbl_key(subject, zone), "A", code))
+        records.append((_dnsbl_key(subject, zone), "TXT", f'"sandbox listing {code}"'))
     return records
 
 
@@ -86,6 +113,7 @@ def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
         )
     for net in PUBLIC_NETS:
         zones[reverse_zone(net)] = []
+    zones[REVERSE_ZONE6] = []
     for h in scn.hosts:
         rz = reverse_zone(h.public_ipv4.rsplit(".", 1)[0])
         last = h.public_ipv4.rsplit(".", 1)[1]
@@ -103,7 +131,7 @@ def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
     for zone in {*targets, *scn.listings, *scn.broken_zones}:
         _target, test_point = targets.get(zone, ("ip", _DEFAULT_TEST_POINT["ip"]))
         zones[zone] = _blocklist_records(
-            test_point, scn.listings.get(zone, {}), zone in scn.broken_zones
+            zone, test_point, scn.listings.get(zone, {}), zone in scn.broken_zones
         )
     for zone, extra in scn.extra_records.items():
         zones.setdefault(zone, []).extend(extra)
