@@ -72,7 +72,13 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="only this fleet host (repeatable)",
     )
-    what.add_argument("--ip", metavar="IP", help="check one host by its public IP (IPv4 or IPv6)")
+    what.add_argument(
+        "--ip",
+        metavar="IP",
+        action="append",
+        default=[],
+        help="check one host by its public IP (IPv4 or IPv6); twice for a dual-stack host",
+    )
     what.add_argument("--hostname", metavar="FQDN", help="the FQDN of the --ip host")
     what.add_argument(
         "--domain",
@@ -186,7 +192,7 @@ def _colour_ok() -> bool:
 
 def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
     """The hosts to check, from ``--ip`` or a fleet file; raises :class:`UsageError`."""
-    if args.ip is not None or args.hostname is not None or args.domain or args.dkim_key:
+    if args.ip or args.hostname is not None or args.domain or args.dkim_key:
         if args.fleet or args.host:
             raise UsageError("give either --fleet/--host or --ip/--hostname/--domain, not both")
         target = single_target(args.ip, args.hostname, args.domain)
@@ -233,16 +239,23 @@ def targets_from_fleet(fleet: Any) -> list[HostTarget]:
     ]
 
 
-def single_target(ip: str | None, hostname: str | None, domains: list[str]) -> HostTarget:
-    """The target of ``--ip IP --hostname FQDN [--domain DOMAIN[:SELECTOR]]...``."""
+def single_target(ips: list[str], hostname: str | None, domains: list[str]) -> HostTarget:
+    """The target of ``--ip IP [--ip IP] --hostname FQDN [--domain DOMAIN[:SELECTOR]]...``."""
     from mailmend import values
 
-    if not ip or not hostname:
+    if not ips or not hostname:
         raise UsageError("--ip and --hostname go together: give both")
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        raise UsageError(f"--ip: {ip!r} is not an IP address (IPv4 or IPv6)") from None
+    addresses = []
+    for ip in ips:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise UsageError(f"--ip: {ip!r} is not an IP address (IPv4 or IPv6)") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            raise UsageError(f"--ip: {ip!r} is IPv4-mapped: give the IPv4 address itself")
+        addresses.append(address)
+    if len({a.version for a in addresses}) != len(addresses):
+        raise UsageError("--ip: give at most one IPv4 and one IPv6 address (one host)")
     problem = values.fqdn_problem(hostname)
     if problem:
         raise UsageError(f"--hostname: {problem}")
@@ -256,7 +269,7 @@ def single_target(ip: str | None, hostname: str | None, domains: list[str]) -> H
             raise UsageError(f"--domain: {problem}")
         pairs.append((values.normalize_fqdn(domain), selector or None))
     host = values.normalize_fqdn(hostname)
-    return HostTarget(host, host, (str(address),), tuple(pairs))
+    return HostTarget(host, host, tuple(str(a) for a in addresses), tuple(pairs))
 
 
 def dkim_keys_from_args(

@@ -52,6 +52,23 @@ def test_invalid_ip_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert err.strip() == "mailmend check: --ip: 'not-an-ip' is not an IP address (IPv4 or IPv6)"
 
 
+def test_ip_twice_checks_a_dual_stack_host() -> None:
+    target = cli.single_target(["203.0.113.40", "2001:DB8::28"], FQDN, [])
+    assert target.ips == ("203.0.113.40", "2001:db8::28")
+
+
+@pytest.mark.parametrize(
+    ("ips", "phrase"),
+    [
+        (["203.0.113.40", "203.0.113.41"], "at most one IPv4 and one IPv6"),
+        (["::ffff:203.0.113.40"], "IPv4-mapped"),
+    ],
+)
+def test_ip_repeats_and_mapped_addresses_are_usage_errors(ips: list[str], phrase: str) -> None:
+    with pytest.raises(cli.UsageError, match=phrase):
+        cli.single_target(ips, FQDN, [])
+
+
 def test_invalid_hostname_and_domain_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", "--ip", IP, "--hostname", "localhost"]) == 2
     assert "--hostname" in capsys.readouterr().err
