@@ -93,10 +93,19 @@ def _query_zone(bl: Blocklist, dqs_key: str | None) -> str:
     return bl.zone
 
 
+#: RFC 5782 3.5: the IPv6 test point a list must not list.
+IPV6_TEST_UNLISTED = "::ffff:7f00:1"
+
+
 def query_name(bl: Blocklist, subject: str, dqs_key: str | None = None) -> str:
     """The absolute name to ask: reversed octets or nibbles for IPs, the name for domains."""
     origin = dns.name.from_text(_query_zone(bl, dqs_key))
-    if bl.target is Target.IP:
+    if bl.target is Target.IP and ipaddress.ip_address(subject).version == 6:
+        # Nibbles from the stdlib: dnspython turns an IPv4-mapped address (RFC 5782's IPv6
+        # test points ::FFFF:7F00:1/2) into an IPv4 name.
+        nibbles = ipaddress.IPv6Address(subject).reverse_pointer.removesuffix(".ip6.arpa")
+        name = dns.name.from_text(nibbles, origin=origin)
+    elif bl.target is Target.IP:
         name = dns.reversename.from_address(subject, v4_origin=origin, v6_origin=origin)
     else:
         name = dns.name.from_text(subject.rstrip("."), origin=origin)
@@ -197,24 +206,25 @@ async def list_health(
     positive one (when the list has one we trust) must be."""
     if dqs_key is not None:
         validate_dqs_key(dqs_key)
-    probes: list[tuple[Blocklist, bool]] = []
+    probes: list[tuple[Blocklist, bool, str]] = []
     for bl in lists:
-        probes.append((bl, False))
+        probes.append((bl, False, bl.test_unlisted))
         if bl.test_listed is not None:
-            probes.append((bl, True))
-    names = [
-        query_name(bl, bl.test_listed if positive and bl.test_listed else bl.test_unlisted, dqs_key)
-        for bl, positive in probes
-    ]
+            probes.append((bl, True, bl.test_listed))
+        if bl.ipv6 and bl.target is Target.IP:
+            # RFC 5782 3.5: ::FFFF:7F00:1 must not be listed either; a list that wildcards
+            # only its IPv6 names would otherwise pass its IPv4 test points.
+            probes.append((bl, False, IPV6_TEST_UNLISTED))
+    names = [query_name(bl, point, dqs_key) for bl, _positive, point in probes]
     answers = await _ask(resolver, names)
-    by_zone: dict[str, list[tuple[bool, DnsAnswer]]] = {bl.zone: [] for bl in lists}
-    for (bl, positive), answer in zip(probes, answers, strict=True):
-        by_zone[bl.zone].append((positive, answer))
+    by_zone: dict[str, list[tuple[bool, str, DnsAnswer]]] = {bl.zone: [] for bl in lists}
+    for (bl, positive, point), answer in zip(probes, answers, strict=True):
+        by_zone[bl.zone].append((positive, point, answer))
     return {bl.zone: _judge_health(bl, by_zone[bl.zone]) for bl in lists}
 
 
-def _judge_health(bl: Blocklist, probes: list[tuple[bool, DnsAnswer]]) -> ListHealth:
-    verdicts = [_probe_verdict(bl, positive, answer) for positive, answer in probes]
+def _judge_health(bl: Blocklist, probes: list[tuple[bool, str, DnsAnswer]]) -> ListHealth:
+    verdicts = [_probe_verdict(bl, positive, point, answer) for positive, point, answer in probes]
     order = (Health.REWRITTEN, Health.REFUSED, Health.BROKEN, Health.UNREACHABLE)
     for health in order:
         for verdict, reason in verdicts:
@@ -223,8 +233,9 @@ def _judge_health(bl: Blocklist, probes: list[tuple[bool, DnsAnswer]]) -> ListHe
     return ListHealth(bl.zone, Health.OK, "answers its test points as RFC 5782 says")
 
 
-def _probe_verdict(bl: Blocklist, positive: bool, answer: DnsAnswer) -> tuple[Health, str]:
-    point = bl.test_listed if positive else bl.test_unlisted
+def _probe_verdict(
+    bl: Blocklist, positive: bool, point: str, answer: DnsAnswer
+) -> tuple[Health, str]:
     if not answer.ok:
         return Health.UNREACHABLE, f"no answer for test point {point} ({answer.rcode})"
     addresses = _addresses(answer.records)

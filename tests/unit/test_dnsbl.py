@@ -259,6 +259,25 @@ async def test_list_health_ok_and_broken() -> None:
 
 
 @aio
+async def test_an_ipv6_list_that_lists_its_ipv6_negative_point_is_broken() -> None:
+    assert ZEN.ipv6
+    v6_negative = query_name(ZEN, "::ffff:7f00:1")
+    assert v6_negative.startswith("1.0.0.0.0.0.f.7.f.f.f.f.0.0.0.0")
+    ok = FakeResolver({"2.0.0.127.zen.spamhaus.org.": ["127.0.0.2"]})
+    assert (await list_health(ok, [ZEN]))["zen.spamhaus.org"].health is Health.OK
+    assert v6_negative in ok.asked
+    v6_wildcard = FakeResolver(
+        {"2.0.0.127.zen.spamhaus.org.": ["127.0.0.2"], v6_negative: ["127.0.0.2"]}
+    )
+    health = (await list_health(v6_wildcard, [ZEN]))["zen.spamhaus.org"]
+    assert health.health is Health.BROKEN and "::ffff:7f00:1" in health.reason
+    spamcop = LISTS["bl.spamcop.net"]  # an IPv4-only list is not asked about IPv6
+    asked = FakeResolver({"2.0.0.127.bl.spamcop.net.": ["127.0.0.2"]})
+    await list_health(asked, [spamcop])
+    assert not any("ip6" in n or n.count(".") > 10 for n in asked.asked)
+
+
+@aio
 async def test_broken_list_answers_do_not_count() -> None:
     spamcop = LISTS["bl.spamcop.net"]
     points = ("1.0.0.127", "2.0.0.127", "7.113.0.203")
