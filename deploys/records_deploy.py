@@ -58,8 +58,7 @@ def _dkim_keys() -> list[Any]:
     keys = []
     for records in summary.DKIM_RECORDS.values():
         for record in records:
-            selector, _, domain = record.name.rstrip(".").partition("._domainkey.")
-            keys.append(public_key(domain, selector, record.value.split("p=", 1)[1]))
+            keys.append(public_key(record.domain, record.selector, record.public_key))
     return keys
 
 

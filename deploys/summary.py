@@ -15,22 +15,30 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
+from checks.dkim import split_txt
 from deploys import opendkim, values
 from deploys.facts import DkimPublicKey
-
-#: A DNS TXT character-string holds at most 255 bytes.
-MAX_TXT_STRING = 255
-DKIM_PREFIX = "v=DKIM1; k=rsa; "
 
 
 @dataclass(frozen=True)
 class DkimRecord:
-    name: str  # absolute, with the trailing dot
-    strings: tuple[str, ...]  # each <= 255 bytes
+    domain: str
+    selector: str
+    public_key: str  # base64, the p= value (the public half only)
+
+    @property
+    def name(self) -> str:
+        """Absolute, with the trailing dot."""
+        return f"{self.selector}._domainkey.{self.domain}."
 
     @property
     def value(self) -> str:
-        return "".join(self.strings)
+        return f"v=DKIM1; k=rsa; p={self.public_key}"
+
+    @property
+    def strings(self) -> tuple[str, ...]:
+        """The value in TXT strings of at most 255 bytes (:func:`checks.dkim.split_txt`)."""
+        return split_txt(self.value)
 
     def zone_line(self) -> str:
         quoted = " ".join(f'"{s}"' for s in self.strings)
@@ -39,23 +47,6 @@ class DkimRecord:
 
 #: Filled while the deploy executes: inventory host name -> its DKIM records.
 DKIM_RECORDS: dict[str, tuple[DkimRecord, ...]] = {}
-
-
-def txt_strings(value: str, limit: int = MAX_TXT_STRING) -> tuple[str, ...]:
-    """Split an ASCII TXT value into strings of at most ``limit`` bytes."""
-    return tuple(value[i : i + limit] for i in range(0, len(value), limit)) or ("",)
-
-
-def dkim_record(domain: values.DkimDomain, public_key: str) -> DkimRecord:
-    """``SELECTOR._domainkey.DOMAIN.`` with ``v=DKIM1; k=rsa; `` and ``p=`` in <=255-byte strings.
-
-    >>> dkim_record(values.DkimDomain("example.com", "mx1", "", "", ""), "AB" * 200).strings[0]
-    'v=DKIM1; k=rsa; '
-    """
-    return DkimRecord(
-        name=f"{domain.record_name}.",
-        strings=(DKIM_PREFIX, *txt_strings("p=" + public_key)),
-    )
 
 
 @operation()
@@ -74,7 +65,7 @@ def dkim_summary(ctx: values.OpenDkimContext) -> Generator[StringCommand, None, 
         if key is None:
             host.log(f"no DKIM public key for {domain.record_name} yet ({domain.txt_record})")
             continue
-        records.append(dkim_record(domain, key))
+        records.append(DkimRecord(domain.name, domain.selector, key))
     DKIM_RECORDS[host.name] = tuple(records)
     for record in records:
         host.log(f"publish: {record.zone_line()}")

@@ -20,7 +20,6 @@ from checks.dkim import DkimRecordError, key_name, parse_key_record
 from mailmend.fleet import HostSpec
 from mailmend.ssh import ssh_argv
 
-TXT_STRING_MAX = 255  # RFC 1035 3.3: one character-string holds at most 255 bytes
 KEYS_DIR = "/etc/opendkim/keys"
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
@@ -48,23 +47,6 @@ class DkimPublicKey:
 
     def key_bytes(self) -> bytes:
         return base64.b64decode(self.public_key_b64)
-
-
-def split_txt(value: str) -> tuple[str, ...]:
-    """``value`` as TXT character-strings of at most 255 bytes each (joined, they are ``value``).
-
-    Splits on byte boundaries of the UTF-8 form without cutting a character in two.
-    """
-    data = value.encode("utf-8")
-    out: list[str] = []
-    start = 0
-    while start < len(data):
-        end = min(start + TXT_STRING_MAX, len(data))
-        while end < len(data) and (data[end] & 0xC0) == 0x80:
-            end -= 1  # do not cut a multi-byte character
-        out.append(data[start:end].decode("utf-8"))
-        start = end
-    return tuple(out) or ("",)
 
 
 def public_key(domain: str, selector: str, key_b64: str, key_type: str = "rsa") -> DkimPublicKey:

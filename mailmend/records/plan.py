@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from checks.dkim import key_name
+from checks.dkim import key_name, split_txt
 from checks.dmarc import dmarc_name, is_dmarc
 from checks.dns import DnsAnswer, Resolver
 from checks.ptr import normalize_name, reverse_name
 from mailmend.fleet import Fleet
-from mailmend.records.dkim import DkimPublicKey, same_key, split_txt
+from mailmend.records.dkim import DkimPublicKey, same_key
 from mailmend.records.dmarc import authorisations, propose_dmarc
 from mailmend.records.spf import SpfDnsError, SpfProposal, propose_spf
 

@@ -18,6 +18,7 @@ from pyinfra.facts.files import Directory, File, Sha1File
 from pyinfra.facts.server import Hostname, Os, Which
 from pyinfra.operations import server
 
+from checks.dkim import split_txt
 from deploys import opendkim, staged, summary, values
 from deploys.facts import DkimPublicKey, parse_dkim_public_key
 
@@ -241,11 +242,11 @@ def test_summary_prints_zone_records_split_at_255_bytes() -> None:
         assert list(summary.dkim_summary._inner(ctx=ctx)) == []
     (record,) = summary.DKIM_RECORDS["mx1"]
     assert record.name == "mx1._domainkey.example.com."
-    assert record.strings[0] == "v=DKIM1; k=rsa; "
-    assert all(len(s.encode()) <= 255 for s in record.strings) and len(record.strings) >= 3
-    assert record.value == f"v=DKIM1; k=rsa; p={key}"
+    assert all(len(s.encode()) <= 255 for s in record.strings) and len(record.strings) >= 2
+    assert record.value == "".join(record.strings) == f"v=DKIM1; k=rsa; p={key}"
+    assert (record.domain, record.selector, record.public_key) == ("example.com", "mx1", key)
     line = record.zone_line()
-    assert line.startswith('mx1._domainkey.example.com. IN TXT ( "v=DKIM1; k=rsa; " "p=MIIB')
+    assert line.startswith('mx1._domainkey.example.com. IN TXT ( "v=DKIM1; k=rsa; p=MIIB')
     assert any(line in log for log in host.logs)
 
 
@@ -265,6 +266,6 @@ def test_summary_prints_nothing_while_planning() -> None:
 
 
 @pytest.mark.parametrize(("length", "strings"), [(0, 1), (255, 1), (256, 2), (510, 2), (511, 3)])
-def test_txt_strings(length: int, strings: int) -> None:
-    parts = summary.txt_strings("x" * length)
+def test_split_txt_boundaries(length: int, strings: int) -> None:
+    parts = split_txt("x" * length)
     assert len(parts) == strings and "".join(parts) == "x" * length

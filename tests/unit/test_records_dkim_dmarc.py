@@ -8,17 +8,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from checks.dkim import parse_key_record
+from checks.dkim import parse_key_record, split_txt
 from mailmend.fleet import HostSpec
 from mailmend.records.dkim import (
     DkimKeyError,
     public_key,
     read_genkey_txt,
     same_key,
-    split_txt,
-    ssh_argv,
 )
 from mailmend.records.dmarc import authorisations, propose_dmarc
+from mailmend.ssh import ssh_argv
 
 
 def rsa_b64(bits: int) -> str:
