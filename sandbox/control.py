@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sandbox import image, proc
-from sandbox.dns import SandboxDns, scenario_zones, system_upstreams
+from sandbox.dns import SandboxDns, system_upstreams
 from sandbox.receiver import Receiver
 from sandbox.scenario import (
     BLOCK_ENV,
@@ -136,9 +136,7 @@ class Sandbox:
         )
 
     def _start_services(self, scn: Scenario) -> dict[str, int]:
-        dns_zones = scenario_zones(scn)
-        self.dns.write_zones(dns_zones)
-        self.dns.conf.write_text(self.dns.render_knot_conf({h.domain for h in scn.hosts}))
+        self.dns.configure(scn)
         logs = self.state / "logs"
         # Knot refuses to start over a pid file left by a killed run (its pid is 1 again).
         (self.dns.dir / "run" / "knot.pid").unlink(missing_ok=True)

@@ -17,7 +17,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import dns.exception
+import dns.message
 import dns.name
+import dns.query
 import dns.reversename
 
 from sandbox.scenario import (
@@ -174,6 +177,37 @@ class SandboxDns:
         for zone, records in zones.items():
             (self.zones_dir / f"{zone}.zone").write_text(render_zone(zone, records, serial))
         (self.dir / "zones.list").write_text("\n".join(sorted(zones)) + "\n")
+
+    def configure(self, scn: Scenario) -> dict[str, list[Record]]:
+        """Write ``scn``'s zone files and knot.conf (TSIG updates for the mail domains)."""
+        zones = scenario_zones(scn)
+        self.write_zones(zones)
+        self.conf.write_text(self.render_knot_conf({h.domain for h in scn.hosts}))
+        return zones
+
+    def serve(self, scn: Scenario, timeout: float = 15.0) -> None:
+        """Serve ``scn`` on the running Knot and wait until every zone answers its new serial.
+
+        Zones new since ``up`` are served by Knot but not forwarded by the hosts' dnsmasq
+        (its forwarding list is fixed when it starts): fine for checks asked from here.
+        """
+        zones = self.configure(scn)
+        self.reload()
+        serial = int((self.dir / "serial").read_text())
+        deadline = time.monotonic() + timeout
+        for name in zones:
+            while not self._serves(name, serial):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Knot does not serve serial {serial} of {name}")
+                time.sleep(0.05)
+
+    def _serves(self, zone: str, serial: int) -> bool:
+        query = dns.message.make_query(zone, "SOA")
+        try:
+            reply = dns.query.udp(query, self.net.dns, timeout=2)
+        except dns.exception.Timeout:
+            return False
+        return bool(reply.answer) and reply.answer[0][0].serial == serial
 
     def zone_names(self) -> list[str]:
         return (self.dir / "zones.list").read_text().split()

@@ -15,6 +15,12 @@ from sandbox.scenario import BLOCK_ENV, Net
 
 REPO = Path(__file__).resolve().parent.parent
 PYINFRA = Path(sys.executable).with_name("pyinfra")
+MAILMEND = Path(sys.executable).with_name("mailmend")
+#: The CLI's environment: no colour, no DQS key or fleet file from the caller.
+CLI_ENV = {
+    **{k: v for k, v in os.environ.items() if k not in ("MAILMEND_DQS_KEY", "MAILMEND_FLEET")},
+    "NO_COLOR": "1",
+}
 
 
 def require_root() -> None:
@@ -61,3 +67,15 @@ def run_pyinfra(
             f"pyinfra {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def run_mailmend(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The installed ``mailmend`` console script, as an admin or a monitor would run it."""
+    return subprocess.run(
+        [str(MAILMEND), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=CLI_ENV,
+    )

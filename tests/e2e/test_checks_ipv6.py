@@ -11,10 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from checks.blocklists import Target, load_blocklists
 from checks.dkim import txt_strings
 from sandbox.control import Sandbox
-from sandbox.dns import REVERSE_ZONE6, reverse_zone, scenario_zones
+from sandbox.dns import REVERSE_ZONE6, reverse_zone
 from sandbox.scenario import Net, Scenario
-from tests.conftest import require_root
+from tests.conftest import require_root, run_mailmend
 
 pytestmark = pytest.mark.end_to_end
 
-MAILMEND = Path(sys.executable).with_name("mailmend")
 NET = Net(8)
 NAMESERVER = NET.dns
 SELECTOR = "s1"
@@ -119,54 +115,19 @@ def situations(base: Scenario) -> Scenario:
     )
 
 
-def stage(sb: Sandbox, scn: Scenario) -> None:
-    """Serve ``scn``'s zones (new zones included) and wait until Knot answers from them."""
-    zones = scenario_zones(scn)
-    sb.dns.write_zones(zones)
-    sb.dns.conf.write_text(sb.dns.render_knot_conf({h.domain for h in scn.hosts}))
-    sb.dns.reload()
-    serial = int((sb.dns.dir / "serial").read_text())
-    deadline = time.monotonic() + 15
-    for name in zones:
-        while True:
-            reply = dns.query.udp(dns.message.make_query(name, "SOA"), NAMESERVER, timeout=2)
-            if reply.answer and reply.answer[0][0].serial == serial:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Knot does not serve serial {serial} of {name}")
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     require_root()
     sandbox = Sandbox(tmp_path_factory.mktemp("sb"), NET)
     sandbox.up(1)
     try:
-        stage(sandbox, situations(sandbox.scenario()))
+        sandbox.dns.serve(situations(sandbox.scenario()))
         yield sandbox
     finally:
         sandbox.down()
 
 
 # --- running the CLI -----------------------------------------------------------------------------
-
-#: The CLI's environment: no colour, no DQS key or fleet file from the caller.
-CLI_ENV = {
-    **{k: v for k, v in os.environ.items() if k not in ("MAILMEND_DQS_KEY", "MAILMEND_FLEET")},
-    "NO_COLOR": "1",
-}
-
-
-def mailmend(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(MAILMEND), "check", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=CLI_ENV,
-    )
 
 
 def case_args(case: Case, fmt: str) -> list[str]:
@@ -186,12 +147,12 @@ def one_host(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def check_json(case: Case) -> tuple[dict[str, Any], int]:
-    proc = mailmend(*case_args(case, "json"))
+    proc = run_mailmend("check", *case_args(case, "json"))
     return one_host(proc), proc.returncode
 
 
 def check_table(case: Case) -> tuple[str, int]:
-    proc = mailmend(*case_args(case, "table"))
+    proc = run_mailmend("check", *case_args(case, "table"))
     assert proc.stderr == ""
     return proc.stdout, proc.returncode
 
@@ -332,7 +293,7 @@ def test_dual_stack_host_spf_missing_its_ipv6(sb: Sandbox, tmp_path: Path) -> No
     }  # fmt: skip
     fleet.write_text(sb.fleet_text(extra_hosts={"dual": dual}))
     args = ["--fleet", str(fleet), "--host", "dual", "--nameserver", NAMESERVER]
-    proc = mailmend(*args, "--format", "json")
+    proc = run_mailmend("check", *args, "--format", "json")
     host = one_host(proc)
     assert proc.returncode == 1
     assert (host["name"], host["ip"], host["ips"]) == ("dual", v4, [v4, v6])
@@ -355,7 +316,7 @@ def test_dual_stack_host_spf_missing_its_ipv6(sb: Sandbox, tmp_path: Path) -> No
         "0 of 10 DNS lookups used",
         f"{v6}: does not authorise {v6} (fail by -all)",
     ]
-    table = mailmend(*args, "--format", "table")
+    table = run_mailmend("check", *args, "--format", "table")
     assert (table.returncode, table.stderr) == (1, "")
     assert table.stdout == (
         f"FAIL     dual  spf {DUAL}: {spf['summary']}\n         fix: {spf['fix']}\n\n"

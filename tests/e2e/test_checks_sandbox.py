@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,14 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from checks.blocklists import Target, load_blocklists
 from checks.dkim import txt_strings
 from sandbox.control import Sandbox
-from sandbox.dns import PROVIDER_ZONE, reverse_zone, scenario_zones
+from sandbox.dns import PROVIDER_ZONE, reverse_zone
 from sandbox.scenario import Net, Scenario
-from tests.conftest import require_root, run_pyinfra
+from tests.conftest import require_root, run_mailmend, run_pyinfra
 from tests.faultdns import FakeDns, Handler, drop, servfail, zone
 
 pytestmark = pytest.mark.end_to_end
 
-MAILMEND = Path(sys.executable).with_name("mailmend")
 NET = Net(4)
 NAMESERVER = NET.dns
 GOOD = "good.example"
@@ -140,55 +138,19 @@ def situations(base: Scenario, broken: bool = False) -> Scenario:
     )
 
 
-def stage(sb: Sandbox, scn: Scenario) -> None:
-    """Serve ``scn``'s zones (new zones included) and wait until Knot answers from them."""
-    zones = scenario_zones(scn)
-    sb.dns.write_zones(zones)
-    sb.dns.conf.write_text(sb.dns.render_knot_conf({h.domain for h in scn.hosts}))
-    sb.dns.reload()
-    serial = int((sb.dns.dir / "serial").read_text())
-    deadline = time.monotonic() + 15
-    for name in zones:
-        while True:
-            reply = dns.query.udp(dns.message.make_query(name, "SOA"), NAMESERVER, timeout=2)
-            if reply.answer and reply.answer[0][0].serial == serial:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Knot does not serve serial {serial} of {name}")
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def sb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     require_root()
     sandbox = Sandbox(tmp_path_factory.mktemp("sb"), NET)
     sandbox.up(3)
     try:
-        stage(sandbox, situations(sandbox.scenario()))
+        sandbox.dns.serve(situations(sandbox.scenario()))
         yield sandbox
     finally:
         sandbox.down()
 
 
 # --- running the CLI -----------------------------------------------------------------------------
-
-
-#: The CLI's environment: no colour, no DQS key or fleet file from the caller.
-CLI_ENV = {
-    **{k: v for k, v in os.environ.items() if k not in ("MAILMEND_DQS_KEY", "MAILMEND_FLEET")},
-    "NO_COLOR": "1",
-}
-
-
-def mailmend(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(MAILMEND), "check", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=CLI_ENV,
-    )
 
 
 def case_args(case: Case, *extra: str) -> list[str]:
@@ -199,7 +161,7 @@ def case_args(case: Case, *extra: str) -> list[str]:
 
 
 def check_json(case: Case, *extra: str) -> tuple[dict[str, Any], int]:
-    proc = mailmend(*case_args(case, *extra), "--format", "json")
+    proc = run_mailmend("check", *case_args(case, *extra), "--format", "json")
     assert proc.stderr == ""
     doc = json.loads(proc.stdout)
     assert len(doc["hosts"]) == 1
@@ -208,7 +170,7 @@ def check_json(case: Case, *extra: str) -> tuple[dict[str, Any], int]:
 
 
 def check_table(case: Case, *extra: str) -> tuple[str, int]:
-    proc = mailmend(*case_args(case, *extra), "--format", "table")
+    proc = run_mailmend("check", *case_args(case, *extra), "--format", "table")
     assert proc.stderr == ""
     return proc.stdout, proc.returncode
 
@@ -433,7 +395,9 @@ def test_dkim_record_not_matching_the_host_key(sb: Sandbox, tmp_path: Path) -> N
 
 
 def test_fleet_file_exit_code(sb: Sandbox) -> None:
-    proc = mailmend("--fleet", str(sb.fleet_file), "--nameserver", NAMESERVER, "--format", "json")
+    proc = run_mailmend(
+        "check", "--fleet", str(sb.fleet_file), "--nameserver", NAMESERVER, "--format", "json"
+    )
     assert proc.returncode == 1
     hosts = {h["name"]: h for h in json.loads(proc.stdout)["hosts"]}
     assert list(hosts) == ["mx1", "mx2", "mx3"]
@@ -445,7 +409,7 @@ def test_fleet_file_exit_code(sb: Sandbox) -> None:
 
 def test_broken_list_is_reported_broken_and_not_counted(sb: Sandbox) -> None:
     """Runs last among the sandbox tests: it re-stages the zones with all.s5h.net wildcarding."""
-    stage(sb, situations(sb.scenario(), broken=True))
+    sb.dns.serve(situations(sb.scenario(), broken=True))
     try:
         case = CASES["good"]
         host, code = check_json(case)
@@ -462,7 +426,7 @@ def test_broken_list_is_reported_broken_and_not_counted(sb: Sandbox) -> None:
             3,
         )
     finally:
-        stage(sb, situations(sb.scenario()))
+        sb.dns.serve(situations(sb.scenario()))
 
 
 # --- faults: the CLI against nameservers that misbehave -----------------------------------------
@@ -525,7 +489,7 @@ def assert_all_unknown(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]
 def test_broken_nameserver_gives_unknown_never_pass_or_listed(handler: Handler) -> None:
     with ThreadedDns(handler) as nameserver:
         started = time.monotonic()
-        proc = mailmend(*fault_args(nameserver, "--timeout", "0.3"), timeout=30)
+        proc = run_mailmend("check", *fault_args(nameserver, "--timeout", "0.3"), timeout=30)
         elapsed = time.monotonic() - started
     host = assert_all_unknown(proc)
     assert {r["check"] for r in host["checks"]} == {
@@ -542,7 +506,7 @@ def test_broken_nameserver_gives_unknown_never_pass_or_listed(handler: Handler) 
 def test_silent_nameserver_stops_at_the_deadline() -> None:
     with ThreadedDns(drop) as nameserver:
         started = time.monotonic()
-        proc = mailmend(*fault_args(nameserver, "--deadline", "1.5"), timeout=30)
+        proc = run_mailmend("check", *fault_args(nameserver, "--deadline", "1.5"), timeout=30)
         elapsed = time.monotonic() - started
     host = assert_all_unknown(proc)
     assert [r["check"] for r in host["checks"]] == ["deadline"]
@@ -571,7 +535,7 @@ def test_truncated_answers_are_asked_again_over_tcp() -> None:
 
     server = ThreadedDns(truncating)
     with server as nameserver:
-        proc = mailmend(*fault_args(nameserver, "--no-dnsbl"), timeout=30)
+        proc = run_mailmend("check", *fault_args(nameserver, "--no-dnsbl"), timeout=30)
     assert proc.returncode == 0, proc.stdout
     host = json.loads(proc.stdout)["hosts"][0]
     assert statuses(host) == ALL_PASS
@@ -626,12 +590,22 @@ def test_html_fleet_report_in_chromium(sb: Sandbox, tmp_path: Path) -> None:
         pytest.fail("chromium is missing: apt-get install -y chromium (scripts/setup does)")
     fleet = report_fleet(sb, tmp_path / "fleet.toml")
     html = tmp_path / "report.html"
-    proc = mailmend(
-        "--fleet", str(fleet), "--nameserver", NAMESERVER, "--format", "html", "--output", str(html)
+    proc = run_mailmend(
+        "check",
+        "--fleet",
+        str(fleet),
+        "--nameserver",
+        NAMESERVER,
+        "--format",
+        "html",
+        "--output",
+        str(html),
     )
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(
-        mailmend("--fleet", str(fleet), "--nameserver", NAMESERVER, "--format", "json").stdout
+        run_mailmend(
+            "check", "--fleet", str(fleet), "--nameserver", NAMESERVER, "--format", "json"
+        ).stdout
     )
     png = tmp_path / "report.png"
     shot = chromium(f"--screenshot={png}", "--window-size=1400,1000", html.as_uri(), tmp=tmp_path)

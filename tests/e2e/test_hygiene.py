@@ -8,10 +8,8 @@ every run passes the same ``--data``: a temporary allow list and a per-sender qu
 from __future__ import annotations
 
 import json
-import os
 import smtplib
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -22,7 +20,7 @@ import pytest
 
 from sandbox.control import Sandbox
 from sandbox.scenario import Net, SandboxHost
-from tests.conftest import REPO, require_root, run_pyinfra
+from tests.conftest import require_root, run_mailmend, run_pyinfra
 
 pytestmark = pytest.mark.end_to_end
 
@@ -31,7 +29,6 @@ PER_MINUTE = 3
 GONE, LATER, VIP = "gone@inbox-a.test", "later@inbox-b.test", "vip@inbox-a.test"
 TABLE = "/etc/postfix/mailmend/suppress_recipients"
 REPORT_STEPS = ("Checks |", "Records |")
-MAILMEND = Path(sys.executable).with_name("mailmend")
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +178,7 @@ def test_a_rerun_without_new_bounces_changes_nothing(sb: Sandbox, setup: dict[st
 
 
 def mailmend_queue(fleet: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("MAILMEND_FLEET", None)
-    return subprocess.run(
-        [str(MAILMEND), "queue", "--fleet", str(fleet), *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    return run_mailmend("queue", "--fleet", str(fleet), *args, timeout=120)
 
 
 def test_queue_triage_flags_and_holds_one_sender(sb: Sandbox, setup: dict[str, Path]) -> None:
