@@ -65,7 +65,15 @@ def _target(name: str, data: Mapping[str, Any], keys: Mapping[tuple[str, str], s
 
 
 def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
-    """The public DKIM keys on the host (read-only fact); absent keys are left out."""
+    """The public DKIM keys on the host; absent keys are left out.
+
+    In ``deploys/mail.py`` the Summary step has read them already in this run; alone
+    (``deploys/check.py``) they are read here with the same read-only fact.
+    """
+    from deploys.summary import DKIM_RECORDS
+
+    if host.name in DKIM_RECORDS:
+        return {(r.domain, r.selector): r.public_key for r in DKIM_RECORDS[host.name]}
     keys: dict[tuple[str, str], str] = {}
     for d in values.dkim_domains(host.name, data.get("domains") or [], data["opendkim_key_dir"]):
         key = host.get_fact(DkimPublicKey, txt=d.txt_record, private_key=d.private_key)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandbox.scenario import SINK_HOST
+
 
 @dataclass(frozen=True)
 class Received:
@@ -115,7 +117,7 @@ def main(argv: list[str]) -> int:
         _Handler(rec),
         hostname=addr,
         port=25,
-        server_hostname=SINK_HOST_NAME,
+        server_hostname=SINK_HOST,
         ready_timeout=10,
     )
     controller.start()
@@ -130,8 +132,6 @@ def main(argv: list[str]) -> int:
 async def _forever() -> None:
     await asyncio.Event().wait()
 
-
-SINK_HOST_NAME = "mx.sink.test"
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
