@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from checks.dns import DnsAnswer, Resolver
+from checks.dns import DnsAnswer, Rcode, Resolver
 from checks.ptr import dns_unknown, normalize_name, reverse_name
 from checks.result import CheckResult, Status, worst
 
@@ -28,9 +30,18 @@ DNS_MECHANISMS = frozenset({"include", "a", "mx", "ptr", "exists"})
 MECHANISMS = DNS_MECHANISMS | {"all", "ip4", "ip6"}
 _MODIFIER = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*)=(.*)$")
 _MECHANISM = re.compile(r"^([+\-~?]?)([A-Za-z][A-Za-z0-9_.-]*)(.*)$")
-_CIDR = re.compile(r"^(?:/(\d{1,2}))?(?://(\d{1,3}))?$")
-_MACRO = re.compile(r"%\{([slodiphv])(\d*)(r?)([.\-+,/_=]*)\}|%%|%_|%-|%", re.IGNORECASE)
-_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+# RFC 7208 5.6: a CIDR length has no leading zero (ASCII digits only: \d would take any script's)
+_CIDR = re.compile(r"^(?:/(0|[1-9][0-9]?))?(?://(0|[1-9][0-9]{0,2}))?$")
+# 7.1: macro-letter, transformers (*DIGIT ["r"]), delimiters; c r t are for exp= text only (7.2)
+_MACRO = re.compile(r"%\{([a-z])([0-9]*)(r?)([.\-+,/_=]*)\}|%%|%_|%-|%", re.IGNORECASE)
+DOMAIN_MACRO_LETTERS = frozenset("slodiphv")
+ALL_MACRO_LETTERS = DOMAIN_MACRO_LETTERS | frozenset("crt")
+# 7.1 toplabel: alphanumerics with at least one letter, or with an inner hyphen (never all digits)
+_TOPLABEL = re.compile(
+    r"^(?:[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9])$"
+)
+_VISIBLE = re.compile(r"^[\x21-\x7e]*$")
+MAX_NAME = 253  # RFC 7208 7.3: longer expanded names lose labels on the left
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -54,7 +65,9 @@ class SPFTooManyLookups(SPFPermError):
     def __init__(self) -> None:
         super().__init__(
             f"the SPF record needs more than {MAX_LOOKUPS} DNS lookups "
-            "(include, a, mx, ptr, exists, redirect): receivers return permerror"
+            "(include, a, mx, ptr, exists, redirect), counted over the whole record: a receiver "
+            "stops at the first match, so a sender matched early may still pass, but every "
+            "sender matched later (or not at all) gets permerror"
         )
 
 
@@ -110,20 +123,31 @@ def is_spf(txt: str) -> bool:
 
 
 def parse_record(text: str, domain: str = "") -> SPFRecord:
-    """Parse a whole ``v=spf1`` record; raises :class:`SPFSyntaxError` naming the term."""
-    terms = text.split()
+    """Parse a whole ``v=spf1`` record; raises :class:`SPFSyntaxError` naming the term.
+
+    Terms are separated by spaces only (RFC 7208 4.6.1): a tab, CR or other control character
+    is a syntax error, not a separator. Unknown modifiers (``ra=``, ``default=``) are ignored
+    after a syntax check of their value (section 6)."""
+    terms = [t for t in text.split(" ") if t]
     if not terms or terms[0].lower() != "v=spf1":
         raise SPFSyntaxError(domain, 0, terms[0] if terms else "", "the record must start v=spf1")
     mechanisms: list[Mechanism] = []
     modifiers: dict[str, str] = {}
     for position, term in enumerate(terms[1:], start=1):
+        if not _VISIBLE.match(term):
+            raise SPFSyntaxError(
+                domain, position, term, "only visible ASCII; terms are separated by spaces only"
+            )
         modifier = _MODIFIER.match(term)
         if modifier:
             name, value = modifier.group(1).lower(), modifier.group(2)
-            if name in modifiers and name in ("redirect", "exp"):
-                raise SPFSyntaxError(domain, position, term, f"{name}= appears twice")
-            check_domain_spec(value, domain, position, term)
-            modifiers[name] = value
+            if name in ("redirect", "exp"):
+                if name in modifiers:
+                    raise SPFSyntaxError(domain, position, term, f"{name}= appears twice")
+                check_domain_spec(value, domain, position, term)
+                modifiers[name] = value
+            else:
+                check_macro_string(value, ALL_MACRO_LETTERS, domain, position, term)
         else:
             mechanisms.append(parse_mechanism(term, domain, position))
     return SPFRecord(text, tuple(mechanisms), modifiers.get("redirect"))
@@ -156,8 +180,12 @@ def parse_mechanism(term: str, domain: str = "", position: int = 0) -> Mechanism
 def _parse_network(kind: str, rest: str, domain: str, position: int, term: str) -> str:
     if not rest.startswith(":"):
         raise SPFSyntaxError(domain, position, term, f"{kind} needs an address ({kind}:ADDRESS)")
+    address, slash, length = rest[1:].partition("/")
+    limit = 32 if kind == "ip4" else 128
+    if slash and not (re.fullmatch(r"0|[1-9][0-9]{0,2}", length) and int(length) <= limit):
+        raise SPFSyntaxError(domain, position, term, f"invalid CIDR length (0-{limit}, no 0N)")
     try:
-        net = ipaddress.ip_network(rest[1:], strict=False)
+        net = ipaddress.ip_network(address + slash + length, strict=False)
     except ValueError:
         raise SPFSyntaxError(domain, position, term, f"invalid {kind} network") from None
     if (net.version == 4) != (kind == "ip4"):
@@ -168,9 +196,13 @@ def _parse_network(kind: str, rest: str, domain: str, position: int, term: str) 
 def _split_target(
     rest: str, domain: str, position: int, term: str
 ) -> tuple[str | None, int | None, int | None]:
-    """Split ``:domain-spec/cidr4//cidr6`` (each part optional) of a/mx/ptr/include/exists."""
-    slash = rest.find("/")
-    spec, cidr = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    """Split ``:domain-spec/cidr4//cidr6`` (each part optional) of a/mx/ptr/include/exists.
+
+    A domain-spec may hold any visible character but ``%`` (``a:foo:bar/baz.example.com``):
+    the CIDR suffix is only what ends the term (RFC 7208 7.1)."""
+    suffix = re.search(r"(?:/[0-9]*)?(?://[0-9]*)?$", rest)
+    at = suffix.start() if suffix else len(rest)
+    spec, cidr = rest[:at], rest[at:]
     target: str | None = None
     if spec:
         if not spec.startswith(":") or len(spec) == 1:
@@ -187,44 +219,112 @@ def _split_target(
     return target, cidr4, cidr6
 
 
-def check_domain_spec(spec: str, domain: str, position: int, term: str) -> None:
-    """A domain-spec is a name, possibly with macros; raises on malformed macros or labels."""
-    literal = _MACRO.sub(lambda m: "x" if m.group(0) != "%" else "%", spec)
-    if "%" in literal:
-        raise SPFSyntaxError(domain, position, term, "malformed macro")
-    if spec != literal:
-        return  # macros make the final name unknowable until evaluation
-    labels = spec.rstrip(".").split(".")
-    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise SPFSyntaxError(domain, position, term, f"invalid domain {spec!r}")
-
-
-def expand_macros(spec: str, ip: IPAddress, domain: str) -> str:
-    """Expand RFC 7208 section 7 macros for a check with sender ``postmaster@domain``."""
+def check_macro_string(
+    spec: str, letters: frozenset[str], domain: str, position: int, term: str
+) -> str:
+    """Check the macros of ``spec`` (RFC 7208 7.1); returns it with each macro replaced by
+    ``x``. A ``%`` outside a macro, an unknown letter or a zero digit transformer is refused."""
 
     def one(match: re.Match[str]) -> str:
         whole = match.group(0)
+        if whole == "%":
+            raise SPFSyntaxError(domain, position, term, "malformed macro (a lone %)")
         if whole in ("%%", "%_", "%-"):
-            return {"%%": "%", "%_": " ", "%-": "%20"}[whole]
-        letter = match.group(1).lower()
-        value = {
-            "s": f"postmaster@{domain}",
-            "l": "postmaster",
-            "o": domain,
-            "d": domain,
-            "i": _dotted(ip),
-            "p": "unknown",
-            "v": "in-addr" if ip.version == 4 else "ip6",
-            "h": domain,
-        }[letter]
-        parts = re.split("[" + re.escape(match.group(4) or ".") + "]", value)
+            return "x"
+        if match.group(1).lower() not in letters:
+            raise SPFSyntaxError(domain, position, term, f"macro letter not allowed: {whole}")
+        if match.group(2) and int(match.group(2)) == 0:
+            raise SPFSyntaxError(domain, position, term, f"a macro keeps 1 or more parts: {whole}")
+        return "x"
+
+    return _MACRO.sub(one, spec)
+
+
+def check_domain_spec(spec: str, domain: str, position: int, term: str) -> None:
+    """A domain-spec: macro-string ending in ``.TOPLABEL`` (optionally a dot) or in a macro.
+
+    A top label may not be all digits: ``a:192.0.2.1`` is refused (use ``ip4:``)."""
+    literal = check_macro_string(spec, DOMAIN_MACRO_LETTERS, domain, position, term)
+    if _ends_in_macro(spec):
+        return
+    labels = literal[:-1].split(".") if literal.endswith(".") else literal.split(".")
+    if len(labels) < 2 or not _TOPLABEL.match(labels[-1]):
+        reason = f"invalid domain {spec!r}"
+        if labels and labels[-1].isdigit():
+            reason += " (the last label is all digits: an address belongs in ip4:/ip6:)"
+        raise SPFSyntaxError(domain, position, term, reason)
+    if literal == spec and not valid_domain(spec):  # no macro: it must be a name DNS can carry
+        raise SPFSyntaxError(
+            domain, position, term, f"invalid domain {spec!r} (empty or long label)"
+        )
+
+
+def _ends_in_macro(spec: str) -> bool:
+    ends = [m for m in _MACRO.finditer(spec) if m.end() == len(spec)]
+    return bool(ends) and ends[0].group(0) != "%"
+
+
+def valid_domain(name: str) -> bool:
+    """A name DNS can carry and that has at least two labels (RFC 7208 4.3): otherwise the
+    SPF result is ``none`` without any lookup."""
+    text = name[:-1] if name.endswith(".") else name
+    labels = text.split(".")
+    try:
+        sizes = [len(label if label.isascii() else label.encode("idna")) for label in labels]
+    except UnicodeError:
+        return False
+    return len(labels) >= 2 and all(0 < n < 64 for n in sizes) and len(text) <= MAX_NAME
+
+
+def expand_macros(
+    spec: str,
+    ip: IPAddress,
+    domain: str,
+    sender: str | None = None,
+    helo: str | None = None,
+    validated: str = "unknown",
+) -> str:
+    """Expand RFC 7208 section 7 macros. ``domain`` is the current domain (``%{d}``, which
+    an include or redirect changes); ``sender`` (``%{s}``, ``%{l}``, ``%{o}``) stays the one of
+    the check, ``postmaster@domain`` when not given; ``helo`` (``%{h}``) defaults to the
+    sender's domain; ``validated`` is ``%{p}``. Uppercase letters are URL-escaped (7.3)."""
+    sender = sender or f"postmaster@{domain}"
+    local, _, sender_domain = sender.rpartition("@")
+    values = {
+        "s": sender,
+        "l": local or "postmaster",
+        "o": sender_domain,
+        "d": domain,
+        "i": _dotted(ip),
+        "p": validated,
+        "v": "in-addr" if ip.version == 4 else "ip6",
+        "h": helo or sender_domain,
+        "c": str(ip),
+        "r": "unknown",
+        "t": "0",
+    }
+
+    def one(match: re.Match[str]) -> str:
+        whole = match.group(0)
+        if whole in ("%%", "%_", "%-", "%"):
+            return {"%%": "%", "%_": " ", "%-": "%20", "%": "%"}[whole]
+        letter = match.group(1)
+        parts = re.split("[" + re.escape(match.group(4) or ".") + "]", values[letter.lower()])
         if match.group(3):
             parts.reverse()
         if match.group(2):
-            parts = parts[-int(match.group(2)) :] if int(match.group(2)) else parts
-        return ".".join(parts)
+            parts = parts[-int(match.group(2)) :]  # nonzero: checked when the record is parsed
+        value = ".".join(parts)
+        return urllib.parse.quote(value, safe="") if letter.isupper() else value
 
     return _MACRO.sub(one, spec)
+
+
+def truncate_name(name: str) -> str:
+    """RFC 7208 7.3: an expanded name over 253 characters loses labels on the left."""
+    while len(name.rstrip(".")) > MAX_NAME and "." in name:
+        name = name.split(".", 1)[1]
+    return name
 
 
 def _dotted(ip: IPAddress) -> str:
@@ -238,14 +338,27 @@ def _dotted(ip: IPAddress) -> str:
 
 @dataclass
 class Evaluation:
-    """State of one walk over the record tree for one IP."""
+    """State of one walk over the record tree for one IP.
+
+    ``sender`` and ``helo`` are the SMTP identities for ``%{s}``/``%{l}``/``%{o}`` and
+    ``%{h}``; a checker has none, so they default to ``postmaster@DOMAIN`` and ``DOMAIN`` of the
+    first record evaluated. An IPv4-mapped IPv6 address is evaluated as IPv4 (RFC 7208 5)."""
 
     resolver: Resolver
     ip: IPAddress
+    sender: str = ""
+    helo: str = ""
     lookups: int = 0
     voids: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     plus_all: list[str] = field(default_factory=list)
+    assumed_identity: bool = False  # sender/HELO made up by the checker (no SMTP session)
+    _validated: dict[str, bool] = field(default_factory=dict)
+    _ptr_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ip, ipaddress.IPv6Address) and self.ip.ipv4_mapped is not None:
+            self.ip = self.ip.ipv4_mapped
 
     def count_lookup(self) -> None:
         self.lookups += 1
@@ -264,6 +377,60 @@ class Evaluation:
             if len(self.voids) > MAX_VOID_LOOKUPS:
                 raise SPFTooManyVoidLookups(self.voids)
         return answer
+
+    async def validated_names(self, candidates: Callable[[str], bool]) -> list[str]:
+        """RFC 7208 5.5: the PTR names of the IP (at most 10) that ``candidates`` keeps and
+        whose addresses include the IP. A failed PTR lookup gives none; a name whose address
+        lookup fails is skipped."""
+        if self._ptr_names is None:
+            try:
+                answer = await self.resolver.query(reverse_name(str(self.ip)), "PTR")
+            except ValueError:
+                answer = DnsAnswer("", "PTR", Rcode.OTHER)
+            names = [normalize_name(n) for n in answer.records] if answer.ok else []
+            self._ptr_names = names[:MAX_MX_OR_PTR_NAMES]
+        out: list[str] = []
+        for name in self._ptr_names:
+            if not candidates(name):
+                continue
+            if name not in self._validated:
+                try:
+                    back = await self.resolver.query(name + ".", _rdtype(self))
+                except ValueError:
+                    back = DnsAnswer(name, _rdtype(self), Rcode.OTHER)
+                self._validated[name] = back.ok and any(_same(self.ip, r) for r in back.records)
+            if self._validated[name]:
+                out.append(name)
+        return out
+
+    async def expand(self, spec: str, domain: str) -> str:
+        """Expand ``spec`` for ``domain`` (the current one); ``%{p}`` is looked up only when
+        used. The result is cut to 253 characters on the left (RFC 7208 7.3)."""
+        if self.assumed_identity and re.search(r"%\{[slh]", spec, re.IGNORECASE):
+            note = (
+                f"{spec} depends on the SMTP sender or HELO, which a checker does not have: "
+                f"evaluated as sender {self.sender}, HELO {self.helo}; real mail from another "
+                "sender or HELO may get a different result"
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+        validated = "unknown"
+        if re.search(r"%\{p", spec, re.IGNORECASE):
+            validated = await self._p_macro(domain)
+        return expand_macros(spec, self.ip, domain, self.sender, self.helo, validated)
+
+    async def _p_macro(self, domain: str) -> str:
+        """``%{p}`` (7.3): the domain itself if validated, else a subdomain, else any."""
+        names = await self.validated_names(lambda _name: True)
+        for wanted in (
+            lambda n: n == domain,
+            lambda n: n.endswith("." + domain),
+            lambda n: True,
+        ):
+            for name in names:
+                if wanted(name):
+                    return name
+        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -286,6 +453,10 @@ async def fetch_record(ev: Evaluation, domain: str) -> SPFRecord | None:
 
 async def evaluate(ev: Evaluation, domain: str, record: SPFRecord) -> Match | None:
     """Walk every term of ``record``; return the first term that matches ``ev.ip``."""
+    if not ev.sender:
+        ev.sender, ev.assumed_identity = f"postmaster@{domain}", True
+    if not ev.helo:
+        ev.helo, ev.assumed_identity = domain, True
     first: Match | None = None
     for mech in record.mechanisms:
         hit = await _matches(ev, domain, mech)
@@ -297,8 +468,8 @@ async def evaluate(ev: Evaluation, domain: str, record: SPFRecord) -> Match | No
             return first  # terms after all are never reached, and redirect is ignored
     if record.redirect is not None:
         ev.count_lookup()
-        target = _target(record.redirect, ev, domain)
-        sub = await fetch_record(ev, target)
+        target = await _target(record.redirect, ev, domain)
+        sub = await fetch_record(ev, target) if valid_domain(target) else None
         if sub is None:
             raise SPFMissingRecord(f"redirect={target} points at a domain with no SPF record")
         redirected = await evaluate(ev, target, sub)
@@ -306,8 +477,10 @@ async def evaluate(ev: Evaluation, domain: str, record: SPFRecord) -> Match | No
     return first
 
 
-def _target(spec: str | None, ev: Evaluation, domain: str) -> str:
-    return normalize_name(expand_macros(spec, ev.ip, domain)) if spec else domain
+async def _target(spec: str | None, ev: Evaluation, domain: str) -> str:
+    if not spec:
+        return domain
+    return normalize_name(truncate_name(await ev.expand(spec, domain)))
 
 
 async def _matches(ev: Evaluation, domain: str, mech: Mechanism) -> bool:
@@ -316,7 +489,7 @@ async def _matches(ev: Evaluation, domain: str, mech: Mechanism) -> bool:
     if mech.kind in ("ip4", "ip6"):
         return mech.target is not None and ev.ip in ipaddress.ip_network(mech.target)
     ev.count_lookup()
-    target = _target(mech.target, ev, domain)
+    target = await _target(mech.target, ev, domain)
     if mech.kind == "include":
         return await _include(ev, target)
     if mech.kind == "exists":
@@ -351,15 +524,11 @@ async def _mx(ev: Evaluation, target: str, mech: Mechanism) -> bool:
 
 
 async def _ptr(ev: Evaluation, target: str) -> bool:
+    """RFC 7208 5.5: a validated PTR name equal to or under ``target`` matches; a failed PTR
+    lookup is no match (not temperror), a failed address lookup skips that name."""
     ev.notes.append(f"the ptr mechanism is slow and discouraged (RFC 7208 5.5): in {target}")
-    answer = await ev.query(reverse_name(str(ev.ip)), "PTR")
-    names = [normalize_name(n) for n in answer.records][:MAX_MX_OR_PTR_NAMES]
-    for name in names:
-        if name == target or name.endswith("." + target):
-            back = await ev.query(name + ".", _rdtype(ev), void_counts=False)
-            if any(_same(ev.ip, r) for r in back.records):
-                return True
-    return False
+    names = await ev.validated_names(lambda n: n == target or n.endswith("." + target))
+    return bool(names)
 
 
 def _rdtype(ev: Evaluation) -> str:
@@ -418,6 +587,15 @@ async def check_spf(
     resolver: Resolver, domain: str, ips: list[str] | tuple[str, ...]
 ) -> CheckResult:
     """Check ``domain``'s SPF record and that it authorises every one of ``ips``."""
+    if not valid_domain(domain):
+        shown = domain.encode("ascii", "backslashreplace").decode("ascii")
+        return _result(
+            Status.FAIL,
+            repr(shown),
+            f"{shown!r} is not a valid domain name, so it cannot have an SPF record "
+            "(RFC 7208 4.3: result none)",
+            fix="correct the domain in the fleet file (labels of 1-63 characters, two or more)",
+        )
     domain = normalize_name(domain)
     answer = await resolver.query(domain + ".", "TXT")
     if not answer.ok:

@@ -11,12 +11,15 @@ from checks.dns import Rcode
 from checks.ptr import reverse_name
 from checks.result import CheckResult, Status
 from checks.spf import (
+    Evaluation,
     SPFSyntaxError,
     check_spf,
+    evaluate,
     expand_macros,
     parse_mechanism,
     parse_record,
     suggest_record,
+    truncate_name,
 )
 from tests.unit.test_ptr import IP, IP6, FakeResolver
 
@@ -273,3 +276,140 @@ def test_suggest_adds_before_redirect() -> None:
     assert suggest_record([IP], "v=spf1 mx redirect=x.example.com") == (
         f"v=spf1 mx ip4:{IP} redirect=x.example.com"
     )
+
+
+# --- issue 14: RFC 7208 defects and sections 5.5 / 7.3 ----------------------------------------
+
+
+def test_unknown_modifier_is_ignored_not_a_domain() -> None:
+    assert run(spf(f"v=spf1 ip4:{IP} ra=postmaster -all")).status is Status.PASS
+    record = parse_record("v=spf1 default=pass rp=100 ?all")
+    assert [m.kind for m in record.mechanisms] == ["all"]
+    with pytest.raises(SPFSyntaxError):
+        parse_record("v=spf1 foo=%abc -all")  # its value is still a macro-string
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "v=spf1 a:192.0.2.1 -all",  # all-numeric top label
+        "v=spf1 mx:example.123 -all",
+        "v=spf1 ip4:192.0.2.0/024 -all",  # leading zero in a CIDR length
+        "v=spf1 a/032 -all",
+        "v=spf1 a//0128 -all",
+        f"v=spf1 ip4:{IP}\r-all",  # only SP separates terms
+        f"v=spf1 ip4:{IP}\t-all",
+        "v=spf1 a:%{d0}.example.com -all",  # a digit transformer is nonzero (7.3)
+        "v=spf1 a:%{d\u0663}.example.com -all",  # ASCII digits only (Arabic-Indic three)
+        "v=spf1 a:%{c}.example.com -all",  # c, r, t only in exp=
+    ],
+)
+def test_records_the_rfc_refuses(record: str) -> None:
+    with pytest.raises(SPFSyntaxError):
+        parse_record(record)
+
+
+def test_domain_spec_takes_any_visible_character_before_the_top_label() -> None:
+    mech = parse_record("v=spf1 a:foo:bar/baz.example.com/24 -all").mechanisms[0]
+    assert (mech.target, mech.cidr4) == ("foo:bar/baz.example.com", 24)
+    zone = spf("v=spf1 a:foo:bar/baz.example.com -all") | {("foo:bar/baz.example.com", "A"): (IP,)}
+    assert run(zone).status is Status.PASS
+
+
+def test_ipv4_mapped_ipv6_is_evaluated_as_ipv4() -> None:
+    zone = spf(f"v=spf1 ip6:::ffff:0:0/96 ip4:{IP} -all")
+    ev = Evaluation(FakeResolver(zone), ipaddress.ip_address(f"::ffff:{IP}"))
+    assert ev.ip == ipaddress.ip_address(IP)
+    record = parse_record("v=spf1 ip6:::ffff:0:0/96 -all")
+    found = asyncio.run(evaluate(ev, D, record))
+    assert found is not None and found.result == "fail"
+
+
+@pytest.mark.parametrize("domain", ["a" * 64 + ".example.com", "a..example.com", "localhost"])
+def test_malformed_domain_is_a_clear_result_not_valueerror(domain: str) -> None:
+    result = asyncio.run(check_spf(FakeResolver({}), domain, (IP,)))
+    assert result.status is Status.FAIL
+    assert "not a valid domain name" in result.summary and result.fix is not None
+
+
+def _eval(zone: Zone, ip: str = IP, record: str | None = None) -> tuple[str, Evaluation]:
+    resolver = FakeResolver(zone)
+    ev = Evaluation(resolver, ipaddress.ip_address(ip))
+    found = asyncio.run(evaluate(ev, D, parse_record(record or zone[(D, "TXT")][0], D)))  # type: ignore[index]
+    return (found.result if found else "neutral"), ev
+
+
+def test_p_macro_is_the_validated_name() -> None:
+    zone = spf("v=spf1 exists:%{p}._spf.example.com -all") | {
+        (reverse_name(IP), "PTR"): ("other.example.net.", "mail.example.com."),
+        ("other.example.net", "A"): ("192.0.2.99",),
+        ("mail.example.com", "A"): (IP,),
+        ("mail.example.com._spf.example.com", "A"): ("127.0.0.2",),
+    }
+    assert _eval(zone)[0] == "pass"
+    zone[(reverse_name(IP), "PTR")] = ("other.example.net.",)
+    assert _eval(zone)[0] == "fail"  # no validated name: %{p} is "unknown"
+
+
+def test_ptr_when_the_ptr_lookup_fails_is_no_match_not_temperror() -> None:
+    # RFC 7208 5.5: a DNS error on the PTR lookup: the mechanism does not match
+    zone = spf(f"v=spf1 ptr ip4:{IP} -all") | {(reverse_name(IP), "PTR"): Rcode.SERVFAIL}
+    assert _eval(zone)[0] == "pass"
+    assert run(zone).status is Status.PASS
+
+
+def test_ptr_skips_a_name_whose_address_lookup_fails() -> None:
+    zone = spf("v=spf1 ptr -all") | {
+        (reverse_name(IP), "PTR"): ("broken.example.com.", "mail.example.com."),
+        ("broken.example.com", "A"): Rcode.SERVFAIL,
+        ("mail.example.com", "A"): (IP,),
+    }
+    assert _eval(zone)[0] == "pass"
+    del zone[("mail.example.com", "A")]
+    assert _eval(zone)[0] == "fail"
+
+
+def test_macros_inside_include_keep_the_sender_and_move_the_domain() -> None:
+    # RFC 7208 7.3: %{s} and %{o} are the sender's, %{d} the domain of the current record
+    zone = spf("v=spf1 include:inc.example.net -all") | {
+        ("inc.example.net", "TXT"): ("v=spf1 exists:%{o}.%{d}.%{l}.chk.example.org -all",),
+        ("example.com.inc.example.net.postmaster.chk.example.org", "A"): ("127.0.0.2",),
+    }
+    assert _eval(zone)[0] == "pass"
+    zone = spf("v=spf1 redirect=red.example.net") | {
+        ("red.example.net", "TXT"): ("v=spf1 exists:%{s}.%{d}.chk.example.org -all",),
+        ("postmaster@example.com.red.example.net.chk.example.org", "A"): ("127.0.0.2",),
+    }
+    assert _eval(zone)[0] == "pass"
+
+
+def test_digit_transformer_keeps_right_hand_parts_and_all_when_too_many() -> None:
+    ip = ipaddress.ip_address(IP)
+    assert expand_macros("%{d2}", ip, "a.b.example.com") == "example.com"
+    assert expand_macros("%{d99}", ip, "a.b.example.com") == "a.b.example.com"
+    assert expand_macros("%{i2r}", ip, D) == "0.203"  # digits then r (7.1)
+    assert expand_macros("%{l-}", ip, D, sender="a-b@x.example") == "a.b"
+    assert expand_macros("%{S}", ip, D, sender="a b@x.example") == "a%20b%40x.example"
+
+
+def test_expanded_name_over_253_characters_loses_labels_on_the_left() -> None:
+    long = ".".join(["a" * 60] * 5) + ".example.com"
+    assert len(truncate_name(long)) <= 253
+    assert truncate_name(long).endswith(".example.com")
+
+
+def test_record_using_the_sender_says_the_check_assumed_one() -> None:
+    zone = spf("v=spf1 exists:%{l}.chk.example.com -all") | {
+        ("postmaster.chk.example.com", "A"): ("127.0.0.2",)
+    }
+    result = run(zone)
+    assert result.status is Status.PASS
+    assert any("depends on the SMTP sender or HELO" in d for d in result.details)
+
+
+def test_lookup_limit_explains_the_whole_tree_count() -> None:
+    record = "v=spf1 " + " ".join(f"a:h{i}.example.com" for i in range(11)) + f" ip4:{IP} -all"
+    zone = spf(record) | {(f"h{i}.example.com", "A"): ("192.0.2.50",) for i in range(11)}
+    result = run(zone)
+    assert result.status is Status.FAIL
+    assert "counted over the whole record" in result.summary
