@@ -9,6 +9,7 @@ Errors are a typed tree (:class:`SPFError`) turned into :class:`CheckResult` at 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import urllib.parse
@@ -122,6 +123,7 @@ def is_spf(txt: str) -> bool:
     return low == "v=spf1" or low.startswith("v=spf1 ")
 
 
+@functools.lru_cache(maxsize=1024)  # a record is read once per IP checked: parse it once
 def parse_record(text: str, domain: str = "") -> SPFRecord:
     """Parse a whole ``v=spf1`` record; raises :class:`SPFSyntaxError` naming the term.
 
@@ -353,6 +355,7 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     plus_all: list[str] = field(default_factory=list)
     assumed_identity: bool = False  # sender/HELO made up by the checker (no SMTP session)
+    max_lookups: int = MAX_LOOKUPS  # raised only to ask what a record means, limit aside
     _validated: dict[str, bool] = field(default_factory=dict)
     _ptr_names: list[str] | None = None
 
@@ -362,7 +365,7 @@ class Evaluation:
 
     def count_lookup(self) -> None:
         self.lookups += 1
-        if self.lookups > MAX_LOOKUPS:
+        if self.lookups > self.max_lookups:
             raise SPFTooManyLookups
 
     async def query(self, name: str, rdtype: str, *, void_counts: bool = True) -> DnsAnswer:
@@ -487,7 +490,7 @@ async def _matches(ev: Evaluation, domain: str, mech: Mechanism) -> bool:
     if mech.kind == "all":
         return True
     if mech.kind in ("ip4", "ip6"):
-        return mech.target is not None and ev.ip in ipaddress.ip_network(mech.target)
+        return mech.target is not None and ev.ip in _network(mech.target)
     ev.count_lookup()
     target = await _target(mech.target, ev, domain)
     if mech.kind == "include":
@@ -499,6 +502,11 @@ async def _matches(ev: Evaluation, domain: str, mech: Mechanism) -> bool:
     if mech.kind == "mx":
         return await _mx(ev, target, mech)
     return await _ptr(ev, target)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
 
 
 async def _include(ev: Evaluation, target: str) -> bool:

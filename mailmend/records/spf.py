@@ -2,9 +2,13 @@
 
 The published record is read with :mod:`checks.spf`'s parser and evaluated with its evaluator:
 an IP already authorised (an ``ip4`` network, an ``a``/``mx``/``include`` that passes it) is not
-added again. New ``ip4:``/``ip6:`` terms go before ``all``/``redirect=``; every other term and
-the ``all`` qualifier stay. A record that already needs more than 10 DNS lookups gets a
-flattened proposal: includes (then a/mx, then redirect) resolved into ip4/ip6 terms.
+added again, and an IP the record refuses with its own term (``-ip4:IP``, ``~include:...``) is
+not added either: a term after it could never work (first match wins), and the refusal may be on
+purpose, so the plan says so and leaves it to the admin. New ``ip4:``/``ip6:`` terms go before
+``all``/``redirect=``; every other term and the ``all`` qualifier stay. A record that needs more
+than 10 DNS lookups gets a flattened proposal (:mod:`mailmend.records.spf_flatten`) that means
+the same. Every proposal is evaluated before it is returned: each host passes, or is refused on
+purpose.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from checks.ptr import normalize_name
 from checks.spf import (
     MAX_LOOKUPS,
     Evaluation,
-    Mechanism,
+    Match,
     SPFPermError,
     SPFRecord,
     SPFSyntaxError,
@@ -25,22 +29,16 @@ from checks.spf import (
     SPFTooManyLookups,
     evaluate,
     is_spf,
-    parse_mechanism,
     parse_record,
     suggest_record,
 )
+from mailmend.records.spf_flatten import CannotFlatten, Flattener
 
-__all__ = ["MAX_DEPTH", "SpfDnsError", "SpfProposal", "fresh_record", "propose_spf"]
-
-MAX_DEPTH = 10
+__all__ = ["SpfDnsError", "SpfProposal", "fresh_record", "propose_spf"]
 
 
 class SpfDnsError(Exception):
     """DNS did not answer a question the proposal depends on (temperror)."""
-
-
-class _CannotFlatten(Exception):
-    """A term whose addresses cannot be listed (exists, ptr, macros)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,9 @@ class SpfProposal:
     """What the SPF record at ``name`` should be.
 
     ``value`` is None when nothing can be proposed (``problem`` says why). ``added`` lists
-    the new terms, ``covered`` maps an IP already authorised to the term that covers it.
+    the new terms, ``covered`` maps an IP already authorised to the term that covers it,
+    ``denied`` an IP the record refuses with one of its own terms to that term (not added:
+    the admin decides).
     """
 
     name: str
@@ -60,6 +60,7 @@ class SpfProposal:
     flattened: tuple[str, ...] = ()  # "include:x -> ip4:a ip4:b", one per expanded term
     problem: str | None = None
     notes: tuple[str, ...] = ()
+    denied: dict[str, str] = field(default_factory=dict)
 
 
 def _ip_term(ip: str) -> str:
@@ -111,6 +112,7 @@ def _with_note(proposal: SpfProposal, note: str) -> SpfProposal:
     return SpfProposal(
         proposal.name, proposal.published, proposal.value, proposal.added, proposal.covered,
         proposal.lookups, proposal.flattened, proposal.problem, (note, *proposal.notes),
+        proposal.denied,
     )  # fmt: skip
 
 
@@ -160,29 +162,45 @@ async def _extend(
             record, flattened, lookups = await _flatten(resolver, name, record, ips)
             notes.append(
                 f"the published record needs more than {MAX_LOOKUPS} DNS lookups: receivers "
-                "return permerror. Proposed a flattened record; flattened terms go stale when "
-                "the providers change their addresses: run records again regularly"
+                "return permerror. Proposed a flattened record that passes and refuses the same "
+                "addresses; flattened terms go stale when the providers change their addresses: "
+                "run records again regularly"
             )
+        firsts = {ip: await _first_match(resolver, name, record, ip) for ip in ips}
         covered = {
-            ip: term for ip in ips if (term := await _covering_term(resolver, name, record, ip))
+            ip: _where(m, name)
+            for ip, (m, plus_all) in firsts.items()
+            if m and m.result == "pass" and not plus_all
         }
+        denied = {ip: _where(m, name) for ip, (m, _) in firsts.items() if m and _refuses(m)}
+        missing = [ip for ip in ips if ip not in covered and ip not in denied]
+        value = suggest_record(missing, record.text) if missing else record.text
+        wrong = await _not_passing(resolver, name, value, [ip for ip in ips if ip not in denied])
     except SPFTempError as err:
         raise SpfDnsError(str(err)) from None
-    except _CannotFlatten as err:
+    except CannotFlatten as err:
         problem = f"SPF record at {name} needs more than {MAX_LOOKUPS} DNS lookups and {err}"
         return _malformed(name, published, ips, problem, replace_malformed)
     except SPFPermError as err:
         problem = f"SPF record at {name} is broken: {err}"
         return _malformed(name, published, ips, problem, replace_malformed)
-    missing = [ip for ip in ips if ip not in covered]
+    if wrong:
+        problem = f"the proposed SPF record for {name} would not pass {', '.join(wrong)}: {value}"
+        return SpfProposal(name, published, None, problem=problem)
     added = tuple(_ip_term(ip) for ip in missing)
-    value = suggest_record(missing, record.text) if missing else record.text
     if any(m.kind == "ptr" for m in record.mechanisms):
         notes.append("the ptr mechanism is slow and discouraged (RFC 7208 5.5)")
+    denials = [
+        f"the record refuses {ip} with its own term {term}: not added, since a term after it "
+        f"could never match (first match wins). If {ip} should send as {name}, remove that term; "
+        "if it should not, stop it sending as this domain"
+        for ip, term in denied.items()
+    ]
     notes += [f"{ip} already authorised by {term}" for ip, term in covered.items()]
     return SpfProposal(
-        name, published, value, added, covered, lookups, flattened, notes=tuple(notes)
-    )
+        name, published, value, added, covered, lookups, flattened, None,
+        (*denials, *notes), denied,
+    )  # fmt: skip
 
 
 def _malformed(
@@ -204,13 +222,34 @@ async def _count_lookups(resolver: Resolver, name: str, record: SPFRecord, ips: 
     return ev.lookups
 
 
-async def _covering_term(resolver: Resolver, name: str, record: SPFRecord, ip: str) -> str | None:
-    """The term that makes ``ip`` pass, or None."""
+async def _first_match(
+    resolver: Resolver, name: str, record: SPFRecord, ip: str
+) -> tuple[Match | None, bool]:
+    """The term that decides ``ip`` (None: nothing matched), and whether a ``+all`` is
+    reached (a pass then proves nothing: that record authorises everyone)."""
     ev = Evaluation(resolver, ipaddress.ip_address(ip))
     found = await evaluate(ev, name, record)
-    if found is None or found.result != "pass" or ev.plus_all:
-        return None
-    return found.term if found.domain == name else f"{found.term} (in {found.domain})"
+    return found, bool(ev.plus_all)
+
+
+def _refuses(match: Match) -> bool:
+    """The record's own term (not its ``all``) gives the IP fail, softfail or neutral."""
+    return match.result != "pass" and match.term.lstrip("+-~?").lower() != "all"
+
+
+def _where(match: Match, name: str) -> str:
+    return match.term if match.domain == name else f"{match.term} (in {match.domain})"
+
+
+async def _not_passing(resolver: Resolver, name: str, value: str, ips: list[str]) -> list[str]:
+    """The IPs the proposed record ``value`` does not pass: the check before it is shown."""
+    record = parse_record(value, name)
+    wrong: list[str] = []
+    for ip in ips:
+        found, _ = await _first_match(resolver, name, record, ip)
+        if found is None or found.result != "pass":
+            wrong.append(ip)
+    return wrong
 
 
 # --- flattening ------------------------------------------------------------------------------
@@ -219,115 +258,16 @@ async def _covering_term(resolver: Resolver, name: str, record: SPFRecord, ip: s
 async def _flatten(
     resolver: Resolver, name: str, record: SPFRecord, ips: list[str]
 ) -> tuple[SPFRecord, tuple[str, ...], int]:
-    """Expand includes, then a/mx, then redirect into ip4/ip6 terms until under the limit."""
+    """Expand includes, then a/mx, then redirect into ip4/ip6 terms until under the limit;
+    each expansion keeps the record's meaning (see :mod:`mailmend.records.spf_flatten`)."""
+    flattener = Flattener(resolver)
     terms = record.text.split()
     expanded: list[str] = []
     for kinds in (("include",), ("a", "mx"), ("redirect",)):
-        terms, done = await _expand_kinds(resolver, name, terms, kinds)
+        terms, done = await flattener.expand(name, terms, kinds)
         expanded += done
         candidate = parse_record(" ".join(terms), name)
         lookups = await _count_lookups(resolver, name, candidate, ips)
         if lookups <= MAX_LOOKUPS:
             return candidate, tuple(expanded), lookups
-    raise _CannotFlatten("flattening includes, a, mx and redirect does not bring it under")
-
-
-async def _expand_kinds(
-    resolver: Resolver, name: str, terms: list[str], kinds: tuple[str, ...]
-) -> tuple[list[str], list[str]]:
-    out: list[str] = []
-    expanded: list[str] = []
-    seen: set[str] = set()
-
-    def keep(term: str) -> None:
-        if term.lower() not in seen:
-            seen.add(term.lower())
-            out.append(term)
-
-    for term in terms:
-        low = term.lower()
-        if "redirect" in kinds and low.startswith("redirect="):
-            target = normalize_name(term.partition("=")[2])
-            networks, tail = await _pass_networks(resolver, target, 0)
-            for net in networks:
-                keep(net)
-            keep(tail or "?all")
-            expanded.append(f"{term} -> {' '.join(networks) or '(nothing)'} {tail or '?all'}")
-            continue
-        if "=" in term or low == "v=spf1":
-            keep(term)
-            continue
-        mech = parse_mechanism(term, name)
-        if mech.kind not in kinds:
-            keep(term)
-            continue
-        prefix = "" if mech.qualifier == "+" else mech.qualifier
-        networks = await _mechanism_networks(resolver, name, mech, 0)
-        for net in networks:
-            keep(prefix + net)
-        expanded.append(f"{term} -> {' '.join(networks) or '(nothing)'}")
-    return out, expanded
-
-
-async def _query(resolver: Resolver, name: str, rdtype: str) -> DnsAnswer:
-    answer = await resolver.query(name + ".", rdtype)
-    if not answer.ok:
-        raise SPFTempError(answer)
-    return answer
-
-
-def _network_term(address: str, prefix: int | None) -> str:
-    addr = ipaddress.ip_address(address)
-    if prefix is None or prefix == addr.max_prefixlen:
-        return f"ip{addr.version}:{addr.compressed}"
-    net = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
-    return f"ip{addr.version}:{net}"
-
-
-async def _mechanism_networks(
-    resolver: Resolver, domain: str, mech: Mechanism, depth: int
-) -> list[str]:
-    """The ip4/ip6 terms (no qualifier) a passing ``mech`` stands for."""
-    target = normalize_name(mech.target) if mech.target else domain
-    if "%" in target:
-        raise _CannotFlatten(f"{mech.text} uses macros")
-    if mech.kind in ("ip4", "ip6"):
-        net = ipaddress.ip_network(mech.target or "")
-        return [_network_term(str(net.network_address), net.prefixlen)]
-    if mech.kind == "include":
-        return (await _pass_networks(resolver, target, depth + 1))[0]
-    hosts = [target]
-    if mech.kind == "mx":
-        answer = await _query(resolver, target, "MX")
-        hosts = [normalize_name(r.split()[-1]) for r in answer.records if r.split()[-1] != "."]
-    if mech.kind in ("a", "mx"):
-        out: list[str] = []
-        for host in hosts:
-            for rdtype, prefix in (("A", mech.cidr4), ("AAAA", mech.cidr6)):
-                for address in (await _query(resolver, host, rdtype)).records:
-                    out.append(_network_term(address, prefix))
-        return out
-    raise _CannotFlatten(f"{mech.text} cannot be listed as addresses")
-
-
-async def _pass_networks(
-    resolver: Resolver, domain: str, depth: int
-) -> tuple[list[str], str | None]:
-    """The networks that pass in ``domain``'s record, and its ``all`` term (if any)."""
-    if depth > MAX_DEPTH:
-        raise _CannotFlatten(f"includes nest deeper than {MAX_DEPTH} at {domain}")
-    answer = await _query(resolver, domain, "TXT")
-    records = [r for r in answer.records if is_spf(r)]
-    if len(records) != 1:
-        raise SPFPermError(f"{domain} has {len(records)} SPF records")
-    record = parse_record(records[0], domain)
-    out: list[str] = []
-    for mech in record.mechanisms:
-        if mech.kind == "all":
-            return out, mech.text
-        if mech.qualifier == "+":  # other qualifiers never make an include pass
-            out += await _mechanism_networks(resolver, domain, mech, depth)
-    if record.redirect is not None:
-        more, tail = await _pass_networks(resolver, normalize_name(record.redirect), depth + 1)
-        return out + more, tail
-    return out, None
+    raise CannotFlatten("flattening includes, a, mx and redirect does not bring it under")
