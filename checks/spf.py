@@ -599,7 +599,7 @@ async def check_spf(
         shown = domain.encode("ascii", "backslashreplace").decode("ascii")
         return _result(
             Status.FAIL,
-            repr(shown),
+            shown,
             f"{shown!r} is not a valid domain name, so it cannot have an SPF record "
             "(RFC 7208 4.3: result none)",
             fix="correct the domain in the fleet file (labels of 1-63 characters, two or more)",

@@ -7,7 +7,8 @@ import ipaddress
 
 import pytest
 
-from checks.dns import Rcode
+from checks.dns import DnsAnswer, Rcode
+from checks.engine import encode_name
 from checks.ptr import reverse_name
 from checks.result import CheckResult, Status
 from checks.spf import (
@@ -327,7 +328,12 @@ def test_ipv4_mapped_ipv6_is_evaluated_as_ipv4() -> None:
 
 @pytest.mark.parametrize("domain", ["a" * 64 + ".example.com", "a..example.com", "localhost"])
 def test_malformed_domain_is_a_clear_result_not_valueerror(domain: str) -> None:
-    result = asyncio.run(check_spf(FakeResolver({}), domain, (IP,)))
+    class EngineLikeResolver(FakeResolver):
+        async def query(self, name: str, rdtype: str) -> DnsAnswer:
+            encode_name(name)  # the real engine raises ValueError for a name DNS cannot carry
+            return await super().query(name, rdtype)
+
+    result = asyncio.run(check_spf(EngineLikeResolver({}), domain, (IP,)))
     assert result.status is Status.FAIL
     assert "not a valid domain name" in result.summary and result.fix is not None
 
