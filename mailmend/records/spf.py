@@ -36,6 +36,8 @@ from mailmend.records.spf_flatten import CannotFlatten, Flattener
 
 __all__ = ["SpfDnsError", "SpfProposal", "fresh_record", "propose_spf"]
 
+MAX_UDP_RECORD = 450  # RFC 7208 3.4
+
 
 class SpfDnsError(Exception):
     """DNS did not answer a question the proposal depends on (temperror)."""
@@ -188,6 +190,13 @@ async def _extend(
         problem = f"the proposed SPF record for {name} would not pass {', '.join(wrong)}: {value}"
         return SpfProposal(name, published, None, problem=problem)
     added = tuple(_ip_term(ip) for ip in missing)
+    size = len(value.encode("utf-8"))
+    if flattened and size > MAX_UDP_RECORD:
+        notes.append(
+            f"the flattened record is {size} bytes: RFC 7208 3.4 advises at most "
+            f"{MAX_UDP_RECORD} so the answer fits one UDP packet; if the provider's ranges "
+            "allow it, keep some includes (drop unused ones) instead"
+        )
     if any(m.kind == "ptr" for m in record.mechanisms):
         notes.append("the ptr mechanism is slow and discouraged (RFC 7208 5.5)")
     denials = [

@@ -185,6 +185,17 @@ def test_flattening_keeps_a_refusal_inside_an_include() -> None:
     assert "ip4:198.51.100.128/25" not in proposal.value
 
 
+def test_a_long_flattened_record_says_it_is_long() -> None:
+    zone = _crm_zone()
+    long = " ".join(f"ip4:198.51.100.{2 * k}" for k in range(40))  # no two make a block
+    zone[("_spf.crm.test", "TXT")] = (f"v=spf1 {long} -all",)
+    proposal = propose(zone, ["203.0.113.7"])
+    assert proposal.value is not None and len(proposal.value) > 450
+    assert any("RFC 7208 3.4 advises at most 450" in n for n in proposal.notes)
+    short = propose(_crm_zone(), ["203.0.113.7"])
+    assert not any("3.4" in n for n in short.notes)
+
+
 def test_merge_does_not_append_a_term_the_record_refuses_and_says_so() -> None:
     zone: Zone = {
         (TOP, "TXT"): ("v=spf1 -ip4:198.51.100.20 include:_spf.provider.test -all",),
