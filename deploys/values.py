@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailmend.values import MANAGED_POSTFIX_KEYS as MANAGED_POSTFIX_KEYS  # the one list
 from mailmend.values import (
     fqdn_problem,
     normalize_fqdn,
     normalize_relay_host,
+    postfix_key_problem,
+    postfix_value_problem,
     relay_host_problem,
     selector_problem,
     unsafe_char_problem,
@@ -61,41 +64,6 @@ SHARED_DEFAULTS: dict[str, Any] = {
 #: The suppression tables' file names in ``hygiene_suppression_dir``.
 SUPPRESS_RECIPIENTS = "suppress_recipients"
 SUPPRESS_TRANSPORT = "suppress_transport"
-
-#: Every main.cf parameter ``templates/postfix/main.cf.j2`` sets; ``postfix_main_cf`` may not
-#: override them (a second definition would silently win, or add a second pacing knob).
-MANAGED_POSTFIX_KEYS: frozenset[str] = frozenset(
-    {
-        "compatibility_level",
-        "myhostname",
-        "mydomain",
-        "myorigin",
-        "mydestination",
-        "mynetworks",
-        "smtp_helo_name",
-        "inet_interfaces",
-        "inet_protocols",
-        "smtp_bind_address",
-        "smtp_bind_address6",
-        "relayhost",
-        "relay_domains",
-        "smtp_sasl_auth_enable",
-        "smtp_sasl_password_maps",
-        "smtp_sasl_security_options",
-        "smtp_tls_security_level",
-        "smtpd_relay_restrictions",
-        "smtpd_recipient_restrictions",
-        "transport_maps",
-        "access_map_reject_code",
-        "smtpd_recipient_limit",
-        "smtpd_milters",
-        "non_smtpd_milters",
-        "milter_default_action",
-        "maillog_file",
-        "alias_maps",
-        "alias_database",
-    }
-)
 
 
 class DeployValueError(ValueError):
@@ -213,6 +181,8 @@ def ip_address(host: str, field: str, value: object, version: int | None = None)
         raise DeployValueError(host, field, f"{text!r} is not an IP address") from None
     if version is not None and address.version != version:
         raise DeployValueError(host, field, f"{text!r} is not an IPv{version} address")
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise DeployValueError(host, field, f"{text!r} has an IPv6 zone index")
     return address.compressed
 
 
@@ -310,12 +280,11 @@ def extra_settings(host: str, value: object) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = []
     for key, raw in value.items():
         where = f"{field}.{key}"
-        if not isinstance(key, str) or not _POSTFIX_KEY.match(key):
+        if not isinstance(key, str):
             raise DeployValueError(host, field, f"{key!r} is not a main.cf parameter name")
-        if key in MANAGED_POSTFIX_KEYS:
-            raise DeployValueError(host, where, "managed by mailmend; set the fleet key instead")
-        if key.endswith("_rate_delay"):
-            raise DeployValueError(host, where, "mailmend paces with exactly one knob")
+        problem = postfix_key_problem(key)  # the fleet check's rule: one list of managed keys
+        if problem:
+            raise DeployValueError(host, where, problem)
         if isinstance(raw, bool):
             raw = "yes" if raw else "no"
         elif isinstance(raw, int):
@@ -323,6 +292,9 @@ def extra_settings(host: str, value: object) -> tuple[tuple[str, str], ...]:
         text = safe_text(host, where, raw)
         if "\u2028" in text or "\u2029" in text:
             raise DeployValueError(host, where, "line separator in value")
+        problem = postfix_value_problem(text)
+        if problem:
+            raise DeployValueError(host, where, problem)
         out.append((key, text))
     return tuple(out)
 

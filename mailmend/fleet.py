@@ -327,11 +327,12 @@ def _postfix_main_cf(raw: object, at: _At) -> dict[str, str] | None:
             )
             ok = False
             continue
-        text = _string(value, at.sub(key), allow_space=True)
-        if text is None:
+        reason = v.postfix_value_problem(value)
+        if reason:
+            at.sub(key).error(reason)
             ok = False
         else:
-            settings[key] = text
+            settings[key] = value
     return settings if ok else None
 
 

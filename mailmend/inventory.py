@@ -98,9 +98,47 @@ def pyinfra_groups() -> dict[str, list[tuple[str, dict[str, Any]]]]:
         fleet = load_fleet(path)
     except FleetError as err:
         _fail(str(err))
+    problems = deploy_input_problems(fleet)
+    if problems:
+        _fail("\n".join(problems))
     for warning in fleet.warnings:
         print(f"mailmend: warning: {warning}", file=sys.stderr)
     return groups_of(fleet)
+
+
+def deploy_input_problems(fleet: Fleet) -> list[str]:
+    """What the deploy reads on this machine besides the fleet file, checked before connecting.
+
+    The relay secrets (``env:NAME`` set, ``user:password`` in it; never shown) and the
+    repository's suppression lists (valid addresses, none on both lists).
+    """
+    from deploys.values import SUPPRESSION_DIR, DeployValueError, read_relay_credentials
+    from mailmend.hygiene import bounces
+
+    problems = []
+    for spec in fleet.hosts:
+        if spec.relay_host is None or spec.relay_credentials is None:
+            continue
+        try:
+            read_relay_credentials(spec.name, spec.relay_credentials)
+        except DeployValueError as err:
+            problems.append(f"{fleet.path}: {err} (the deploy needs it on this machine)")
+    try:
+        lists = [
+            bounces.parse_address_list(_read_list(path), str(path))
+            for path in (SUPPRESSION_DIR / "allow.txt", SUPPRESSION_DIR / "deny.txt")
+        ]
+        bounces.build_suppression([], allow=lists[0], deny=lists[1])
+    except (OSError, bounces.HygieneError) as err:
+        problems.append(str(err) if not isinstance(err, OSError) else f"{err.filename}: {err}")
+    return problems
+
+
+def _read_list(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
 
 
 def _fail(message: str) -> None:

@@ -31,25 +31,71 @@ _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&*+/=?
 _FORBIDDEN_PUNCTUATION = frozenset("'\"\\")
 _PACING = "mailmend paces with exactly one knob from rate_limit_per_minute"
 _MILTERS = "mailmend wires the OpenDKIM milter itself from domains"
+_NAMES = "set through the fleet key hostname instead"
+_RELAY = "set through the fleet key relay_host instead"
+_NOT_OPEN = "mailmend keeps the host from relaying for others (never an open relay)"
+_HYGIENE = "the suppression tables (deploys/hygiene.py) use it"
+_RENDERED = "mailmend renders it (templates/postfix/main.cf.j2)"
 
-#: main.cf parameters that mailmend renders itself, with where to set them instead.
+#: Every main.cf parameter mailmend renders itself (``templates/postfix/main.cf.j2``), with
+#: where to set it instead. The one list: the fleet check and the deploy both refuse these in
+#: ``postfix_main_cf`` (a second definition would silently win, or add a second pacing knob).
 MANAGED_POSTFIX_KEYS: dict[str, str] = {
-    "myhostname": "set through the fleet key hostname instead",
-    "mydomain": "set through the fleet key hostname instead (mailmend derives it)",
-    "myorigin": "set through the fleet key hostname instead (mailmend derives it)",
+    "compatibility_level": _RENDERED,
+    "myhostname": _NAMES,
+    "mydomain": f"{_NAMES} (mailmend derives it)",
+    "myorigin": f"{_NAMES} (mailmend derives it)",
+    "mydestination": f"{_NAMES} (mailmend derives it)",
+    "smtp_helo_name": f"{_NAMES} (mailmend derives it)",
+    "alias_maps": _RENDERED,
+    "alias_database": _RENDERED,
     "inet_interfaces": "set through the fleet key receives_mail instead (or listen_address)",
+    "inet_protocols": "set through the fleet key public_ipv6 instead (IPv6 only with a public "
+    "IPv6 address)",
     "smtp_bind_address": "set through the fleet key bind_address instead",
     "smtp_bind_address6": "set through the fleet key bind_address instead",
-    "relayhost": "set through the fleet key relay_host instead",
+    "mynetworks": _NOT_OPEN,
+    "relay_domains": f"{_NOT_OPEN}; with no relay domains the relay transport carries no mail",
+    "smtpd_relay_restrictions": _NOT_OPEN,
+    "smtpd_recipient_restrictions": f"{_NOT_OPEN}; {_HYGIENE}",
+    "smtpd_recipient_limit": "set through the fleet key recipient_limit instead",
+    "access_map_reject_code": _HYGIENE,
+    "transport_maps": _HYGIENE,
+    "relayhost": _RELAY,
+    "smtp_tls_security_level": f"{_RELAY} (a relay gets encrypt, direct delivery may)",
+    "smtp_sasl_auth_enable": "set through the fleet key relay_credentials instead",
     "smtp_sasl_password_maps": "set through the fleet key relay_credentials instead",
+    "smtp_sasl_security_options": "set through the fleet key relay_credentials instead",
     "smtp_transport_rate_delay": _PACING,
-    "default_transport_rate_delay": _PACING,
-    "smtp_destination_rate_delay": _PACING,
-    "default_destination_rate_delay": _PACING,
     "smtpd_milters": _MILTERS,
     "non_smtpd_milters": _MILTERS,
     "milter_default_action": _MILTERS,
+    "maillog_file": "set through the tuning key postfix_maillog_file instead (group_data/)",
 }
+
+#: The pacing knob: mailmend sets it and nothing may route mail around it.
+PACING_KNOB = "smtp_transport_rate_delay"
+_BYPASS = (
+    f"{_PACING} ({PACING_KNOB}, which covers only the smtp transport): mail would leave unpaced"
+)
+#: (what the key does, how it is recognised) for main.cf parameters that defeat the pacing.
+_PACING_BYPASS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "a second pacing knob (delays add up or override the one knob)",
+        re.compile(r".*_rate_delay\Z"),
+    ),
+    (
+        "it moves mail onto a delivery transport of its own",
+        re.compile(r".*_transport(_maps)?\Z"),
+    ),
+    (
+        "it hands every message to a transport or server of its own",
+        re.compile(r"(content_filter|smtpd_proxy_filter)\Z"),
+    ),
+    ("it renames a Postfix service (delivery agents among them)", re.compile(r".*_service_name\Z")),
+)
+#: A FILTER action written inline (``inline:{...}``, ``static:...``) selects a transport too.
+_FILTER_ACTION = re.compile(r"(?i)(?<![A-Za-z0-9_])FILTER\s+[^\s,}]*:")
 
 
 # -- generic ------------------------------------------------------------------------------
@@ -301,6 +347,11 @@ def ip_problem(value: str) -> str | None:
     ip = _ip_or_none(value)
     if ip is None:
         return f"{value!r} is not an IP address (give exactly one, IPv4 or IPv6)"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return (
+            f"{value!r} has an IPv6 zone index (%...); Postfix's master.cf and main.cf take "
+            "the address alone"
+        )
     if ip.is_unspecified or ip.is_multicast:
         return f"{value} is not a usable local address (unspecified or multicast)"
     return None
@@ -412,15 +463,30 @@ def normalize_email(value: str) -> str:
 
 
 def postfix_key_problem(key: str) -> str | None:
-    """An extra main.cf parameter name that mailmend does not manage itself."""
+    """An extra main.cf parameter name that mailmend lets the admin set.
+
+    Refused: a bad name, a parameter mailmend renders itself, and any parameter that would
+    route mail around the single pacing knob (another rate delay, a transport of its own, a
+    content filter).
+    """
     if not _POSTFIX_KEY.match(key):
         return f"{key!r} is not a main.cf parameter name (must match ^[a-z][a-z0-9_]*$)"
     managed = MANAGED_POSTFIX_KEYS.get(key)
     if managed:
         return f"{key} is managed by mailmend: {managed}"
+    for what, pattern in _PACING_BYPASS:
+        if pattern.match(key):
+            return f"{key} is refused: {what}; {_BYPASS}"
     return None
 
 
 def postfix_value_problem(value: str) -> str | None:
-    """A main.cf value: plain spaces allowed (``permit_mynetworks, reject``), nothing else."""
-    return unsafe_char_problem(value, allow_space=True)
+    """A main.cf value: plain spaces allowed (``permit_mynetworks, reject``), nothing else.
+
+    An inline ``FILTER transport:nexthop`` action is refused: it bypasses the pacing.
+    """
+    reason = unsafe_char_problem(value, allow_space=True)
+    if reason is None and _FILTER_ACTION.search(value):
+        what = "a FILTER action: it hands mail to a transport of its own choosing"
+        return f"{value!r} holds {what}; {_BYPASS}"
+    return reason

@@ -261,15 +261,15 @@ def test_postfix_main_cf_merges_key_by_key() -> None:
             },
             groups__eu__postfix_main_cf={
                 "message_size_limit": "2",
-                "smtp_tls_security_level": "may",
+                "smtp_tls_loglevel": "1",
             },
-            hosts__mx1__postfix_main_cf={"smtp_tls_security_level": "encrypt"},
+            hosts__mx1__postfix_main_cf={"smtp_tls_loglevel": "2"},
         )
     )
     assert dict(host(fleet, "mx1").postfix_main_cf) == {
         "smtpd_banner": "$myhostname",
         "message_size_limit": "2",
-        "smtp_tls_security_level": "encrypt",
+        "smtp_tls_loglevel": "2",
     }
     assert dict(host(fleet, "mx2").postfix_main_cf) == {
         "smtpd_banner": "$myhostname",
@@ -615,7 +615,7 @@ def test_postfix_values_refuse_control_characters_and_quotes(ch: str) -> None:
 
 
 def test_postfix_values_may_contain_plain_spaces() -> None:
-    main_cf = {"smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination"}
+    main_cf = {"smtpd_helo_restrictions": "permit_mynetworks, reject_invalid_helo_hostname"}
     fleet = parse(doc(hosts__mx1__postfix_main_cf=main_cf))
     assert host(fleet, "mx1").postfix_main_cf == main_cf
 

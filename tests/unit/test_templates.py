@@ -302,7 +302,7 @@ def test_a_second_pacing_knob_is_refused(key: str) -> None:
 def test_every_setting_the_template_renders_is_managed() -> None:
     rendered = {key for key, _ in main_cf_settings(render_main_cf(host_data("relay")))}
     inbound = {key for key, _ in main_cf_settings(render_main_cf(host_data("sandbox")))}
-    unmanaged = (rendered | inbound) - values.MANAGED_POSTFIX_KEYS
+    unmanaged = (rendered | inbound) - set(values.MANAGED_POSTFIX_KEYS)
     # Cosmetic or TLS defaults the admin may tune are not "managed"; anything else must be.
     assert unmanaged <= {
         "biff", "append_dot_mydomain", "readme_directory", "smtpd_banner", "smtp_tls_CApath",

@@ -389,7 +389,16 @@ def test_normalize_email_lowercases_domain_only() -> None:
 # -- Postfix ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["smtpd_banner", "message_size_limit", "smtp_tls_security_level"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "smtpd_banner",
+        "message_size_limit",
+        "smtp_tls_loglevel",
+        "smtp_destination_concurrency_limit",
+        "sender_dependent_relayhost_maps",
+    ],
+)
 def test_postfix_key_accepts(key: str) -> None:
     assert v.postfix_key_problem(key) is None
 
