@@ -1,13 +1,16 @@
 """``mailmend queue``: triage every fleet host's Postfix queue over SSH; hold or delete a sender.
 
 Plugs into :mod:`mailmend.cli` as ``Command(help, add_arguments, run)``. Reads each host's
-queue with ``ssh ... postqueue -j`` (the fleet's ssh_* fields, BatchMode, strict host keys
-when a known_hosts file is configured) and prints a table, or ``--json``.
+queue with ``ssh ... postqueue -j`` (the fleet's ssh_* fields, see :mod:`mailmend.ssh`) and
+prints a table, or JSON with ``--format json`` (as ``mailmend check``; ``--json`` is a
+deprecated alias).
 
 - ``--hold SENDER``: ``postsuper -h`` on exactly that sender's queue ids (exact, case-insensitive
-  match; ``MAILER-DAEMON`` means bounces). Reversible with ``postsuper -H``.
+  match). Reversible with ``postsuper -H``.
 - ``--delete SENDER --yes``: ``postsuper -d`` on exactly that sender's queue ids. Without
   ``--yes`` nothing is deleted: the command says what it would delete and exits 2.
+- Bounces (the null sender) only with ``--bounces``: ``--hold --bounces``, ``--delete --bounces
+  --yes``. An empty SENDER (``--hold "$UNSET"``), ``<>`` or ``MAILER-DAEMON`` is refused.
 
 Queue ids are validated and sent on postsuper's stdin (``postsuper -h -``), never through a
 shell. Exit codes: 0 nothing flagged (or the action succeeded everywhere), 1 a host is flagged
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -32,6 +36,9 @@ from mailmend.hygiene import queue as q
 from mailmend.ssh import ssh_argv
 
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+FORMATS = ("table", "json")
+#: ``--hold`` / ``--delete`` given without a SENDER (only valid with ``--bounces``).
+_NO_SENDER = "\x00no sender"
 SSH_FAILED = 255
 
 #: argv, stdin, timeout -> the finished process (tests pass a fake).
@@ -67,10 +74,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument(
         "--host", metavar="NAME", action="append", default=[], help="only this host (repeatable)"
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    act = parser.add_argument_group("acting on one sender (exact address; MAILER-DAEMON = bounces)")
-    act.add_argument("--hold", metavar="SENDER", help="put that sender's queued mail on hold")
-    act.add_argument("--delete", metavar="SENDER", help="delete that sender's queued mail")
+    parser.add_argument(
+        "--format", choices=FORMATS, default=None, help="output format (default table)"
+    )
+    parser.add_argument("--json", action="store_true", help="deprecated: use --format json")
+    act = parser.add_argument_group("acting on one sender (exact address) or on bounces")
+    act.add_argument("--hold", metavar="SENDER", nargs="?", const=_NO_SENDER,
+                     help="put that sender's queued mail on hold")  # fmt: skip
+    act.add_argument("--delete", metavar="SENDER", nargs="?", const=_NO_SENDER,
+                     help="delete that sender's queued mail")  # fmt: skip
+    act.add_argument("--bounces", action="store_true",
+                     help="act on bounces (the null sender) instead of a SENDER: "
+                     "--hold --bounces, --delete --bounces --yes")  # fmt: skip
     act.add_argument("--yes", action="store_true", help="confirm --delete (required)")
     flags = parser.add_argument_group("flag thresholds")
     t = q.Thresholds()
@@ -109,8 +124,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help=f"... or a bounce share >= F (default {t.bounce_share})",
     )
-    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
                         help="per-host SSH timeout (default 60)")  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    """A finite, positive number of seconds (``nan`` and ``inf`` would never time out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds above 0")
+    return value
 
 
 def _thresholds(args: argparse.Namespace) -> q.Thresholds:
@@ -126,25 +152,44 @@ def _thresholds(args: argparse.Namespace) -> q.Thresholds:
         raise UsageError(str(err)) from None
 
 
-def _action(args: argparse.Namespace) -> tuple[str, str] | None:
-    """("hold" | "delete", sender) or None; refuses unsafe combinations."""
+def _action(args: argparse.Namespace) -> tuple[str, str | q.Bounces] | None:
+    """("hold" | "delete", sender or q.BOUNCES) or None; refuses unsafe combinations."""
     if args.hold is not None and args.delete is not None:
         raise UsageError("give --hold or --delete, not both")
     if args.yes and args.delete is None:
         raise UsageError("--yes only confirms --delete SENDER")
-    if args.hold is not None:
-        return "hold", _sender(args.hold)
-    if args.delete is not None:
-        return "delete", _sender(args.delete)
-    return None
+    verb, value = ("hold", args.hold) if args.hold is not None else ("delete", args.delete)
+    if value is None:
+        if args.bounces:
+            raise UsageError("--bounces selects what --hold or --delete acts on; give one")
+        return None
+    if args.bounces:
+        if value != _NO_SENDER:
+            raise UsageError(f"give --{verb} SENDER or --{verb} --bounces, not both")
+        return verb, q.BOUNCES
+    if value == _NO_SENDER:
+        raise UsageError(f"--{verb} needs a SENDER address (or --bounces for bounces)")
+    return verb, _sender(value, verb)
 
 
-def _sender(value: str) -> str:
+def _sender(value: str, verb: str) -> str:
+    if value.strip() in ("", "<>") or value.upper() == q.BOUNCE_SENDER:
+        raise UsageError(
+            f"--{verb} {value!r}: an empty or bounce sender is not an address; "
+            f"to act on bounces say so: --{verb} --bounces"
+        )
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise UsageError(f"{value!r} is not a sender address")
-    if value in ("", "<>"):
-        return q.BOUNCE_SENDER
     return value
+
+
+def _format(args: argparse.Namespace) -> str:
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json (deprecated) means --format json, not --format {args.format}")
+    if args.json:
+        print("mailmend queue: --json is deprecated; use --format json", file=sys.stderr)
+        return "json"
+    return str(args.format or "table")
 
 
 def _hosts(args: argparse.Namespace) -> list[HostSpec]:
@@ -201,7 +246,7 @@ def _apply(
 
 def _one_host(
     spec: HostSpec,
-    action: tuple[str, str] | None,
+    action: tuple[str, str | q.Bounces] | None,
     *,
     thresholds: q.Thresholds,
     runner: Runner,
@@ -226,7 +271,7 @@ def _one_host(
 
 def collect(
     hosts: Sequence[HostSpec],
-    action: tuple[str, str] | None,
+    action: tuple[str, str | q.Bounces] | None,
     *,
     thresholds: q.Thresholds,
     runner: Runner = _subprocess_runner,
@@ -267,7 +312,7 @@ def _size(num: int) -> str:
     return f"{value:.1f}G"
 
 
-def render_table(results: Sequence[HostResult], sender: str | None = None) -> str:
+def render_table(results: Sequence[HostResult], sender: str | q.Bounces | None = None) -> str:
     rows = [("HOST", "MSGS", "RCPTS", "SIZE", "OLDEST", "BOUNCES", "FLAGS")]
     details: list[str] = []
     for r in results:
@@ -285,7 +330,7 @@ def render_table(results: Sequence[HostResult], sender: str | None = None) -> st
     return "\n".join([*lines, *details]) + "\n"
 
 
-def _details(r: HostResult, sender: str | None) -> list[str]:
+def _details(r: HostResult, sender: str | q.Bounces | None) -> list[str]:
     t = r.triage
     assert t is not None
     out = [f"\n{r.host}:"] if t.messages or r.action else []
@@ -301,7 +346,12 @@ def _details(r: HostResult, sender: str | None) -> list[str]:
     return out
 
 
-def _action_line(r: HostResult, sender: str | None) -> str:
+def _who(sender: str | q.Bounces | None) -> str:
+    return "bounces (MAILER-DAEMON)" if isinstance(sender, q.Bounces) else str(sender)
+
+
+def _action_line(r: HostResult, target: str | q.Bounces | None) -> str:
+    sender = _who(target)
     n = len(r.action_ids)
     if not n:
         return f"{r.action}: no queued mail from {sender}"
@@ -343,6 +393,7 @@ def run(
     stdout = out or sys.stdout
     try:
         action = _action(args)
+        output = _format(args)
         thresholds = _thresholds(args)
         hosts = _hosts(args)
     except (UsageError, FleetError) as err:
@@ -352,11 +403,11 @@ def run(
     results = collect(hosts, action, thresholds=thresholds, runner=runner,
                       timeout=args.timeout, confirmed=confirmed)  # fmt: skip
     sender = action[1] if action else None
-    stdout.write(render_json(results) if args.json else render_table(results, sender))
+    stdout.write(render_json(results) if output == "json" else render_table(results, sender))
     if action and action[0] == "delete" and not confirmed:
         total = sum(len(r.action_ids) for r in results)
         print(
-            f"mailmend queue: would delete {total} messages from {sender}; "
+            f"mailmend queue: would delete {total} messages from {_who(sender)}; "
             "nothing deleted: add --yes to confirm",
             file=sys.stderr,
         )

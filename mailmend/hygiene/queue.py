@@ -11,14 +11,19 @@
 - ``mass_mailing``: one sender owns many queued messages (a compromised account or a web form
   filling the queue): at least ``sender_count`` messages, or at least ``sender_share`` of a
   queue of at least ``min_queue`` messages.
-- ``backscatter``: the queue is full of bounces (empty sender, shown as MAILER-DAEMON): Postfix
-  is bouncing mail it accepted for non-existent users, which gets the IP on backscatter lists.
+- ``backscatter``: the queue is full of bounces (the null sender): Postfix is bouncing mail it
+  accepted for non-existent users, which gets the IP on backscatter lists.
+
+A bounce's sender is empty in the envelope; Postfix 3.7's ``postqueue -j`` prints it as
+``"sender": "MAILER-DAEMON"`` (older versions printed ``""``): both parse to ``""``. Acting on
+bounces takes :data:`BOUNCES`, never an empty sender string (an empty shell variable must not
+select every bounce).
 
     >>> msgs = parse_queue(['{"queue_name": "active", "queue_id": "ABC123", '
-    ...     '"arrival_time": 100, "message_size": 10, "sender": "", "recipients": '
+    ...     '"arrival_time": 100, "message_size": 10, "sender": "MAILER-DAEMON", "recipients": '
     ...     '[{"address": "x@example.net"}]}'])
-    >>> queue_ids_for_sender(msgs, "MAILER-DAEMON")
-    ['ABC123']
+    >>> msgs[0].is_bounce, queue_ids_for_sender(msgs, BOUNCES)
+    (True, ['ABC123'])
 """
 
 from __future__ import annotations
@@ -30,8 +35,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-#: How Postfix shows the empty (bounce) sender.
+#: How Postfix shows the empty (bounce) sender: ``postqueue -p`` and, from 3.7 at least,
+#: ``postqueue -j``.
 BOUNCE_SENDER = "MAILER-DAEMON"
+
+
+class Bounces:
+    """The selector for bounces (the null sender) in :func:`queue_ids_for_sender`."""
+
+    def __repr__(self) -> str:
+        return "BOUNCES"
+
+
+#: Select bounces, explicitly: no sender string means "bounces".
+BOUNCES = Bounces()
 _QUEUE_ID = re.compile(r"[0-9A-Za-z]{5,32}\Z")
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 _BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+\]")
@@ -156,10 +173,15 @@ def parse_entry(obj: Any, where: str = "entry") -> QueuedMessage:
         queue_id=queue_id,
         arrival_time=_field(obj, "arrival_time", int, where),
         message_size=_field(obj, "message_size", int, where),
-        sender=_field(obj, "sender", str, where),
+        sender=_sender(_field(obj, "sender", str, where)),
         recipients=tuple(recipients),
         forced_expire=obj.get("forced_expire") is True,
     )
+
+
+def _sender(raw: str) -> str:
+    """The envelope sender; ``""`` for a bounce, whichever way ``postqueue -j`` shows it."""
+    return "" if raw == BOUNCE_SENDER else raw
 
 
 def parse_queue(lines: Iterable[str]) -> list[QueuedMessage]:
@@ -257,14 +279,21 @@ def triage(
 # -- acting on one sender -----------------------------------------------------------------
 
 
-def sender_matches(message: QueuedMessage, sender: str) -> bool:
-    """Exact (case-insensitive) sender match; ``MAILER-DAEMON`` or ``""`` means bounces."""
-    wanted = "" if sender.upper() == BOUNCE_SENDER or sender in ("", "<>") else sender.lower()
-    return message.sender.lower() == wanted
+def sender_matches(message: QueuedMessage, sender: str | Bounces) -> bool:
+    """Exact (case-insensitive) sender match; :data:`BOUNCES` selects bounces.
+
+    An empty or bounce-like sender string (``""``, ``<>``, ``MAILER-DAEMON``) is refused: it
+    must never quietly mean every bounce.
+    """
+    if isinstance(sender, Bounces):
+        return message.is_bounce
+    if sender.strip() in ("", "<>") or sender.upper() == BOUNCE_SENDER:
+        raise ValueError(f"{sender!r} is not a sender address; select bounces with BOUNCES")
+    return message.sender.lower() == sender.lower()
 
 
 def queue_ids_for_sender(
-    messages: Iterable[QueuedMessage], sender: str, *, skip_held: bool = False
+    messages: Iterable[QueuedMessage], sender: str | Bounces, *, skip_held: bool = False
 ) -> list[str]:
     """The queue ids of exactly ``sender``'s messages (never a substring match), validated."""
     ids = []

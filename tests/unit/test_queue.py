@@ -166,7 +166,10 @@ def test_hold_selection_is_exactly_one_sender() -> None:
         "5A1B2C3D4E",
         "6B2C3D4E5F",
     ]  # not webmaster@shop.example, not the bounce addressed to web@
-    assert q.queue_ids_for_sender(messages, "MAILER-DAEMON") == ["7C3D4E5F6A"]
+    assert q.queue_ids_for_sender(messages, q.BOUNCES) == ["7C3D4E5F6A"]
+    for bounce_like in ("", "<>", "MAILER-DAEMON", "mailer-daemon", " "):
+        with pytest.raises(ValueError, match="BOUNCES"):
+            q.queue_ids_for_sender(messages, bounce_like)
     assert q.queue_ids_for_sender(messages, "shop.example") == []
     assert q.queue_ids_for_sender(messages, "alice@example.com", skip_held=True) == []
 
@@ -291,9 +294,92 @@ def test_delete_needs_yes_and_never_deletes_without_it(tmp_path: Path) -> None:
         ["--hold", "a@example.com\nb"],
         ["--host", "nope"],
         ["--mass-share", "2"],
+        # an empty shell variable (or a bounce spelling) must never mean "every bounce"
+        ["--hold", ""],
+        ["--delete", "", "--yes"],
+        ["--hold", "<>"],
+        ["--hold", "MAILER-DAEMON"],
+        ["--delete", "mailer-daemon", "--yes"],
+        ["--hold"],
+        ["--hold", "a@example.com", "--bounces"],
+        ["--bounces"],
+        ["--json", "--format", "table"],
     ],
 )
 def test_usage_errors(tmp_path: Path, argv: list[str]) -> None:
     ssh = FakeSsh({})
     assert queue_cli.run(cli(tmp_path, *argv), runner=ssh, out=io.StringIO()) == 2
     assert ssh.calls == []
+
+
+# -- bounces as the real Postfix 3.7 shows them -------------------------------------------
+
+#: ``postqueue -j`` of a sandbox host with three queued bounces and one held message
+#: (tests/fixtures/README.md says how it was made).
+REAL_BOUNCES = Path(__file__).resolve().parents[1] / "fixtures" / "postqueue-j-bounces.jsonl"
+
+
+def real_queue() -> list[str]:
+    return REAL_BOUNCES.read_text().splitlines()
+
+
+def test_postfix_37_bounces_are_bounces() -> None:
+    messages = q.parse_queue(real_queue())
+    assert [m.is_bounce for m in messages] == [True, True, True, False]
+    t = q.triage(messages, now=1795979400, thresholds=q.Thresholds(bounce_count=3))
+    assert t.bounces == 3
+    assert ("MAILER-DAEMON", 3) in t.top_senders
+    assert [(f.kind, f.sender) for f in t.flags] == [("backscatter", "MAILER-DAEMON")]
+    assert q.queue_ids_for_sender(messages, q.BOUNCES) == [
+        "665FD20E03E", "6851120E036", "6575020E038",
+    ]  # fmt: skip
+
+
+def test_hold_bounces_needs_the_explicit_flag(tmp_path: Path) -> None:
+    ssh = FakeSsh({"127.0.0.11": real_queue()})
+    out = io.StringIO()
+    args = cli(tmp_path, "--host", "mx1", "--hold", "--bounces")
+    assert queue_cli.run(args, runner=ssh, out=out) == 0
+    [(argv, stdin)] = [(a, s) for a, s in ssh.calls if "postsuper" in a]
+    assert argv[-3:] == ["postsuper", "-h", "-"]
+    assert stdin == b"665FD20E03E\n6851120E036\n6575020E038\n"
+    assert "held 3 messages from bounces (MAILER-DAEMON)" in out.getvalue()
+    assert out.getvalue().splitlines()[1].split()[5] == "3"  # the BOUNCES column
+
+
+def test_delete_bounces_needs_yes(tmp_path: Path) -> None:
+    ssh = FakeSsh({"127.0.0.11": real_queue()})
+    args = cli(tmp_path, "--host", "mx1", "--delete", "--bounces")
+    assert queue_cli.run(args, runner=ssh, out=io.StringIO()) == queue_cli.EXIT_USAGE
+    assert not [a for a, _ in ssh.calls if "postsuper" in a]
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "0", "-1", "soon"])
+def test_timeout_must_be_finite_and_positive(
+    tmp_path: Path, timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli(tmp_path, "--timeout", timeout)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--timeout" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "deprecated"), [(["--format", "json"], False), (["--json"], True)]
+)
+def test_format_json_and_the_deprecated_alias(
+    tmp_path: Path, argv: list[str], deprecated: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ssh = FakeSsh({"127.0.0.11": real_queue()})
+    out = io.StringIO()
+    queue_cli.run(cli(tmp_path, "--host", "mx1", *argv), runner=ssh, out=out)
+    assert json.loads(out.getvalue())["hosts"][0]["triage"]["bounces"] == 3
+    assert ("--json is deprecated" in capsys.readouterr().err) is deprecated
+
+
+def test_format_table_is_the_default(tmp_path: Path) -> None:
+    for argv in ([], ["--format", "table"]):
+        out = io.StringIO()
+        queue_cli.run(cli(tmp_path, "--host", "mx1", *argv), runner=FakeSsh({}), out=out)
+        assert out.getvalue().startswith("HOST")
