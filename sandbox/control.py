@@ -74,6 +74,12 @@ class Sandbox:
 
     def _save(self, data: dict[str, object]) -> None:
         data["net_block"] = self.net.block
+        pids = data.get("pids")
+        if isinstance(pids, dict):  # who each pid is, so `down` never kills a stranger
+            known = self._identities()
+            data["identities"] = {
+                name: known.get(name) or proc.identity(pid) for name, pid in pids.items()
+            }
         self.meta.write_text(json.dumps(data, indent=2) + "\n")
 
     def hosts(self) -> list[SandboxHost]:
@@ -82,9 +88,31 @@ class Sandbox:
         return [SandboxHost(**h) for h in raw]
 
     def pids(self) -> dict[str, int]:
+        """The sandbox's processes still running: a pid that is now another process (the
+        state file outlived a reboot, or the process exited and its pid was reused) is left
+        out, so nothing here ever signals an unrelated process."""
+        raw = self._load().get("pids", {})
+        assert isinstance(raw, dict)
+        who = self._identities()
+        return {
+            str(k): int(v)
+            for k, v in raw.items()
+            if proc.alive(int(v)) and proc.is_ours(int(v), who.get(str(k)))
+        }
+
+    def recorded_pids(self) -> dict[str, int]:
+        """Every pid in ``sandbox.json``, ours or not any more."""
         raw = self._load().get("pids", {})
         assert isinstance(raw, dict)
         return {str(k): int(v) for k, v in raw.items()}
+
+    def _identities(self) -> dict[str, proc.Identity]:
+        raw = self._load().get("identities", {})
+        return (
+            {str(k): v for k, v in raw.items() if isinstance(v, dict)}
+            if isinstance(raw, dict)
+            else {}
+        )
 
     def scenario(self) -> Scenario:
         return default_scenario(len(self.hosts()), self.net)
@@ -275,6 +303,10 @@ class Sandbox:
 
     def down(self) -> None:
         pids = self.pids()
+        for name, pid in self.recorded_pids().items():
+            if name not in pids and proc.alive(pid):
+                _log(f"{name}: pid {pid} is no longer the sandbox's (a stale {self.meta.name}, "
+                     "e.g. after a reboot): left alone")  # fmt: skip
         for name, pid in pids.items():
             proc.stop(pid)
             if proc.alive(pid):

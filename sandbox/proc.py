@@ -21,7 +21,7 @@ _STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 def spawn(argv: list[str], log: Path, *, namespaces: tuple[str, ...] = ()) -> int:
     """Start ``argv`` as PID 1 of a new PID namespace (plus ``namespaces``); return the pid."""
-    wrapper = ["unshare", "--pid", "--fork", "--kill-child", *(f"--{ns}" for ns in namespaces)]
+    wrapper = [*WRAPPER, *(f"--{ns}" for ns in namespaces)]
     if "mount" in namespaces:
         wrapper += ["--propagation", "private"]
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +35,53 @@ def spawn(argv: list[str], log: Path, *, namespaces: tuple[str, ...] = ()) -> in
         )
     _STARTED[proc.pid] = proc
     return proc.pid
+
+
+#: What identifies a process across pid reuse and reboots (``sandbox.json`` keeps it).
+Identity = dict[str, object]
+#: The wrapper every sandbox process runs in (see :func:`spawn`).
+WRAPPER = ("unshare", "--pid", "--fork", "--kill-child")
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def identity(pid: int) -> Identity | None:
+    """The boot and start time (clock ticks since boot) of a live ``pid``, or None.
+
+    Together with the pid they name one process for good (unlike its argv, which changes at
+    exec: right after ``Popen`` the child may still show the parent's).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22 (starttime), counted from after the ")" that closes the command name (field 2).
+    return {"boot_id": _boot_id(), "start": int(stat.rsplit(")", 1)[1].split()[19])}
+
+
+def _argv(pid: int) -> tuple[str, ...]:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return ()
+    return tuple(arg.decode("utf-8", "replace") for arg in cmdline.split(b"\0")[:-1])
+
+
+def is_ours(pid: int, recorded: Identity | None) -> bool:
+    """Whether ``pid`` is still the process recorded when the sandbox started it.
+
+    After a reboot (or once it exited) the pid may belong to any other process: the boot id
+    and start time must match. A state file from before identities were recorded: the
+    process must at least be an ``unshare`` wrapper as :func:`spawn` starts them.
+    """
+    now = identity(pid)
+    if now is None:
+        return False
+    if recorded is None:
+        return _argv(pid)[: len(WRAPPER)] == WRAPPER
+    return all(now[key] == recorded.get(key) for key in ("boot_id", "start"))
 
 
 def alive(pid: int) -> bool:
