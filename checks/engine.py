@@ -11,7 +11,10 @@ attempt waits the full ``timeout``; only then is the outcome TIMEOUT. Queries go
 per-nameserver window that starts small and grows (slow start), halves on loss, and is paced
 over the round-trip time, so a cold server is not flooded. TC=1 answers are asked again over TCP.
 Identical questions in flight are sent once; answers are cached for the engine's life (one
-run). TIMEOUT is its own outcome, never NXDOMAIN.
+run). TIMEOUT is its own outcome, never NXDOMAIN. Only each question's latest attempt counts
+against ``max_in_flight`` (earlier ones stay registered, out of the window). A run always ends:
+once a question has had every attempt and no nameserver has ever answered, and at the caller's
+total deadline, :meth:`Engine.abandon` gives every open and later question TIMEOUT at once.
 
 Example::
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import random
 import socket
 import struct
@@ -148,6 +152,8 @@ class EngineConfig:
     only once the last attempt has waited ``timeout`` with no answer to any attempt. ``deadline``
     bounds one :meth:`Engine.query_many` batch. ``max_in_flight`` is per socket.
     ``zone_rate_limits`` maps a zone suffix to queries per second for names under it.
+    ``give_up_on_silence``: once a question has had every attempt and no nameserver has ever
+    answered anything, :meth:`Engine.abandon` (every other question gets TIMEOUT at once).
     """
 
     nameservers: tuple[Nameserver, ...]
@@ -157,12 +163,13 @@ class EngineConfig:
     max_in_flight: int = 150
     zone_rate_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     sockets_per_nameserver: int = 1
+    give_up_on_silence: bool = True
 
     def __post_init__(self) -> None:
         if not self.nameservers:
             raise ValueError("at least one nameserver is needed")
-        if self.timeout <= 0 or self.deadline <= 0:
-            raise ValueError("timeout and deadline must be positive")
+        if not (0 < self.timeout < math.inf and 0 < self.deadline < math.inf):
+            raise ValueError("timeout and deadline must be finite and positive")
         if self.retries < 0 or self.max_in_flight < 1 or self.sockets_per_nameserver < 1:
             raise ValueError("retries >= 0, max_in_flight >= 1, sockets_per_nameserver >= 1")
         for zone, rate in self.zone_rate_limits.items():
@@ -495,7 +502,8 @@ class _Channel(asyncio.DatagramProtocol):
         self.engine = engine
         self.ns_index = ns_index
         self.server = server
-        self.pending: dict[int, _Job] = {}
+        self.pending: dict[int, _Job] = {}  # every registered attempt, latest and older
+        self.inflight = 0  # latest attempts only: what counts against max_in_flight
         self.retired: dict[int, float] = {}  # ids no longer awaited -> until when to expect them
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -514,6 +522,7 @@ class _Channel(asyncio.DatagramProtocol):
         pending[qid] = job
         server = self.server
         server.inflight += 1
+        self.inflight += 1
         server.tokens -= 1.0
         job.attempts += 1
         job.sent_at = now
@@ -541,8 +550,13 @@ class _Channel(asyncio.DatagramProtocol):
             return
         del self.pending[qid]
         if qid == job.qid and job.channel is self:
-            self.server.inflight -= 1  # the window counts each question's latest attempt only
+            self._leave()  # the window counts each question's latest attempt only
         self.engine._on_response(self, qid, job, parsed)
+
+    def _leave(self) -> None:
+        """An attempt leaves the send window (answered, superseded or given up)."""
+        self.server.inflight -= 1
+        self.inflight -= 1
 
     def error_received(self, exc: Exception) -> None:
         """ICMP errors (port unreachable): the retransmission timeout handles the loss."""
@@ -573,6 +587,7 @@ class Engine:
         self._pacer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rotor = 0
+        self._abandoned = False
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -617,6 +632,42 @@ class Engine:
         self._channels.clear()
 
     # public API
+
+    @property
+    def abandoned(self) -> bool:
+        """True once :meth:`abandon` ran (the deadline passed, or no nameserver answers)."""
+        return self._abandoned
+
+    def silent_nameservers(self) -> tuple[Nameserver, ...]:
+        """The nameservers that never answered anything while a question timed out."""
+        if not self.stats.timeouts:
+            return ()
+        return tuple(
+            ns
+            for ns, server in zip(self.config.nameservers, self._servers, strict=True)
+            if not server.srtt
+        )
+
+    def abandon(self) -> None:
+        """Give up: every open question gets TIMEOUT now, and every later one at once.
+
+        Called at a run's total deadline, and by the engine itself once a question has had
+        every attempt and no nameserver has ever answered (a dead server: closed port, silent,
+        or everything dropped on the way), so a run against it ends after one question's wait.
+        """
+        self._abandoned = True
+        self._ready.clear()
+        for bucket in self._buckets.values():
+            bucket.waiting.clear()
+            if bucket.wakeup is not None:
+                bucket.wakeup.cancel()
+                bucket.wakeup = None
+        now = self._loop.time() if self._loop is not None else 0.0
+        for job in list(self._inflight.values()):
+            self._retire(job, now)
+            self._finish(job, DnsAnswer(job.key[0], job.key[1], Rcode.TIMEOUT))
+        for task in list(self._tcp_tasks):
+            task.cancel()
 
     async def query(self, name: str, rdtype: str) -> DnsAnswer:
         """Ask one question. The answer's name is the absolute, lower-cased name."""
@@ -665,6 +716,11 @@ class Engine:
 
     def _submit(self, name: str, rdtype: str, waiter: _Waiter, pump: bool = True) -> None:
         key = (_normalize(name), rdtype.upper())
+        if self._abandoned:
+            _rdtype(key[1])  # an unknown type is still an error, not a TIMEOUT
+            self.stats.timeouts += 1
+            waiter.deliver(DnsAnswer(key[0], key[1], Rcode.TIMEOUT))
+            return
         cached = self._cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
@@ -758,7 +814,7 @@ class Engine:
             channel = channels[(self._rotor + step) % count]
             server = channel.server
             if (
-                len(channel.pending) < limit
+                channel.inflight < limit
                 and server.inflight < server.cwnd
                 and (server.tokens >= 1.0 or not server.rate or server.refill(now))
             ):
@@ -814,7 +870,7 @@ class Engine:
             if channel.pending.get(qid) is job:
                 del channel.pending[qid]
                 if latest:  # superseded attempts left the window when they were re-sent
-                    channel.server.inflight -= 1
+                    channel._leave()
                 channel.retired[qid] = until
         job.older = None
         job.qid = -1
@@ -878,6 +934,8 @@ class Engine:
         elif job.attempts > self.config.retries:
             self._retire(job, now)
             self._finish(job, DnsAnswer(job.key[0], job.key[1], Rcode.TIMEOUT))
+            if self.config.give_up_on_silence and not any(s.srtt for s in self._servers):
+                self.abandon()  # no nameserver has ever answered: do not wait on each question
         else:
             assert job.channel is not None
             job.channel.server.on_loss(job.sent_at, now)
@@ -887,7 +945,7 @@ class Engine:
             job.older.append((job.channel, job.qid, job.sent_at))
             # The earlier attempts stay registered (the first answer wins) but leave the
             # window: otherwise a silent server's old attempts fill it and nothing is re-sent.
-            job.channel.server.inflight -= 1
+            job.channel._leave()
             job.qid = -1
             self._enqueue(job, front=True)
 

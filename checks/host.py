@@ -26,6 +26,8 @@ from checks.result import CheckResult, Status, worst
 from checks.spf import check_spf
 
 CHECK_ORDER = ("ptr", "fcrdns", "spf", "dkim", "dmarc", "dnsbl")
+#: Seconds the checks get after the deadline to turn their TIMEOUT answers into results.
+DEADLINE_GRACE = 2.0
 Progress = Callable[[int, int], None]
 
 
@@ -160,7 +162,9 @@ async def check_fleet(
 ) -> list[HostReport]:
     """Check every host concurrently, in ``targets`` order.
 
-    Hosts still running after ``deadline`` seconds get one ``unknown`` result saying so.
+    At ``deadline`` seconds the resolver is told to give up (``abandon()``, when it has one:
+    every open and later question gets TIMEOUT, so each check ends with its own ``unknown``);
+    hosts still running :data:`DEADLINE_GRACE` seconds later get one ``unknown`` result.
     ``progress(done, total)`` is called as hosts finish. With blocklists, the lists' health
     is probed once for the whole fleet, inside the deadline.
     """
@@ -184,7 +188,11 @@ async def check_fleet(
     for task in tasks:
         task.add_done_callback(finished)
     if tasks:
-        await asyncio.wait(tasks, timeout=deadline)
+        _done, running = await asyncio.wait(tasks, timeout=deadline)
+        abandon = getattr(resolver, "abandon", None)
+        if running and abandon is not None:
+            abandon()
+            await asyncio.wait(running, timeout=DEADLINE_GRACE)
     pending: list[asyncio.Future[Any]] = [task for task in tasks if not task.done()]
     if health is not None and not health.done():
         pending.append(health)

@@ -18,17 +18,20 @@ import argparse
 import asyncio
 import dataclasses
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from checks.dns import Resolver
 from checks.host import HostReport, HostTarget, check_fleet, count_statuses
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+#: Seconds a whole ``check`` run may take (``--deadline``); docs/checks.md states it.
+DEFAULT_DEADLINE = 45.0
 DQS_ENV = "MAILMEND_DQS_KEY"
 FORMATS = ("table", "json", "html", "nagios")
 
@@ -50,13 +53,14 @@ class Command:
 # --- check ---------------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> float:
+def seconds(text: str) -> float:
+    """An argparse type: a finite, positive number of seconds (no nan, inf, 0 or less)."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds above 0")
     return value
 
 
@@ -104,10 +108,14 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         help="resolver to ask (repeatable; default: the system resolvers)",
     )
     dns.add_argument("--dqs-key", metavar="KEY", help=f"Spamhaus DQS key (default ${DQS_ENV})")
-    dns.add_argument("--timeout", type=_positive, metavar="SECONDS", help="per-query timeout")
     dns.add_argument(
-        "--deadline", type=_positive, metavar="SECONDS", help="give up on hosts after this long"
+        "--timeout", type=seconds, metavar="SECONDS", help="per-query timeout (default 1.5)"
     )
+    dns.add_argument(
+        "--deadline", type=seconds, default=DEFAULT_DEADLINE, metavar="SECONDS",
+        help=f"the whole run ends by then: what is still unanswered is unknown "
+        f"(default {DEFAULT_DEADLINE:g})",
+    )  # fmt: skip
     dns.add_argument("--no-dnsbl", action="store_true", help="skip the DNS blocklist checks")
     out = parser.add_argument_group("output")
     out.add_argument(
@@ -373,8 +381,15 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit 2), not after a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mailmend", description="Repair the sending reputation of mail VPSes, fleet-wide."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

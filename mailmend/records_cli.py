@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver, system_nameservers
+from mailmend.cli import DEFAULT_DEADLINE, seconds
 from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
 from mailmend.records.dkim import DkimKeyError, DkimPublicKey, fetch_genkey_txt, read_genkey_txt
 from mailmend.records.plan import (
@@ -52,7 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resolver to read the published records from (repeatable; default: --server "
         "when given, else the system resolvers)",
     )  # fmt: skip
-    src.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per DNS query")
+    src.add_argument(
+        "--timeout", type=seconds, default=3.0, metavar="SECONDS", help="per DNS query (3)"
+    )
+    src.add_argument(
+        "--deadline", type=seconds, default=DEFAULT_DEADLINE, metavar="SECONDS",
+        help=f"reading the published records ends by then ({DEFAULT_DEADLINE:g})",
+    )  # fmt: skip
     src.add_argument(
         "--dkim-from-hosts", action="store_true",
         help="read each host's DKIM public key (/etc/opendkim/keys/DOMAIN/SELECTOR.txt) over ssh",
@@ -99,13 +106,22 @@ def _run(args: argparse.Namespace) -> int:
     key = _key(args.tsig_key) if args.tsig_key else None
     if args.apply and (server is None or key is None):
         raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE")
-    if args.ttl < 60 or args.timeout <= 0:
-        raise _Usage("--ttl must be at least 60 and --timeout positive")
+    if args.ttl < 60:
+        raise _Usage("--ttl must be at least 60")
     keys = list(_dkim_keys(args, fleet))
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
     if not readers:
         readers = [server] if server is not None else _system()
-    plan = asyncio.run(_plan(args, fleet, keys, readers))
+    plan, silent = asyncio.run(_plan(args, fleet, keys, readers))
+    if silent:
+        for ns in silent:
+            print(
+                f"mailmend records: nameserver {ns} does not answer (no reply within "
+                f"{args.timeout:g}s): nothing can be planned; check it or give another "
+                "--nameserver",
+                file=sys.stderr,
+            )
+        return EXIT_FAIL
     sys.stdout.write(_render(plan, args.format))
     code = EXIT_FAIL if plan.blocked else EXIT_OK
     changes = plan.changes()
@@ -126,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"mailmend records: already updated: {', '.join(err.applied)}", file=sys.stderr)
         return EXIT_FAIL
     print(f"updated {', '.join(zones)} on {server}: {len(changes)} change(s)", file=sys.stderr)
-    failures = asyncio.run(_verify(server, args.timeout, plan))
+    failures = asyncio.run(_verify(server, args, plan))
     for failure in failures:
         print(f"mailmend records: not visible after the update: {failure}", file=sys.stderr)
     return EXIT_FAIL if failures else code
@@ -190,10 +206,12 @@ def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> Iterator[DkimPublicKey
 
 async def _plan(
     args: argparse.Namespace, fleet: Fleet, keys: list[DkimPublicKey], readers: list[Nameserver]
-) -> Plan:
+) -> tuple[Plan, tuple[Nameserver, ...]]:
+    """The plan, and the readers that never answered when none did (then the plan is moot)."""
     config = EngineConfig(nameservers=tuple(readers), timeout=args.timeout)
     async with Engine(config) as engine:
-        return await build_plan(
+        give_up = asyncio.get_running_loop().call_later(args.deadline, engine.abandon)
+        plan = await build_plan(
             engine,
             senders_from_fleet(fleet),
             dkim_keys=keys,
@@ -202,12 +220,18 @@ async def _plan(
             replace_malformed=args.replace_malformed,
             ttl=args.ttl,
         )
+        give_up.cancel()
+        silent = engine.silent_nameservers()
+        return plan, silent if len(silent) == len(readers) else ()
 
 
-async def _verify(server: Nameserver, timeout: float, plan: Plan) -> list[str]:
-    config = EngineConfig(nameservers=(server,), timeout=timeout)
+async def _verify(server: Nameserver, args: argparse.Namespace, plan: Plan) -> list[str]:
+    config = EngineConfig(nameservers=(server,), timeout=args.timeout)
     async with Engine(dataclasses.replace(config)) as engine:  # a new engine: no cached answers
-        return await verify(engine, plan.changes())
+        give_up = asyncio.get_running_loop().call_later(args.deadline, engine.abandon)
+        failures = await verify(engine, plan.changes())
+        give_up.cancel()
+        return failures
 
 
 def _render(plan: Plan, fmt: str) -> str:

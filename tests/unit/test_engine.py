@@ -217,7 +217,8 @@ async def test_drop_everything_times_out_within_deadline() -> None:
 async def test_silent_server_never_stalls_later_batches() -> None:
     """Regression: re-sent attempts used to keep their place in the send window, so a silent
     server's window filled with superseded attempts and the next batch was never re-sent."""
-    async with FakeDns(drop) as server, Engine(_cfg(server, timeout=0.1, retries=2)) as eng:
+    kw = {"timeout": 0.1, "retries": 2, "give_up_on_silence": False}
+    async with FakeDns(drop) as server, Engine(_cfg(server, **kw)) as eng:
         first = await eng.query_many([("first.test", "A")])
         start = time.monotonic()
         later = await eng.query_many([(f"q{i}.test", "A") for i in range(60)])
@@ -278,7 +279,8 @@ async def test_query_many_keeps_order_and_reports_progress() -> None:
 
 @aio
 async def test_timeout_is_not_cached() -> None:
-    async with FakeDns(drop) as server, Engine(_cfg(server, timeout=0.05, retries=0)) as eng:
+    kw = {"timeout": 0.05, "retries": 0, "give_up_on_silence": False}
+    async with FakeDns(drop) as server, Engine(_cfg(server, **kw)) as eng:
         await eng.query("a.test", "A")
         await eng.query("a.test", "A")
         assert len(server.udp_queries) == 2
@@ -428,3 +430,62 @@ async def test_a_cold_server_gets_a_small_first_burst() -> None:
     first = server.arrivals[0][0]
     assert sum(t < first + 0.04 for t, _, _ in server.arrivals) <= 100
     assert stats.sent == 400 and stats.retried == 0
+
+
+# --- a dead nameserver: every question ends, the engine says which server did not answer -------
+
+
+@aio
+async def test_many_questions_to_a_silent_server_all_end() -> None:
+    """Regression (issue 15): superseded attempts stayed in the socket's max_in_flight count, so
+    with more questions than max_in_flight a silent server's queue froze (ready>0, pending full
+    of old attempts, nothing in flight) and `mailmend check` never ended."""
+    kw = {"timeout": 0.05, "retries": 2, "give_up_on_silence": False}  # the window alone
+    async with FakeDns(drop) as server, Engine(_cfg(server, **kw)) as eng:
+        names = [f"q{i}.test" for i in range(400)]  # all asked before the first one times out
+        got = await asyncio.wait_for(
+            asyncio.gather(*(eng.query(n, "A") for n in names)), timeout=30
+        )
+        assert {a.rcode for a in got} == {Rcode.TIMEOUT}
+        assert all(s.inflight == 0 for s in eng._servers)
+
+
+@aio
+async def test_a_server_that_never_answered_is_given_up_after_one_question() -> None:
+    """Once a question has had every attempt and no nameserver ever answered, the engine
+    stops waiting on each question: the rest (and later ones) get TIMEOUT at once."""
+    async with FakeDns(drop) as server, Engine(_cfg(server, timeout=0.2, retries=1)) as eng:
+        first = await eng.query("first.test", "A")
+        assert first.rcode is Rcode.TIMEOUT and eng.abandoned
+        sent = len(server.udp_queries)
+        later = await asyncio.wait_for(eng.query("later.test", "A"), timeout=0.1)
+        assert later.rcode is Rcode.TIMEOUT and len(server.udp_queries) == sent
+        assert eng.silent_nameservers() == (server.nameserver,)
+
+
+@aio
+async def test_abandon_ends_open_questions_and_later_ones() -> None:
+    async with FakeDns(drop) as server, Engine(_cfg(server, timeout=5.0)) as eng:
+        pending = asyncio.gather(*(eng.query(f"{i}.test", "A") for i in range(300)))
+        await asyncio.sleep(0.05)
+        eng.abandon()
+        got = await asyncio.wait_for(pending, timeout=1.0)
+        assert {a.rcode for a in got} == {Rcode.TIMEOUT}
+        assert (await eng.query("after.test", "A")).rcode is Rcode.TIMEOUT
+        with pytest.raises(ValueError, match="record type"):
+            await eng.query("after.test", "NOPE")
+
+
+@aio
+async def test_a_server_that_answers_is_not_silent() -> None:
+    async with FakeDns(servfail) as server, Engine(_cfg(server, timeout=0.2)) as eng:
+        assert (await eng.query("a.test", "A")).rcode is Rcode.SERVFAIL
+        assert eng.silent_nameservers() == () and not eng.abandoned
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0, -1.0])
+def test_config_refuses_timeouts_that_are_not_finite_and_positive(value: float) -> None:
+    with pytest.raises(ValueError, match="finite and positive"):
+        EngineConfig((Nameserver("127.0.0.1"),), timeout=value)
+    with pytest.raises(ValueError, match="finite and positive"):
+        EngineConfig((Nameserver("127.0.0.1"),), deadline=value)
