@@ -95,7 +95,7 @@ _PACING_BYPASS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("it renames a Postfix service (delivery agents among them)", re.compile(r".*_service_name\Z")),
 )
 #: A FILTER action written inline (``inline:{...}``, ``static:...``) selects a transport too.
-_FILTER_ACTION = re.compile(r"(?i)(?<![A-Za-z0-9_])FILTER\s+[^\s,}]*:")
+_FILTER_ACTION = re.compile(r"(?i)(?<![\w/.:-])FILTER\s+[^\s,}]*:")
 
 
 # -- generic ------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ def test_settings_that_route_mail_around_the_pacing_are_refused_in_one_line(key:
         ("sender_dependent_relayhost_maps", "hash:/etc/postfix/sender_relay"),
         ("smtp_destination_recipient_limit", "1"),
         ("smtpd_sender_restrictions", "check_sender_access hash:/etc/postfix/filter"),
+        ("header_checks", "regexp:/etc/postfix/filter pcre:/etc/postfix/more"),
         ("message_size_limit", "20480000"),
     ],
 )
