@@ -20,6 +20,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -53,14 +54,19 @@ class Command:
 # --- check ---------------------------------------------------------------------------------------
 
 
+MAX_SECONDS = 86400.0
+
+
 def seconds(text: str) -> float:
-    """An argparse type: a finite, positive number of seconds (no nan, inf, 0 or less)."""
+    """An argparse type: seconds above 0, at most a day (no nan, inf, 0 or less)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds above 0")
+    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a finite number of seconds above 0 (at most {MAX_SECONDS:g})"
+        )
     return value
 
 
@@ -253,15 +259,7 @@ def single_target(ips: list[str], hostname: str | None, domains: list[str]) -> H
 
     if not ips or not hostname:
         raise UsageError("--ip and --hostname go together: give both")
-    addresses = []
-    for ip in ips:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            raise UsageError(f"--ip: {ip!r} is not an IP address (IPv4 or IPv6)") from None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            raise UsageError(f"--ip: {ip!r} is IPv4-mapped: give the IPv4 address itself")
-        addresses.append(address)
+    addresses = [_host_address(ip) for ip in ips]
     if len({a.version for a in addresses}) != len(addresses):
         raise UsageError("--ip: give at most one IPv4 and one IPv6 address (one host)")
     problem = values.fqdn_problem(hostname)
@@ -269,7 +267,9 @@ def single_target(ips: list[str], hostname: str | None, domains: list[str]) -> H
         raise UsageError(f"--hostname: {problem}")
     pairs: list[tuple[str, str | None]] = []
     for text in domains:
-        domain, _, selector = text.partition(":")
+        domain, colon, selector = text.partition(":")
+        if colon and not selector:
+            raise UsageError(f"--domain: {text!r} ends with ':': give DOMAIN or DOMAIN:SELECTOR")
         problem = values.fqdn_problem(domain, "example.com") or (
             values.selector_problem(selector) if selector else None
         )
@@ -278,6 +278,25 @@ def single_target(ips: list[str], hostname: str | None, domains: list[str]) -> H
         pairs.append((values.normalize_fqdn(domain), selector or None))
     host = values.normalize_fqdn(hostname)
     return HostTarget(host, host, tuple(str(a) for a in addresses), tuple(pairs))
+
+
+def _host_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``--ip``: one host's address; a zone index, unspecified or multicast is refused."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise UsageError(f"--ip: {ip!r} is not an IP address (IPv4 or IPv6)") from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            raise UsageError(
+                f"--ip: {ip!r} has a zone index (%...): give the host's public address, "
+                "which has none"
+            )
+        if address.ipv4_mapped:
+            raise UsageError(f"--ip: {ip!r} is IPv4-mapped: give the IPv4 address itself")
+    if address.is_unspecified or address.is_multicast:
+        raise UsageError(f"--ip: {ip!r} is not one host's address: give its public address")
+    return address
 
 
 def dkim_keys_from_args(
@@ -297,12 +316,26 @@ def dkim_keys_from_args(
         if key not in domains:
             raise UsageError(f"--dkim-key: {pair} is not one of the --domain DOMAIN:SELECTOR")
         try:
-            keys[key] = public_key_from_text(Path(path).read_text(encoding="utf-8"))
+            keys[key] = public_key_from_text(_read_small(path))
         except OSError as err:
             raise UsageError(f"--dkim-key: cannot read {path}: {err.strerror}") from None
         except (DkimRecordError, UnicodeDecodeError) as err:
             raise UsageError(f"--dkim-key: {path}: {err}") from None
     return keys
+
+
+_MAX_KEY_FILE = 64 * 1024
+
+
+def _read_small(path: str) -> str:
+    """A key file's text; a device, a FIFO or a file over 64 KiB is refused."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UsageError(f"--dkim-key: {path} is not a regular file")
+    with open(path, "rb") as file:
+        data = file.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise UsageError(f"--dkim-key: {path} is over 64 KiB: not a DKIM key file")
+    return data.decode("utf-8")
 
 
 # --- rendering and exit codes --------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -283,3 +284,54 @@ def test_fleet_nameservers_are_used_unless_given(
     cli.main(["check", "--fleet", str(fleet), "--no-dnsbl"])
     cli.main(["check", "--fleet", str(fleet), "--no-dnsbl", "--nameserver", "127.0.0.1"])
     assert seen == [["192.0.2.53:5353"], ["127.0.0.1"]]
+
+
+# --- bad input anywhere in `check`: one line, exit 2, no traceback, nothing asked -------------
+
+
+def _swap(arg: str, files: dict[str, str]) -> str:
+    for name, path in files.items():
+        arg = arg.replace(name, path)
+    return arg
+
+
+def _fifo(tmp_path: Path) -> str:
+    path = tmp_path / "key.fifo"
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        (["--ip", "fe80::1%eth0"], "zone index"),  # issue 15: was a traceback
+        (["--ip", "2001:db8::1%1"], "zone index"),
+        (["--ip", "::"], "not one host's address"),
+        (["--ip", "0.0.0.0"], "not one host's address"),  # noqa: S104 (an input, not a bind)
+        (["--ip", "224.0.0.1"], "not one host's address"),
+        (["--ip", IP, "--domain", f"{D}:"], "ends with ':'"),
+        # A FIFO (or /dev/zero: not used here, an unfixed CLI eats memory) was read for ever.
+        (["--ip", IP, "--domain", f"{D}:s", "--dkim-key", f"{D}:s=FIFO"], "regular file"),
+        (["--ip", IP, "--domain", f"{D}:s", "--dkim-key", f"{D}:s=BIG"], "over 64 KiB"),
+        (["--ip", IP, "--timeout", "nan"], "finite number of seconds"),
+        (["--ip", IP, "--deadline", "inf"], "finite number of seconds"),
+        (["--ip", IP, "--deadline", "1e308"], "at most 86400"),
+        (["--ip", IP, "--timeout", "0"], "finite number of seconds"),
+        (["--ip", IP, "--timeout", "-1"], "finite number of seconds"),
+    ],
+)
+def test_bad_check_input_is_one_line_exit_2(
+    zone: Zone, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], phrase: str
+) -> None:
+    fifo = _fifo(tmp_path)
+    big = tmp_path / "big.txt"
+    big.write_text("p=" + "A" * 100_000, encoding="ascii")
+    files = {"FIFO": fifo, "BIG": str(big)}
+    argv = ["check", "--hostname", FQDN, *(_swap(a, files) for a in extra)]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:  # argparse's own errors (option values)
+        code = exit_.code
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and phrase in err, err
