@@ -34,8 +34,10 @@ from mailmend.records.plan import (
 )
 from mailmend.records.publish import PublishError, prepare, send, verify
 from mailmend.records.tsig import TsigKey, TsigKeyError, load_key_file, loose_permissions
+from mailmend.values import fqdn_problem
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+MIN_TTL, MAX_TTL = 60, 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1
 FORMATS = ("plan", "zone", "json")
 
 
@@ -101,13 +103,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_options(args)
     fleet = _fleet(args.fleet)
     server = _nameserver(args.server, "--server") if args.server else None
     key = _key(args.tsig_key) if args.tsig_key else None
     if args.apply and (server is None or key is None):
         raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE")
-    if args.ttl < 60:
-        raise _Usage("--ttl must be at least 60")
     keys = list(_dkim_keys(args, fleet))
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
     if not readers:
@@ -146,6 +147,16 @@ def _run(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"mailmend records: not visible after the update: {failure}", file=sys.stderr)
     return EXIT_FAIL if failures else code
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The options' values, before anything is read or contacted."""
+    if not MIN_TTL <= args.ttl <= MAX_TTL:
+        raise _Usage(f"--ttl {args.ttl}: must be from {MIN_TTL} to {MAX_TTL} seconds")
+    if args.zone is not None:
+        problem = fqdn_problem(args.zone, "example.com")
+        if problem:
+            raise _Usage(f"--zone: {problem}")
 
 
 def _fleet(path_text: str | None) -> Fleet:

@@ -1,0 +1,103 @@
+"""mailmend records: bad options are one line, exit 2, before any DNS server is contacted."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailmend import cli
+
+FLEET = """\
+[fleet]
+dmarc_report_address = "dmarc@alpha.example"
+[hosts.mx1]
+ssh_host = "127.0.0.1"
+hostname = "mx1.alpha.example"
+public_ipv4 = "192.0.2.10"
+domains = [{ name = "alpha.example", selector = "mx1" }]
+"""
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(FLEET)
+    return path
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[str, socket.socket, socket.socket]]:
+    """A loopback UDP socket and TCP listener on one port: anything sent to it is seen."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tcp.bind(("127.0.0.1", port))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen(8)
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        yield f"127.0.0.1:{port}", udp, tcp
+        udp.close()
+        tcp.close()
+        return
+    raise OSError("no free port")
+
+
+def contacted(udp: socket.socket, tcp: socket.socket) -> bool:
+    try:
+        udp.recv(4096)
+        return True
+    except BlockingIOError:
+        pass
+    try:
+        tcp.accept()[0].close()
+        return True
+    except BlockingIOError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--ttl", "99999999999"], "--ttl 99999999999: must be from 60 to 2147483647 seconds"),
+        (["--ttl", "2147483648"], "--ttl 2147483648: must be from 60 to 2147483647 seconds"),
+        (["--ttl", "59"], "--ttl 59: must be from 60 to 2147483647 seconds"),
+        (["--zone", "a..b"], "--zone: 'a..b' is not a valid FQDN (empty label)"),
+        (["--zone", "a" * 70 + ".example"], "is 70 characters, the limit is 63"),
+        (["--timeout", "nan"], "--timeout: 'nan' must be a finite number of seconds above 0"),
+        (["--ttl", "abc"], "--ttl: invalid int value: 'abc'"),
+    ],
+)
+def test_bad_option_is_one_line_exit_2_nothing_contacted(
+    option: list[str],
+    message: str,
+    fleet: Path,
+    listener: tuple[str, socket.socket, socket.socket],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server, udp, tcp = listener
+    key = tmp_path / "k.key"
+    key.write_text('key "k" { algorithm hmac-sha256; secret "c2VjcmV0c2VjcmV0"; };\n')
+    key.chmod(0o600)
+    argv = ["records", "--fleet", str(fleet), "--nameserver", server, "--server", server]
+    argv += ["--tsig-key", str(key), "--apply", "--timeout", "0.3", *option]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("mailmend records: "), err
+    assert message in err
+    assert not contacted(udp, tcp)
