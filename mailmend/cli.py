@@ -113,7 +113,14 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="resolver to ask (repeatable; default: the system resolvers)",
     )
-    dns.add_argument("--dqs-key", metavar="KEY", help=f"Spamhaus DQS key (default ${DQS_ENV})")
+    dns.add_argument(
+        "--dqs-key-file", metavar="FILE", help=f"file holding the Spamhaus DQS key (or ${DQS_ENV})"
+    )
+    dns.add_argument(
+        "--dqs-key", metavar="KEY",
+        help="the DQS key itself: other users can read it in the process list, prefer "
+        f"--dqs-key-file or ${DQS_ENV}",
+    )  # fmt: skip
     dns.add_argument(
         "--timeout", type=seconds, metavar="SECONDS", help="per-query timeout (default 1.5)"
     )
@@ -133,7 +140,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
 def run_check(args: argparse.Namespace) -> int:
     targets = targets_from_args(args)
     blocklists = None if args.no_dnsbl else _load_blocklists()
-    dqs_key = args.dqs_key or os.environ.get(DQS_ENV) or None
+    dqs_key = dqs_key_from_args(args)
     if dqs_key is not None and blocklists is not None:
         from checks.dnsbl import validate_dqs_key
 
@@ -152,6 +159,37 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return code
+
+
+def dqs_key_from_args(args: argparse.Namespace) -> str | None:
+    """The DQS key: ``--dqs-key-file``, ``--dqs-key`` (warned about) or ``$MAILMEND_DQS_KEY``."""
+    if args.dqs_key is not None and args.dqs_key_file is not None:
+        raise UsageError("give --dqs-key-file or --dqs-key, not both")
+    if args.dqs_key is not None:
+        print(
+            "mailmend check: warning: --dqs-key is readable by every user of this machine "
+            f"(ps, /proc/PID/cmdline): use --dqs-key-file FILE or ${DQS_ENV}",
+            file=sys.stderr,
+        )
+        return str(args.dqs_key) or None
+    if args.dqs_key_file is not None:
+        return _read_dqs_key_file(args.dqs_key_file)
+    return os.environ.get(DQS_ENV) or None
+
+
+def _read_dqs_key_file(path: str) -> str:
+    try:
+        text = read_key_file(path, "--dqs-key-file").decode("ascii", errors="replace").strip()
+    except OSError as err:
+        raise UsageError(f"--dqs-key-file: cannot read {path}: {err.strerror}") from None
+    if not text:
+        raise UsageError(f"--dqs-key-file: {path} is empty: put the DQS key in it")
+    if os.stat(path).st_mode & 0o077:
+        print(
+            f"mailmend check: warning: {path} is readable by others: chmod 600 {path}",
+            file=sys.stderr,
+        )
+    return text
 
 
 async def _check(
@@ -316,7 +354,7 @@ def dkim_keys_from_args(
         if key not in domains:
             raise UsageError(f"--dkim-key: {pair} is not one of the --domain DOMAIN:SELECTOR")
         try:
-            keys[key] = public_key_from_text(_read_small(path))
+            keys[key] = public_key_from_text(read_key_file(path, "--dkim-key").decode("utf-8"))
         except OSError as err:
             raise UsageError(f"--dkim-key: cannot read {path}: {err.strerror}") from None
         except (DkimRecordError, UnicodeDecodeError) as err:
@@ -327,15 +365,18 @@ def dkim_keys_from_args(
 _MAX_KEY_FILE = 64 * 1024
 
 
-def _read_small(path: str) -> str:
-    """A key file's text; a device, a FIFO or a file over 64 KiB is refused."""
+def read_key_file(path: str, option: str) -> bytes:
+    """A small key file's bytes; a device, a FIFO (read for ever) or over 64 KiB is refused.
+
+    Raises :class:`UsageError` for those, OSError when the file cannot be read.
+    """
     if not stat.S_ISREG(os.stat(path).st_mode):
-        raise UsageError(f"--dkim-key: {path} is not a regular file")
+        raise UsageError(f"{option}: {path} is not a regular file")
     with open(path, "rb") as file:
         data = file.read(_MAX_KEY_FILE + 1)
     if len(data) > _MAX_KEY_FILE:
-        raise UsageError(f"--dkim-key: {path} is over 64 KiB: not a DKIM key file")
-    return data.decode("utf-8")
+        raise UsageError(f"{option}: {path} is over 64 KiB: not a key file")
+    return data
 
 
 # --- rendering and exit codes --------------------------------------------------------------------

@@ -322,7 +322,7 @@ def test_spamhaus_public_resolver_answer_is_unknown_with_the_way_out(sb: Sandbox
     assert "public/open or shared resolver" in zen["summary"]
     fix = (
         "Use a local recursive resolver (unbound on the host) or a free Spamhaus DQS key "
-        "(--dqs-key)."
+        "($MAILMEND_DQS_KEY or --dqs-key-file FILE)."
     )
     assert zen["fix"] == fix
     assert check_table(case) == (

@@ -152,9 +152,8 @@ def test_html_output(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
 
 
-def test_dqs_key_is_passed_but_never_printed(
-    zone: Zone, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def seen_keys(zone: Zone, monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     seen: list[str | None] = []
 
     async def fake_fleet(
@@ -164,10 +163,16 @@ def test_dqs_key_is_passed_but_never_printed(
         return []
 
     monkeypatch.setattr(cli, "check_fleet", fake_fleet)
+    return seen
+
+
+def test_dqs_key_is_passed_but_never_printed(
+    seen_keys: list[str | None], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(cli.DQS_ENV, "s3cr3t-env")
     assert cli.main(ARGS) == 0
     assert cli.main([*ARGS, "--dqs-key", "s3cr3t-arg", "--format", "json"]) == 0
-    assert seen == ["s3cr3t-env", "s3cr3t-arg"]
+    assert seen_keys == ["s3cr3t-env", "s3cr3t-arg"]
     captured = capsys.readouterr()
     assert "s3cr3t" not in captured.out + captured.err
 
@@ -335,3 +340,80 @@ def test_bad_check_input_is_one_line_exit_2(
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and phrase in err, err
+
+
+# --- the DQS key: by reference, not on the command line (issue 15) ----------------------------
+
+
+KEY = "s3cr3tkey0123456789"
+
+
+def test_dqs_key_file_is_read_and_never_printed(
+    seen_keys: list[str | None], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dqs.key"
+    path.write_text(KEY + "\n", encoding="ascii")
+    path.chmod(0o600)
+    assert cli.main([*ARGS, "--dqs-key-file", str(path)]) == 0
+    assert seen_keys == [KEY]
+    out, err = capsys.readouterr()
+    assert err == "" and KEY not in out
+
+
+def test_dqs_key_file_readable_by_others_is_warned_about(
+    seen_keys: list[str | None], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dqs.key"
+    path.write_text(KEY, encoding="ascii")
+    path.chmod(0o644)
+    assert cli.main([*ARGS, "--dqs-key-file", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert f"{path} is readable by others: chmod 600" in err and KEY not in err
+
+
+def test_dqs_key_on_the_command_line_still_works_with_a_warning(
+    seen_keys: list[str | None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (issue 15): a key in argv is readable by every user in /proc/PID/cmdline."""
+    assert cli.main([*ARGS, "--dqs-key", KEY]) == 0
+    assert seen_keys == [KEY]
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "mailmend check: warning: --dqs-key is readable by every user of this machine "
+        "(ps, /proc/PID/cmdline): use --dqs-key-file FILE or $MAILMEND_DQS_KEY"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        (["--dqs-key-file", "MISSING"], "cannot read"),
+        (["--dqs-key-file", "EMPTY"], "is empty"),
+        (["--dqs-key-file", "FIFO"], "not a regular file"),
+        (["--dqs-key-file", "EMPTY", "--dqs-key", KEY], "not both"),
+    ],
+)
+def test_bad_dqs_key_file_is_one_line_exit_2(
+    seen_keys: list[str | None],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    phrase: str,
+) -> None:
+    (tmp_path / "empty").write_text("\n", encoding="ascii")
+    files = {"MISSING": str(tmp_path / "nope"), "EMPTY": str(tmp_path / "empty")}
+    files["FIFO"] = _fifo(tmp_path)
+    assert cli.main([*ARGS, *(_swap(a, files) for a in extra)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and phrase in err and KEY not in err
+    assert seen_keys == []
+
+
+def test_no_fix_recommends_the_key_on_the_command_line() -> None:
+    """Regression (issue 15): the public-resolver fix text said '(--dqs-key)'."""
+    from checks.blocklists import load_blocklists
+
+    fixes = [e.fix or "" for bl in load_blocklists() for e in bl.errors.values()]
+    dqs = [f for f in fixes if "DQS key" in f]
+    assert dqs and all("--dqs-key-file" in f and "$MAILMEND_DQS_KEY" in f for f in dqs)
+    assert not any("--dqs-key)" in f or "--dqs-key " in f for f in fixes)
