@@ -262,6 +262,7 @@ def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
         fleet = load_fleet(path)
     except FleetError as err:
         raise UsageError(str(err)) from None
+    print_fleet_warnings(fleet, "check")
     targets = targets_from_fleet(fleet)
     if not args.nameserver:  # the fleet's resolvers, unless --nameserver says otherwise
         args.nameserver = list(fleet.settings.nameservers)
@@ -274,6 +275,13 @@ def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
             )
         targets = [t for t in targets if t.name in args.host]
     return targets
+
+
+def print_fleet_warnings(fleet: Any, command: str) -> None:
+    """The fleet file's warnings (``Fleet.warnings``: private or documentation-range IPs, a
+    host without domains...), one line each on stderr, as docs/fleet.md promises."""
+    for warning in fleet.warnings:
+        print(f"mailmend {command}: warning: {warning}", file=sys.stderr)
 
 
 def targets_from_fleet(fleet: Any) -> list[HostTarget]:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver, system_nameservers
-from mailmend.cli import DEFAULT_DEADLINE, seconds
+from mailmend.cli import DEFAULT_DEADLINE, print_fleet_warnings, seconds
 from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
 from mailmend.records.dkim import DkimKeyError, DkimPublicKey, fetch_genkey_txt, read_genkey_txt
 from mailmend.records.plan import (
@@ -164,9 +164,11 @@ def _fleet(path_text: str | None) -> Fleet:
         path = Path(path_text) if path_text else fleet_path_from_env()
         if path is None:
             raise _Usage("no fleet file: give --fleet FILE or set $MAILMEND_FLEET")
-        return load_fleet(path)
+        fleet = load_fleet(path)
     except FleetError as err:
         raise _Usage(str(err)) from None
+    print_fleet_warnings(fleet, "records")
+    return fleet
 
 
 def _nameserver(text: str, option: str) -> Nameserver:

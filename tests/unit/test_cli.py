@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -417,3 +418,28 @@ def test_no_fix_recommends_the_key_on_the_command_line() -> None:
     dqs = [f for f in fixes if "DQS key" in f]
     assert dqs and all("--dqs-key-file" in f and "$MAILMEND_DQS_KEY" in f for f in dqs)
     assert not any("--dqs-key)" in f or "--dqs-key " in f for f in fixes)
+
+
+# --- fleet warnings reach the admin in check and records (issue 15, docs/fleet.md) -------------
+
+
+@pytest.mark.parametrize("command", ["check", "records"])
+def test_fleet_warnings_are_printed(
+    zone: Zone, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """Regression: only pyinfra's inventory printed them; SPF then gained such IPs silently."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        f'[hosts.mx1]\nssh_host = "{IP}"\nhostname = "{FQDN}"\npublic_ipv4 = "{IP}"\n'
+        f'domains = [{{ name = "{D}", selector = "mx1" }}]\n'
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # records: a closed port
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    cli.main([command, "--fleet", str(fleet), "--nameserver", closed, "--timeout", "0.1"])
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (
+        f"mailmend {command}: warning: {fleet}: host 'mx1': public_ipv4: {IP} is not globally "
+        "routable (a private, shared or documentation range); other mail servers will not see "
+        "this as the sender's address"
+    )
