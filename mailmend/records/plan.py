@@ -13,6 +13,7 @@ snippet, absolute names, TXT split in 255-byte strings), :func:`plan_json` (docs
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from checks.ptr import normalize_name, reverse_name
 from mailmend.fleet import Fleet
 from mailmend.records.dkim import DkimPublicKey, same_key
 from mailmend.records.dmarc import authorisations, propose_dmarc
+from mailmend.records.escape import visible, zone_name
 from mailmend.records.spf import SpfDnsError, SpfProposal, propose_spf
 
 DEFAULT_TTL = 3600
@@ -39,6 +41,7 @@ class Action(StrEnum):
     ASK = "ask"  # someone else publishes it (the provider's PTR, another domain's consent)
     SKIP = "skip"  # not enough input (the DKIM public key was not given)
     BLOCKED = "blocked"  # the published record must be fixed first (or --replace-malformed)
+    HELD = "held"  # would be added or changed, but its domain is blocked: published nowhere
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,12 @@ async def _domain_plan(
     for record in records:
         if record.action is Action.BLOCKED and record.reason not in problems:
             problems.append(record.reason)
+    if problems:  # nothing of a blocked domain is published: not even its sound records
+        held = f"held back: {domain} is blocked (see its problems)"
+        records = [
+            dataclasses.replace(r, action=Action.HELD, reason=held) if r.publishable else r
+            for r in records
+        ]
     return DomainPlan(domain, tuple(records), tuple(problems))
 
 
@@ -316,6 +325,12 @@ async def _dmarc(
 async def _authorisation(
     reader: _Reader, name: str, report_domain: str, fleet_domains: list[str]
 ) -> RecordChange:
+    if zone_name(name) is None:  # a hostile or broken rua=/ruf= in the published record
+        reason = (
+            f"a DMARC report address of {name.split('._report._dmarc.')[0]} is at "
+            f"{report_domain!r}, not a domain name: fix rua=/ruf= in its DMARC record"
+        )
+        return RecordChange("dmarc-auth", name, "TXT", Action.BLOCKED, reason=reason)
     answer = await reader.get(name, "TXT")
     ours = tuple(r for r in answer.records if is_dmarc(r))
     if answer.ok and ours:
@@ -387,7 +402,7 @@ def render_zone(plan: Plan) -> str:
     lines = ["; mailmend records: paste into the zones (absolute names, BIND syntax)"]
     for domain in plan.domains:
         lines += ["", f"; {domain.domain}"]
-        lines += [f"; BLOCKED: {p}" for p in domain.problems]
+        lines += [f"; BLOCKED: {visible(p)}" for p in domain.problems]
         lines += [_zone_line(r, plan.ttl) for r in domain.records]
     for host in plan.hosts:
         lines += ["", f"; host {host.host} ({host.fqdn})"]
@@ -396,11 +411,24 @@ def render_zone(plan: Plan) -> str:
 
 
 def _zone_line(record: RecordChange, ttl: int) -> str:
+    """One live line, or a comment: everything from DNS is escaped (no new line can start)."""
+    name = visible(record.name)
     if record.action in (Action.ASK, Action.SKIP, Action.BLOCKED):
-        return f"; {record.action.value}: {record.kind} {record.name}: {record.reason}"
+        return f"; {record.action.value}: {record.kind} {name}: {visible(record.reason)}"
+    if record.action is Action.HELD:
+        return f"; held: {record.kind} {name}. {record.rdtype} {_rdata(record)}"
     if record.rdtype == "PTR":  # the provider's reverse zone: never ours to publish
-        return f"; ptr {record.name}. is already {record.rdata_text()} (the provider's zone)"
-    return f"{record.name}. {ttl} IN {record.rdtype} {record.rdata_text()}"
+        return f"; ptr {name}. is already {_rdata(record)} (the provider's zone)"
+    owner = zone_name(record.name)
+    if owner is None:
+        return f"; not a host name, not written: {record.kind} {name}"
+    return f"{owner} {ttl} IN {record.rdtype} {_rdata(record)}"
+
+
+def _rdata(record: RecordChange, value: str | None = None) -> str:
+    """The rdata in zone-file syntax, escaped (TXT is already quoted with \\DDD escapes)."""
+    text = record.rdata_text(value)
+    return text if record.rdtype == "TXT" else visible(text)
 
 
 def _short(text: str, limit: int = 110) -> str:
@@ -412,36 +440,40 @@ def render_plan(plan: Plan) -> str:
     lines: list[str] = []
     for domain in plan.domains:
         lines.append(
-            domain.domain + (" (BLOCKED: nothing is published for it)" if domain.blocked else "")
+            visible(domain.domain)
+            + (" (BLOCKED: nothing is published for it)" if domain.blocked else "")
         )
         for record in domain.records:
             lines += _plan_lines(record)
     for host in plan.hosts:
-        lines.append(f"host {host.host} ({host.fqdn})")
+        lines.append(f"host {visible(host.host)} ({visible(host.fqdn)})")
         for record in host.records:
             lines += _plan_lines(record)
     counts = plan.counts()
     lines.append(
         f"{counts['add']} to add, {counts['change']} to change, {counts['keep']} unchanged; "
         f"{counts['ask']} to ask others for, {counts['skip']} skipped, "
-        f"{len(plan.blocked)} domain(s) blocked"
+        f"{len(plan.blocked)} domain(s) blocked ({counts['held']} record(s) held back)"
     )
     return "\n".join(lines) + "\n"
 
 
 def _plan_lines(record: RecordChange) -> list[str]:
-    head = f"  {record.action.value:<7} {record.kind:<10} {record.name}. {record.rdtype}"
+    """A record's lines for the terminal: what came from DNS is escaped (no ESC, BEL, CR)."""
+    head = f"  {record.action.value:<7} {record.kind:<10} {visible(record.name)}. {record.rdtype}"
     lines: list[str]
     if record.action is Action.CHANGE:
         lines = [head]
-        lines += [f"            - {_short(record.rdata_text(old))}" for old in record.remove]
-        lines.append(f"            + {_short(record.rdata_text())}")
+        lines += [f"            - {_short(_rdata(record, old))}" for old in record.remove]
+        lines.append(f"            + {_short(_rdata(record))}")
     elif record.action in (Action.ADD, Action.KEEP):
-        lines = [f"{head} {_short(record.rdata_text())}"]
+        lines = [f"{head} {_short(_rdata(record))}"]
+    elif record.action is Action.HELD:
+        lines = [f"{head} {_short(_rdata(record))}: {visible(record.reason)}"]
     else:
-        lines = [f"{head}: {record.reason}"]
+        lines = [f"{head}: {visible(record.reason)}"]
     if record.action is not Action.KEEP:
-        lines += [f"            note: {n}" for n in record.notes]
+        lines += [f"            note: {visible(n)}" for n in record.notes]
     return lines
 
 
