@@ -56,6 +56,7 @@ def _print_status(sb: Sandbox) -> bool:
         )
     where = {
         "knot": f"DNS {sb.net.dns}:53",
+        "pdns": f"PowerDNS {sb.net.pdns}:53, API {sb.pdns.api_url}",
         "dnsmasq": f"resolver {sb.net.resolver}:53",
         "receiver": f"SMTP {sb.net.sink}:25",
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sandbox import image, proc
 from sandbox.dns import SandboxDns, system_upstreams
+from sandbox.pdns import API_PORT, SandboxPowerDns, copied_zones
 from sandbox.receiver import Receiver
 from sandbox.scenario import (
     BLOCK_ENV,
@@ -56,6 +57,7 @@ class Sandbox:
         self.meta = self.state / "sandbox.json"
         self.net = net or self._saved_net() or Net(int(os.environ.get(BLOCK_ENV, "0")))
         self.dns = SandboxDns(self.state, self.net)
+        self.pdns = SandboxPowerDns(self.state, self.net)
         self.receiver = Receiver(self.state)
         self.key = self.state / "ssh" / "id_ed25519"
         self.known_hosts = self.state / "ssh" / "known_hosts"
@@ -164,11 +166,14 @@ class Sandbox:
         )
 
     def _start_services(self, scn: Scenario) -> dict[str, int]:
-        self.dns.configure(scn)
+        zones = self.dns.configure(scn)
         logs = self.state / "logs"
         # Knot refuses to start over a pid file left by a killed run (its pid is 1 again).
         (self.dns.dir / "run" / "knot.pid").unlink(missing_ok=True)
         pids = {"knot": proc.spawn(self.dns.knot_argv(), logs / "knot.log")}
+        serial = int((self.dns.dir / "serial").read_text())
+        self.pdns.configure(copied_zones(zones, {h.domain for h in scn.hosts}), serial)
+        pids["pdns"] = proc.spawn(self.pdns.argv(), logs / "pdns.log")
         upstreams = system_upstreams()
         pids["dnsmasq"] = proc.spawn(self.dns.dnsmasq_argv(upstreams), logs / "dnsmasq.log")
         self.receiver.messages.mkdir(parents=True, exist_ok=True)
@@ -261,6 +266,7 @@ class Sandbox:
                 f"sandbox using block {self.net.block}? set {BLOCK_ENV})\n{tail}"
             )
         checks = [(self.net.dns, 53, "knot"), (self.net.sink, 25, "receiver")]
+        checks += [(self.net.pdns, 53, "pdns"), (self.net.pdns, API_PORT, "pdns")]
         checks += [(h.ssh_addr, SSH_PORT, h.name) for h in hosts]
         for addr, port, what in checks:
             if not proc.wait_port(addr, port, timeout=30):
@@ -291,6 +297,7 @@ class Sandbox:
             )
         for svc, (addr, port) in {
             "knot": (self.net.dns, 53),
+            "pdns": (self.net.pdns, API_PORT),
             "dnsmasq": (self.net.resolver, 53),
             "receiver": (self.net.sink, 25),
         }.items():

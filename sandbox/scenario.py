@@ -39,6 +39,10 @@ class Net:
         return f"127.{self.block}.9.54"
 
     @property
+    def pdns(self) -> str:  # PowerDNS with its HTTP API: the "DNS provider" (sandbox.pdns)
+        return f"127.{self.block}.9.55"
+
+    @property
     def sink(self) -> str:  # the SMTP receiver ("the rest of the internet")
         return f"127.{self.block}.9.25"
 
