@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from sandbox.control import Sandbox, SandboxError
+from sandbox.existing import SETUPS
+from sandbox.image import SUITES
 from sandbox.paths import default_state_dir
-from sandbox.scenario import SSH_PORT
+from sandbox.scenario import SSH_PORT, default_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,13 +24,27 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="build/restore the base image and start N hosts, DNS, SMTP")
     up.add_argument("--hosts", type=int, default=3)
+    up.add_argument(
+        "--suite", choices=SUITES, default="bookworm", help="Debian release of the hosts"
+    )
+    up.add_argument(
+        "--existing",
+        default="",
+        metavar="SETUP,...",
+        help=f"also start existing servers ({', '.join(SETUPS)}), one host each",
+    )
     sub.add_parser("status", help="show the hosts and services; exit 1 if anything is down")
     sub.add_parser("down", help="stop every process; mounts vanish with their namespaces")
     args = p.parse_args(argv)
     sb = Sandbox(args.state or default_state_dir())
     try:
         if args.cmd == "up":
-            sb.up(args.hosts)
+            names = tuple(n for n in args.existing.split(",") if n)
+            unknown = [n for n in names if n not in SETUPS]
+            if unknown:
+                print(f"sandbox: error: unknown setup {unknown[0]!r}", file=sys.stderr)
+                return 2
+            sb.up(args.hosts, default_scenario(args.hosts, sb.net, args.suite, names))
             _print_status(sb)
             return 0
         if args.cmd == "status":
@@ -52,7 +68,8 @@ def _print_status(sb: Sandbox) -> bool:
         mark = "up  " if st.hosts.get(h.name) else "DOWN"
         print(
             f"  {mark} {h.name:<6} ssh root@{h.ssh_addr}:{SSH_PORT}  {h.fqdn:<24} "
-            f"public {h.public_ipv4:<15} PTR {h.ptr}"
+            f"public {h.public_ipv4:<15} PTR {h.ptr:<9} {h.suite}"
+            + (f" existing {h.setup}" if h.setup else "")
         )
     where = {
         "knot": f"DNS {sb.net.dns}:53",

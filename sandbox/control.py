@@ -14,10 +14,10 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from sandbox import image, proc
+from sandbox import existing, image, proc
 from sandbox.dns import SandboxDns, system_upstreams
 from sandbox.pdns import API_PORT, SandboxPowerDns, copied_zones
 from sandbox.receiver import Receiver
@@ -117,7 +117,19 @@ class Sandbox:
         )
 
     def scenario(self) -> Scenario:
-        return default_scenario(len(self.hosts()), self.net)
+        """The running scenario: the saved hosts (empty and existing) with the default lists."""
+        hosts = self.hosts()
+        plain = sum(1 for h in hosts if not h.setup)
+        return replace(default_scenario(plain, self.net), hosts=tuple(hosts))
+
+    @property
+    def passwords_file(self) -> Path:
+        """The mail users' passwords of the existing-server hosts (made at ``up``)."""
+        return self.state / "existing" / "passwords.json"
+
+    def passwords(self) -> dict[str, str]:
+        data: dict[str, str] = json.loads(self.passwords_file.read_text())
+        return data
 
     # -- up ----------------------------------------------------------------------------
     def up(self, n_hosts: int, scenario: Scenario | None = None) -> None:
@@ -126,24 +138,52 @@ class Sandbox:
         if any(proc.alive(p) for p in self.pids().values()):
             raise SandboxError(f"a sandbox is already running in {self.state}; run down first")
         scn = scenario or default_scenario(n_hosts, self.net)
-        base = image.base_root()
+        roots = {h.name: self._root_of(h) for h in scn.hosts}
         self.state.mkdir(parents=True, exist_ok=True)
         self._ssh_key()
+        self._passwords(scn.hosts)
         self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": {}})
         pids: dict[str, int] = {}
         try:
             pids.update(self._start_services(scn))
             for h in scn.hosts:
-                pids[h.name] = self._start_host(base, h)
+                pids[h.name] = self._start_host(roots[h.name], h)
                 self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": pids})
-            self._write_known_hosts(base, scn.hosts)
+            self._write_known_hosts(roots, scn.hosts)
             self._write_fleet(scn.hosts)
             self._wait_ready(scn.hosts)
+            self._boot_existing(scn.hosts)
         except BaseException:
             self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": pids})
             self.down()
             raise
-        _log(f"{n_hosts} host(s) up; fleet file {self.fleet_file}")
+        _log(f"{len(scn.hosts)} host(s) up; fleet file {self.fleet_file}")
+
+    @staticmethod
+    def _root_of(h: SandboxHost) -> Path:
+        """The image host ``h`` is an overlay of: its suite's base, or its existing setup's."""
+        if h.setup:
+            return existing.setup_root(h.setup, h.suite)
+        return image.base_root(h.suite)
+
+    def _passwords(self, hosts: tuple[SandboxHost, ...]) -> None:
+        if not any(h.setup for h in hosts):
+            return
+        self.passwords_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.passwords_file.write_text(json.dumps(existing.new_passwords()) + "\n")
+        self.passwords_file.chmod(0o600)
+
+    def _boot_existing(self, hosts: tuple[SandboxHost, ...]) -> None:
+        """Adapt each existing server to its sandbox address and start its services."""
+        for h in hosts:
+            if h.setup:
+                # Daemons keep no descriptor of the SSH session (it would never end).
+                log = "/var/log/sandbox-boot.log"
+                self.ssh(
+                    h,
+                    f"{existing.BOOT} >{log} 2>&1 </dev/null || {{ cat {log} >&2; exit 1; }}",
+                    timeout=120,
+                )
 
     def _ssh_key(self) -> None:
         if self.key.exists():
@@ -196,6 +236,10 @@ class Sandbox:
         auth.chmod(0o600)
         (upper / "etc").mkdir(exist_ok=True)
         (upper / "etc" / "resolv.conf").write_text(f"nameserver {self.net.resolver}\n")
+        if h.setup:
+            env = upper / existing.BOOT_ENV
+            env.write_text(existing.boot_env(h.ssh_addr, self.passwords()))
+            env.chmod(0o600)
         argv = [
             "sh",
             str(HOST_INIT),
@@ -209,9 +253,11 @@ class Sandbox:
         ]
         return proc.spawn(argv, self.state / "logs" / f"{h.name}.log", namespaces=("uts", "mount"))
 
-    def _write_known_hosts(self, base: Path, hosts: tuple[SandboxHost, ...]) -> None:
-        pub = (base / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
-        lines = [f"[{h.ssh_addr}]:{SSH_PORT} {pub[0]} {pub[1]}" for h in hosts]
+    def _write_known_hosts(self, roots: dict[str, Path], hosts: tuple[SandboxHost, ...]) -> None:
+        lines = []
+        for h in hosts:  # each suite's base image has its own host key
+            pub = (roots[h.name] / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+            lines.append(f"[{h.ssh_addr}]:{SSH_PORT} {pub[0]} {pub[1]}")
         self.known_hosts.write_text("\n".join(lines) + "\n")
 
     def _write_fleet(self, hosts: tuple[SandboxHost, ...]) -> None:

@@ -128,6 +128,10 @@ def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
         (h.generic_ptr + ".", "A", h.public_ipv4) for h in scn.hosts if h.ptr == "elsewhere"
     ]
     zones[SINK_ZONE] = [(SINK_HOST + ".", "A", scn.net.sink)]
+    # The smarthost existing servers relay through: the mailserver setup's submission port.
+    zones[SINK_ZONE] += [
+        ("smarthost", "A", h.ssh_addr) for h in scn.hosts if h.setup == "mailserver"
+    ][:1]
     for rd in RECIPIENT_DOMAINS:
         zones[rd] = [("@", "MX", f"10 {SINK_HOST}.")]
     targets = _blocklist_zones()

@@ -1,7 +1,7 @@
-"""The Debian 12 base image every sandbox host is an overlay copy of.
+"""The Debian base images every sandbox host is an overlay copy of: 12 (bookworm) and 13 (trixie).
 
-Built once with ``debootstrap --variant=minbase`` (plus openssh-server), archived as
-``tar.zst`` in the cache and reused; the extracted root is kept beside the archive.
+Built once per suite with ``debootstrap --variant=minbase`` (plus openssh-server), archived
+as ``tar.zst`` in the cache and reused; the extracted root is kept beside the archive.
 A second root, the *tools root*, adds postfix and opendkim so tests can check rendered
 configs with the real ``postconf`` and ``opendkim`` without installing them on this machine.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 
 from sandbox.paths import cache_dir
 
-SUITE = "bookworm"
+SUITE = "bookworm"  # the default suite; the mirror is looked up under this name
+#: Debian releases a sandbox host can run (``sandbox up --suite``, ``SandboxHost.suite``).
+SUITES = ("bookworm", "trixie")
 IMAGE_VERSION = "2"  # bump when the base recipe changes: the cache is rebuilt
 BASE_PACKAGES = ("openssh-server", "ca-certificates")
 TOOLS_PACKAGES = ("postfix", "opendkim", "opendkim-tools")
@@ -100,23 +102,32 @@ def _configure_base(root: Path) -> None:
         stale.unlink()
 
 
-def _debootstrap(root: Path) -> None:
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise ValueError(f"unknown Debian suite {suite!r} (known: {', '.join(SUITES)})")
+    return suite
+
+
+def _debootstrap(root: Path, suite: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
     mirror = apt_mirror()
-    _log(f"debootstrap {SUITE} minbase from {mirror} (29 s on a 2-core machine; once, then cached)")
+    _log(f"debootstrap {suite} minbase from {mirror} (about 30-40 s; once, then cached)")
     include = ",".join(BASE_PACKAGES)
     _run(
-        ["debootstrap", "--variant=minbase", f"--include={include}", SUITE, str(root), mirror],
+        ["debootstrap", "--variant=minbase", f"--include={include}", suite, str(root), mirror],
         stdout=subprocess.DEVNULL,
     )
     _configure_base(root)
 
 
-def _cached_root(name: str, build: object) -> Path:
-    """Return the extracted root ``name``, restoring it from its archive or building it."""
+def cached_root(name: str, build: object, version: str = IMAGE_VERSION) -> Path:
+    """Return the extracted root ``name``, restoring it from its archive or building it.
+
+    ``version`` names the recipe: a new one builds a new root beside the old.
+    """
     base = cache_dir()
-    root = base / f"{name}-v{IMAGE_VERSION}"
-    archive = base / f"{name}-v{IMAGE_VERSION}.tar.zst"
+    root = base / f"{name}-v{version}"
+    archive = base / f"{name}-v{version}.tar.zst"
     stamp = root / ".mailmend-image"
     if stamp.exists():
         return root
@@ -131,39 +142,64 @@ def _cached_root(name: str, build: object) -> Path:
         _archive(building, archive)
         shutil.rmtree(root, ignore_errors=True)
         building.rename(root)
-    stamp.write_text(IMAGE_VERSION + "\n")
+    stamp.write_text(version + "\n")
     return root
 
 
-def base_root() -> Path:
-    """The extracted Debian 12 minbase + openssh-server root (built or restored on demand)."""
-    return _cached_root(f"{SUITE}-minbase", _debootstrap)
+def base_root(suite: str = SUITE) -> Path:
+    """The extracted minbase + openssh-server root of ``suite`` (built or restored on demand)."""
+    check_suite(suite)
+    return cached_root(f"{suite}-minbase", lambda root: _debootstrap(root, suite))
 
 
-def _install_tools(root: Path) -> None:
+def install_packages(
+    root: Path,
+    packages: tuple[str, ...],
+    what: str,
+    preseed: str = "",
+    suite: str = SUITE,
+    script: str = "",
+) -> None:
+    """Make ``root`` a copy of the base image with ``packages`` installed (no service started).
+
+    ``preseed``: debconf selections (``debconf-set-selections`` lines) given before installing;
+    ``script``: shell commands run in the root (chrooted) after the install, to configure it.
+    """
     shutil.rmtree(root, ignore_errors=True)
-    _run(["cp", "-a", str(base_root()), str(root)])
+    _run(["cp", "-a", str(base_root(suite)), str(root)])
     (root / ".mailmend-image").unlink(missing_ok=True)
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
-    packages = " ".join(TOOLS_PACKAGES)
-    script = (
+    words = " ".join(packages)
+    (root / "tmp/mailmend.preseed").write_text(preseed)
+    (root / "tmp/mailmend.configure").write_text("set -eu\n" + script)
+    run = (
         f"mount -t proc proc {root}/proc && "
-        f"chroot {root} sh -c 'apt-get update -qq && "
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {packages}'"
+        f"chroot {root} sh -c 'debconf-set-selections /tmp/mailmend.preseed && "
+        "apt-get update -qq && "
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {words} && "
+        "sh /tmp/mailmend.configure'"
     )
-    _log(f"building the tools root ({packages})")
+    _log(f"building the {what} ({words})")
     # A private mount namespace: the /proc mount disappears with it.
     _run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", run],
         stdout=subprocess.DEVNULL,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
     (root / "etc/resolv.conf").write_text("")
+    (root / "tmp/mailmend.preseed").unlink()
+    (root / "tmp/mailmend.configure").unlink()
+    for stale in (root / "var/cache/apt/archives").glob("*.deb"):
+        stale.unlink()
 
 
-def tools_root() -> Path:
-    """A Debian 12 root with postfix and opendkim installed, for checking rendered configs."""
-    return _cached_root(f"{SUITE}-tools", _install_tools)
+def tools_root(suite: str = SUITE) -> Path:
+    """A root of ``suite`` with postfix and opendkim, for checking rendered configs."""
+    check_suite(suite)
+    return cached_root(
+        f"{suite}-tools",
+        lambda root: install_packages(root, TOOLS_PACKAGES, f"{suite} tools root", suite=suite),
+    )

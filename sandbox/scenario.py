@@ -60,6 +60,8 @@ class SandboxHost:
     public_ipv4: str
     ssh_addr: str  # 127.B.10.N: sshd and Postfix listen here
     ptr: str = "right"  # right | missing | elsewhere
+    suite: str = "bookworm"  # the Debian release it runs (bookworm | trixie)
+    setup: str = ""  # "" for an empty VPS, else the existing server it starts as (sandbox.existing)
 
     @property
     def generic_ptr(self) -> str:
@@ -76,7 +78,7 @@ class Scenario:
     extra_records: dict[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
 
-def make_host(i: int, ptr: str = "right", net: Net = Net()) -> SandboxHost:
+def make_host(i: int, ptr: str = "right", net: Net = Net(), suite: str = "bookworm") -> SandboxHost:
     label = MAIL_DOMAINS[(i - 1) % len(MAIL_DOMAINS)]
     domain = f"{label}.example" if i <= len(MAIL_DOMAINS) else f"{label}{i}.example"
     prefix = PUBLIC_NETS[(i - 1) % len(PUBLIC_NETS)]
@@ -89,6 +91,26 @@ def make_host(i: int, ptr: str = "right", net: Net = Net()) -> SandboxHost:
         public_ipv4=f"{prefix}.{10 + i}",
         ssh_addr=net.host(i),
         ptr=ptr,
+        suite=suite,
+    )
+
+
+def make_existing_host(i: int, setup: str, net: Net = Net()) -> SandboxHost:
+    """Host ``i`` starting as the existing server ``setup`` (its names come with the setup)."""
+    from sandbox.existing import setup as find_setup
+
+    s = find_setup(setup)
+    prefix = PUBLIC_NETS[(i - 1) % len(PUBLIC_NETS)]
+    return SandboxHost(
+        index=i,
+        name=s.name,
+        fqdn=s.fqdn,
+        domain=s.domain,
+        selector=s.selector,
+        public_ipv4=f"{prefix}.{10 + i}",
+        ssh_addr=net.host(i),
+        suite=s.suites[0],
+        setup=s.name,
     )
 
 
@@ -100,10 +122,19 @@ SITUATION_IPS = {
 }
 
 
-def default_scenario(n_hosts: int, net: Net = Net()) -> Scenario:
-    """N hosts: PTR right except host 2 (missing) and host 3 (provider default)."""
+def default_scenario(
+    n_hosts: int,
+    net: Net = Net(),
+    suite: str = "bookworm",
+    existing: tuple[str, ...] = (),
+) -> Scenario:
+    """N hosts: PTR right except host 2 (missing) and host 3 (provider default); then one host
+    per name in ``existing`` (sandbox.existing's setups)."""
     ptrs = {2: "missing", 3: "elsewhere"}
-    hosts = tuple(make_host(i, ptrs.get(i, "right"), net) for i in range(1, n_hosts + 1))
+    hosts = tuple(make_host(i, ptrs.get(i, "right"), net, suite) for i in range(1, n_hosts + 1))
+    hosts += tuple(
+        make_existing_host(n_hosts + k, name, net) for k, name in enumerate(existing, start=1)
+    )
     listings: dict[str, dict[str, str]] = {
         "b.barracudacentral.org": {SITUATION_IPS["listed"]: "127.0.0.2"},
         "zen.spamhaus.org": {
