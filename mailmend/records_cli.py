@@ -16,7 +16,8 @@ import asyncio
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver, system_nameservers
@@ -32,11 +33,19 @@ from mailmend.records.plan import (
     render_zone,
     senders_from_fleet,
 )
-from mailmend.records.publish import PublishError, prepare, send, verify
+from mailmend.records.publish import (
+    Interrupted,
+    PublishError,
+    ZoneResult,
+    prepare,
+    send,
+    verify,
+)
 from mailmend.records.tsig import TsigKey, TsigKeyError, load_key_file, loose_permissions
 from mailmend.values import fqdn_problem
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # SIGINT, as a shell reports it (128 + 2)
 MIN_TTL, MAX_TTL = 60, 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1
 FORMATS = ("plan", "zone", "json")
 
@@ -113,7 +122,11 @@ def _run(args: argparse.Namespace) -> int:
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
     if not readers:
         readers = [server] if server is not None else _system()
-    plan, silent = asyncio.run(_plan(args, fleet, keys, readers))
+    try:
+        plan, silent = asyncio.run(_plan(args, fleet, keys, readers))
+    except KeyboardInterrupt:
+        _say("interrupted while reading the published records: nothing was sent")
+        return EXIT_INTERRUPTED
     if silent:
         for ns in silent:
             print(
@@ -134,19 +147,56 @@ def _run(args: argparse.Namespace) -> int:
         print("nothing to publish", file=sys.stderr)
         return code
     assert server is not None and key is not None
+    return _apply(args, plan, server, key, code)
+
+
+def _say(line: str) -> None:
+    print(f"mailmend records: {line}", file=sys.stderr)
+
+
+def _apply(
+    args: argparse.Namespace, plan: Plan, server: Nameserver, key: TsigKey, code: int
+) -> int:
+    """Send the plan's changes, say where every zone stands, verify. SIGINT: exit 130 after
+    saying which zones were updated and which not."""
     try:
         updates = prepare(plan, server, key, zone=args.zone, timeout=args.timeout)
-        zones = send(updates, server, args.timeout)
+        results = send(updates, server, args.timeout)
+    except Interrupted as err:
+        _say_zones("interrupted", err.results)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _say("interrupted before any update was sent: no zone was changed")
+        return EXIT_INTERRUPTED
     except PublishError as err:
-        print(f"mailmend records: {err}; that zone was not changed", file=sys.stderr)
-        if err.applied:
-            print(f"mailmend records: already updated: {', '.join(err.applied)}", file=sys.stderr)
+        _say(str(err))
+        _say_zones("stopped", err.results or ())
         return EXIT_FAIL
-    print(f"updated {', '.join(zones)} on {server}: {len(changes)} change(s)", file=sys.stderr)
-    failures = asyncio.run(_verify(server, args, plan))
+    zones = ", ".join(r.zone for r in results)
+    print(f"updated {zones} on {server}: {len(plan.changes())} change(s)", file=sys.stderr)
+    for result in results:
+        if result.detail:  # an answer was lost: what the read-back showed
+            _say(f"zone {result.zone}: updated ({result.detail})")
+    try:
+        failures = asyncio.run(_verify(server, args, plan))
+    except KeyboardInterrupt:
+        _say(f"interrupted while verifying: {zones} updated; run records again to check")
+        return EXIT_INTERRUPTED
     for failure in failures:
-        print(f"mailmend records: not visible after the update: {failure}", file=sys.stderr)
+        _say(f"not visible after the update: {failure}")
     return EXIT_FAIL if failures else code
+
+
+def _say_zones(what: str, results: Sequence[ZoneResult]) -> None:
+    """One line per zone: updated, not updated, unknown or not sent (and why)."""
+    if not results:
+        _say(f"{what} before any update was sent: no zone was changed")
+        return
+    counts = Counter(r.state for r in results)
+    _say(f"{what}: " + ", ".join(f"{n} zone(s) {state}" for state, n in counts.items()))
+    for result in results:
+        detail = f" ({result.detail})" if result.detail else ""
+        _say(f"zone {result.zone}: {result.state}{detail}")
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -43,16 +43,24 @@ from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.tsig import TsigKey
 
 __all__ = [
+    "APPLIED",
+    "NOT_APPLIED",
+    "NOT_SENT",
+    "UNKNOWN",
+    "Interrupted",
+    "NoAnswer",
     "PublishError",
     "StaleRecord",
     "TsigRefused",
     "UpdateRefused",
+    "ZoneResult",
     "ZoneUpdate",
     "find_zone",
     "prepare",
     "publish",
     "read_rrset",
     "send",
+    "settle",
     "verify",
 ]
 
@@ -60,10 +68,35 @@ STALE = "record changed since it was read: run records again"
 _STALE_RCODES = {dns.rcode.YXRRSET, dns.rcode.NXRRSET, dns.rcode.YXDOMAIN, dns.rcode.NXDOMAIN}
 
 
-class PublishError(Exception):
-    """The update was not applied (exit 1). ``applied`` lists the zones updated before it."""
+APPLIED, NOT_APPLIED, UNKNOWN, NOT_SENT = "updated", "not updated", "unknown", "not sent"
 
-    applied: tuple[str, ...] = ()
+
+@dataclass(frozen=True)
+class ZoneResult:
+    """Where one zone stands after :func:`send`: ``state`` is one of APPLIED, NOT_APPLIED,
+    UNKNOWN (sent, no clear answer, and the re-read could not tell) or NOT_SENT."""
+
+    zone: str
+    state: str
+    detail: str = ""
+
+
+class PublishError(Exception):
+    """An update was not applied, or not clearly (exit 1). ``results`` says where every zone
+    of the run stands (those updated before it, this one, those not sent)."""
+
+    results: tuple[ZoneResult, ...] = ()
+
+    @property
+    def applied(self) -> tuple[str, ...]:
+        return tuple(r.zone for r in self.results if r.state == APPLIED)
+
+
+class Interrupted(PublishError):
+    """SIGINT (Ctrl-C) while updates were being sent; ``results`` says where each zone stands."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted")
 
 
 class TsigRefused(PublishError):
@@ -79,7 +112,12 @@ class StaleRecord(PublishError):
 
 
 class UpdateRefused(PublishError):
-    """Any other refusal (REFUSED, NOTZONE, SERVFAIL, no answer)."""
+    """Any other refusal (REFUSED, NOTZONE, SERVFAIL)."""
+
+
+class NoAnswer(PublishError):
+    """No usable answer to an update (timeout, connection lost, unverifiable reply): the
+    server may or may not have applied it; :func:`send` re-reads to find out."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +132,7 @@ def _ask(server: Nameserver, name: str, rdtype: str, timeout: float) -> dns.mess
     query.flags &= ~dns.flags.RD
     try:
         return dns.query.tcp(query, server.host, timeout=timeout, port=server.port)
-    except (OSError, dns.exception.DNSException) as err:
+    except (OSError, EOFError, dns.exception.DNSException) as err:
         raise UpdateRefused(f"cannot ask {server} for {rdtype} {name}: {err}") from None
 
 
@@ -202,17 +240,67 @@ def _add_changes(
         message.add(owner, ttl, _new_rdata(record))
 
 
-def send(updates: Sequence[ZoneUpdate], server: Nameserver, timeout: float = 10.0) -> list[str]:
-    """Send each zone's update; return the zones applied. Raises on the first refusal."""
-    applied: list[str] = []
-    for update in updates:
+def send(
+    updates: Sequence[ZoneUpdate], server: Nameserver, timeout: float = 10.0
+) -> list[ZoneResult]:
+    """Send each zone's update in turn; return every zone's :class:`ZoneResult` (all APPLIED).
+
+    An update without a clear answer is settled by reading its records back: published as
+    sent counts as applied (the reply was lost), unchanged as not applied. Raises on the first
+    zone not applied (or not known to be), with ``results`` for every zone; raises
+    :class:`Interrupted` on SIGINT, after reading back the zone that was in flight.
+    """
+    results: list[ZoneResult] = []
+    for i, update in enumerate(updates):
+        unsent = [ZoneResult(u.zone, NOT_SENT) for u in updates[i + 1 :]]
         try:
-            _send_one(update, server, timeout)
+            try:
+                _send_one(update, server, timeout)
+                results.append(ZoneResult(update.zone, APPLIED))
+                continue
+            except NoAnswer as err:
+                state, seen = settle(update, server, timeout)
+                detail = f"{err}; read back: {seen}"
+                if state == APPLIED:
+                    results.append(ZoneResult(update.zone, APPLIED, detail))
+                    continue
+                err.args = (f"zone {update.zone}: {detail}",)
+                err.results = (*results, ZoneResult(update.zone, state, detail), *unsent)
+                raise
+            except PublishError as err:
+                err.results = (*results, ZoneResult(update.zone, NOT_APPLIED, str(err)), *unsent)
+                raise
+        except KeyboardInterrupt:
+            state, seen = settle(update, server, min(timeout, 3.0))
+            interrupted = Interrupted()
+            interrupted.results = (
+                *results, ZoneResult(update.zone, state, f"interrupted; read back: {seen}"),
+                *unsent,
+            )  # fmt: skip
+            raise interrupted from None
+    return results
+
+
+def settle(update: ZoneUpdate, server: Nameserver, timeout: float) -> tuple[str, str]:
+    """Read ``update``'s records back from ``server``: (APPLIED, NOT_APPLIED or UNKNOWN, what
+    was seen). An update is atomic, so it shows either every change or none."""
+    applied = unchanged = 0
+    for record in update.records:
+        try:
+            current = read_rrset(record.name, record.rdtype, server, timeout)
         except PublishError as err:
-            err.applied = tuple(applied)
-            raise
-        applied.append(update.zone)
-    return applied
+            return UNKNOWN, f"cannot read it back ({err}): run records again to see"
+        now = sorted(_text(rd) for rd in current) if current is not None else []
+        gone = [old for old in record.remove if old != record.value]
+        if record.value in now and not any(old in now for old in gone):
+            applied += 1
+        elif now == sorted(record.rrset):
+            unchanged += 1
+    if applied == len(update.records):
+        return APPLIED, "every change is published"
+    if unchanged == len(update.records):
+        return NOT_APPLIED, "as it was, nothing changed"
+    return UNKNOWN, "changed otherwise: run records again to see"
 
 
 def _send_one(update: ZoneUpdate, server: Nameserver, timeout: float) -> None:
@@ -221,8 +309,9 @@ def _send_one(update: ZoneUpdate, server: Nameserver, timeout: float) -> None:
         response = dns.query.tcp(update.message, server.host, timeout=timeout, port=server.port)
     except dns.tsig.PeerError as err:
         raise TsigRefused(key_name, f"{type(err).__name__} for zone {update.zone}") from None
-    except (OSError, dns.exception.DNSException) as err:
-        raise UpdateRefused(f"zone {update.zone}: no usable answer from {server}: {err}") from None
+    except (OSError, EOFError, dns.exception.DNSException) as err:
+        why = str(err) or type(err).__name__
+        raise NoAnswer(f"no clear answer from {server} ({why})") from None
     rcode = response.rcode()
     if rcode == dns.rcode.NOERROR:
         return
@@ -243,7 +332,8 @@ def publish(
     timeout: float = 10.0,
 ) -> list[str]:
     """:func:`prepare` then :func:`send`; returns the zones updated."""
-    return send(prepare(plan, server, key, zone=zone, timeout=timeout), server, timeout)
+    results = send(prepare(plan, server, key, zone=zone, timeout=timeout), server, timeout)
+    return [r.zone for r in results]
 
 
 async def verify(resolver: Resolver, records: Sequence[RecordChange]) -> list[str]:
