@@ -9,6 +9,8 @@ Each (subject, list) pair gives one :class:`CheckResult` with ``check="dnsbl"`` 
 - An answer outside 127.0.0.0/8 (a resolver rewrote NXDOMAIN), TIMEOUT, SERVFAIL, REFUSED: unknown.
 - An allowlist hit: pass, "listed on allowlist (good)"; allowlists never fail.
 - A list that fails its test points (:func:`list_health`) is BROKEN: its answers do not count.
+  :func:`check_ips` and :func:`check_domain` give no result on it (it is not the host's
+  problem); :func:`list_problems` reports it once, for the run.
 
 With a Spamhaus DQS key, lists that support it are asked under ``KEY.<dqs_zone>``; the key
 never appears in any result.
@@ -38,7 +40,7 @@ import dns.reversename
 from checks.blocklists import Blocklist, Code, Kind, Target
 from checks.dns import DnsAnswer, Rcode, Resolver
 from checks.engine import Engine
-from checks.result import CheckResult, Status
+from checks.result import CheckResult, ListProblem, Status
 
 __all__ = [
     "Health",
@@ -48,6 +50,7 @@ __all__ = [
     "check_ips",
     "judge",
     "list_health",
+    "list_problems",
     "query_name",
     "validate_dqs_key",
 ]
@@ -59,6 +62,10 @@ _REDACTED = "<DQS-KEY>"
 _BROKEN_FIX = (
     "Nothing to fix on the host: the list answers for every address, so it says nothing "
     "about this one. If it stays broken, drop it from checks/blocklists.toml."
+)
+_BROKEN_LIST_FIX = (
+    "Nothing to fix on the hosts: its answers are ignored for every host, which are checked "
+    "on the other lists. If it stays broken, drop it from checks/blocklists.toml."
 )
 
 
@@ -153,7 +160,11 @@ async def check_ips(
     for ip in ips:
         text = str(ipaddress.ip_address(ip))  # ValueError for a bad address
         version = ipaddress.ip_address(ip).version
-        pairs += [(text, bl) for bl in lists if _applies(bl, Target.IP, version)]
+        pairs += [
+            (text, bl)
+            for bl in lists
+            if _applies(bl, Target.IP, version) and not _broken(health, bl)
+        ]
     answers = await _ask(resolver, [query_name(bl, ip, dqs_key) for ip, bl in pairs])
     out: dict[str, list[CheckResult]] = {str(ipaddress.ip_address(ip)): [] for ip in ips}
     for (ip, bl), answer in zip(pairs, answers, strict=True):
@@ -184,7 +195,7 @@ async def check_domain(
     if dqs_key is not None:
         validate_dqs_key(dqs_key)
     subject = _normalize_domain(domain)
-    chosen = [bl for bl in lists if _applies(bl, Target.DOMAIN)]
+    chosen = [bl for bl in lists if _applies(bl, Target.DOMAIN) and not _broken(health, bl)]
     answers = await _ask(resolver, [query_name(bl, subject, dqs_key) for bl in chosen])
     return [
         judge(bl, subject, answer, _health(health, bl), dqs_key)
@@ -194,6 +205,22 @@ async def check_domain(
 
 def _health(health: Mapping[str, ListHealth] | None, bl: Blocklist) -> ListHealth | None:
     return None if health is None else health.get(bl.zone)
+
+
+def _broken(health: Mapping[str, ListHealth] | None, bl: Blocklist) -> bool:
+    found = _health(health, bl)
+    return found is not None and found.health is Health.BROKEN
+
+
+def list_problems(
+    lists: Sequence[Blocklist], health: Mapping[str, ListHealth]
+) -> list[ListProblem]:
+    """The broken lists of a run, for its fleet-level ``lists`` section."""
+    return [
+        ListProblem(bl.zone, bl.name, Health.BROKEN.value, found.reason, _BROKEN_LIST_FIX)
+        for bl in lists
+        if (found := _health(health, bl)) is not None and found.health is Health.BROKEN
+    ]
 
 
 # --- list health -------------------------------------------------------------------------------

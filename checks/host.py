@@ -22,7 +22,7 @@ from checks.dmarc import check_dmarc
 from checks.dns import Resolver
 from checks.fcrdns import check_fcrdns
 from checks.ptr import check_ptr
-from checks.result import CheckResult, Status, worst
+from checks.result import CheckResult, ListProblem, Status, worst
 from checks.spf import check_spf
 
 CHECK_ORDER = ("ptr", "fcrdns", "spf", "dkim", "dmarc", "dnsbl")
@@ -63,6 +63,15 @@ class HostReport:
 
     def counts(self) -> dict[str, int]:
         return count_statuses([self])
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    """A run: every host's report, and the blocklists that were broken for the whole run
+    (reported once here, never in a host's results, status or exit code)."""
+
+    hosts: list[HostReport]
+    lists: tuple[ListProblem, ...] = ()
 
 
 def count_statuses(reports: Sequence[HostReport]) -> dict[str, int]:
@@ -159,14 +168,15 @@ async def check_fleet(
     *,
     deadline: float | None = None,
     progress: Progress | None = None,
-) -> list[HostReport]:
+) -> FleetReport:
     """Check every host concurrently, in ``targets`` order.
 
     At ``deadline`` seconds the resolver is told to give up (``abandon()``, when it has one:
     every open and later question gets TIMEOUT, so each check ends with its own ``unknown``);
     hosts still running :data:`DEADLINE_GRACE` seconds later get one ``unknown`` result.
     ``progress(done, total)`` is called as hosts finish. With blocklists, the lists' health
-    is probed once for the whole fleet, inside the deadline.
+    is probed once for the whole fleet, inside the deadline; a broken list gives no host a
+    result and is reported once in :attr:`FleetReport.lists`.
     """
     health: asyncio.Future[Mapping[str, Any]] | None = None
     if blocklists is not None and targets:
@@ -199,10 +209,14 @@ async def check_fleet(
     for future in pending:
         future.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    return [
+    hosts = [
         _timed_out(target, deadline or 0.0) if task.cancelled() else task.result()
         for target, task in zip(targets, tasks, strict=True)
     ]
+    lists: tuple[ListProblem, ...] = ()
+    if blocklists is not None and health is not None and not health.cancelled():
+        lists = tuple(_dnsbl().list_problems(blocklists, health.result()))
+    return FleetReport(hosts, lists)
 
 
 def _timed_out(target: HostTarget, deadline: float) -> HostReport:

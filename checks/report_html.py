@@ -16,7 +16,7 @@ import jinja2
 
 from checks.host import CHECK_ORDER, HostReport, count_statuses
 from checks.report_table import problems
-from checks.result import CheckResult, Status, worst
+from checks.result import CheckResult, ListProblem, Status
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("checks", "."),
@@ -29,6 +29,9 @@ TEMPLATE = "report.html.j2"
 
 
 _DOMAIN_CHECKS = ("spf", "dkim", "dmarc")
+#: What a grid cell shows first: a real finding (a listing, a policy listing) before what DNS
+#: could not tell. The host's status (and the exit code) still rank unknown above warn.
+SHOWN_FIRST = (Status.FAIL, Status.WARN, Status.UNKNOWN, Status.PASS)
 ICONS = {"pass": "\u2714", "warn": "\u26a0", "fail": "\u2716", "unknown": "?", "none": ""}
 #: The summary cards: how many hosts are in each state.
 CARDS = (
@@ -72,20 +75,26 @@ def columns(reports: Sequence[HostReport]) -> list[str]:
     return [c for c in CHECK_ORDER if c in seen] + sorted(seen - set(CHECK_ORDER))
 
 
-def cell(results: list[CheckResult], check: str, anchor: str = "") -> Cell:
-    """One grid cell: an icon and the worst status; dnsbl names the lists that matter."""
+def cell(results: list[CheckResult], check: str, anchors: Mapping[int, str] | None = None) -> Cell:
+    """One grid cell: its most important real finding first (:data:`SHOWN_FIRST`), linked
+    to that problem (``anchors``: ``id(result)`` -> anchor); dnsbl names the lists."""
     if not results:
         return Cell("none", "no domain" if check in _DOMAIN_CHECKS else "not checked")
-    status = worst([r.status for r in results])
+    status = next(s for s in SHOWN_FIRST if any(r.status is s for r in results))
+    shown = next(r for r in results if r.status is status)
     icon = ICONS[status.value]
-    title = next(r.summary for r in results if r.status is status)
-    link = anchor if status is not Status.PASS else ""
+    link = (anchors or {}).get(id(shown), "") if status is not Status.PASS else ""
+    unknown = sum(1 for r in results if r.status is Status.UNKNOWN)
+    also = f" (+{unknown} unknown)" if unknown and status is not Status.UNKNOWN else ""
     if check == "dnsbl":
-        return Cell(status.value, f"{icon} {_dnsbl_text(results, status)}", title, link)
+        return Cell(
+            status.value, f"{icon} {_dnsbl_text(results, status)}{also}", shown.summary, link
+        )
     if len(results) == 1 or all(r.status is status for r in results):
-        return Cell(status.value, f"{icon} {status.value}", title, link)
+        return Cell(status.value, f"{icon} {status.value}{also}", shown.summary, link)
     bad = sum(1 for r in results if r.status is status)
-    return Cell(status.value, f"{icon} {bad} {status.value} / {len(results)}", title, link)
+    text = f"{icon} {bad} {status.value} / {len(results)}{also}"
+    return Cell(status.value, text, shown.summary, link)
 
 
 def _dnsbl_text(results: list[CheckResult], status: Status) -> str:
@@ -139,7 +148,13 @@ def _problem(result: CheckResult, anchor: str) -> Problem:
     return Problem(result, url, tuple(s for s in steps if s not in fix), anchor)
 
 
-def render_html(reports: Sequence[HostReport], generated: datetime | None = None) -> str:
+def render_html(
+    reports: Sequence[HostReport],
+    generated: datetime | None = None,
+    *,
+    lists: Sequence[ListProblem] = (),
+) -> str:
+    """The page; ``lists`` (broken blocklists) get a section of their own, under the grid."""
     cols = columns(reports)
     ordered = problems(reports)
     views = []
@@ -148,12 +163,8 @@ def render_html(reports: Sequence[HostReport], generated: datetime | None = None
             _problem(result, f"h{index}-p{n}")
             for n, result in enumerate(r for rep, r in ordered if rep is report)
         )
-        first: dict[str, str] = {}
-        for problem in mine:
-            first.setdefault(problem.result.check, problem.anchor)
-        cells = tuple(
-            cell([r for r in report.results if r.check == c], c, first.get(c, "")) for c in cols
-        )
+        anchors = {id(problem.result): problem.anchor for problem in mine}
+        cells = tuple(cell([r for r in report.results if r.check == c], c, anchors) for c in cols)
         views.append(HostView(report, cells, mine, f"h{index}"))
     host_counts = {key: 0 for key, _ in CARDS}
     for report in reports:
@@ -162,5 +173,5 @@ def render_html(reports: Sequence[HostReport], generated: datetime | None = None
     template = _ENV.get_template(TEMPLATE)
     return template.render(
         generated=when, hosts=views, columns=cols, summary=count_statuses(reports),
-        host_counts=host_counts, cards=CARDS, icons=ICONS,
+        host_counts=host_counts, cards=CARDS, icons=ICONS, lists=lists,
     )  # fmt: skip

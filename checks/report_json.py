@@ -8,14 +8,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from checks.host import HostReport, count_statuses
+from checks.result import ListProblem
 
 SCHEMA_VERSION = 1
 
 
 def report_document(
-    reports: Sequence[HostReport], generated: datetime | None = None
+    reports: Sequence[HostReport],
+    generated: datetime | None = None,
+    *,
+    lists: Sequence[ListProblem] = (),
 ) -> dict[str, Any]:
-    """The report as plain data: ``{"schema", "generated", "hosts", "summary"}``."""
+    """The report as plain data: ``{"schema", "generated", "hosts", "lists", "summary"}``."""
     when = generated or datetime.now(UTC)
     return {
         "schema": SCHEMA_VERSION,
@@ -31,9 +35,16 @@ def report_document(
             }
             for r in reports
         ],
+        "lists": [problem.to_json() for problem in lists],
         "summary": count_statuses(reports),
     }
 
 
-def render_json(reports: Sequence[HostReport], generated: datetime | None = None) -> str:
-    return json.dumps(report_document(reports, generated), indent=2, default=str) + "\n"
+def render_json(
+    reports: Sequence[HostReport],
+    generated: datetime | None = None,
+    *,
+    lists: Sequence[ListProblem] = (),
+) -> str:
+    document = report_document(reports, generated, lists=lists)
+    return json.dumps(document, indent=2, default=str) + "\n"

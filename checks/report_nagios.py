@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from checks.host import HostReport, count_statuses
+from checks.result import ListProblem
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -24,13 +25,21 @@ def nagios_state(counts: dict[str, int]) -> int:
     return OK
 
 
-def render_nagios(reports: Sequence[HostReport]) -> tuple[str, int]:
-    """``("MAILMEND CRITICAL - 1 fail, 2 warn, 0 unknown on 3 hosts | fail=1 ...\\n", 2)``."""
+def render_nagios(
+    reports: Sequence[HostReport], lists: Sequence[ListProblem] = ()
+) -> tuple[str, int]:
+    """``("MAILMEND CRITICAL - 1 fail, 2 warn, 0 unknown on 3 hosts | fail=1 ...\\n", 2)``.
+
+    Broken blocklists are named after the counts (``; broken list: all.s5h.net``) and
+    counted in ``broken_lists=N``; they never change the state.
+    """
     c = count_statuses(reports)
     state = nagios_state(c)
+    broken = f"; broken list: {', '.join(p.zone for p in lists)}" if lists else ""
     line = (
         f"MAILMEND {_STATE_NAMES[state]} - {c['fail']} fail, {c['warn']} warn, "
-        f"{c['unknown']} unknown on {len(reports)} hosts "
+        f"{c['unknown']} unknown on {len(reports)} hosts{broken} "
         f"| fail={c['fail']} warn={c['warn']} unknown={c['unknown']} pass={c['pass']}"
+        f" broken_lists={len(lists)}"
     )
     return line + "\n", state

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from checks.host import HostReport, count_statuses
-from checks.result import SEVERITY, CheckResult, Status
+from checks.result import SEVERITY, CheckResult, ListProblem, Status
 
 _COLOURS = {
     Status.FAIL: "\033[1;31m",
@@ -36,18 +36,32 @@ def _counts_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in ("fail", "unknown", "warn", "pass"))
 
 
-def render_table(reports: Sequence[HostReport], colour: bool = False) -> str:
-    lines: list[str] = []
+def _fix_lines(fix: str | None) -> list[str]:
+    if not fix:
+        return []
     indent = " " * (_WIDTH + 2)
+    first, *more = fix.splitlines() or [""]
+    return [f"{indent}fix: {first}", *(f"{indent}     {line}" for line in more)]
+
+
+def render_table(
+    reports: Sequence[HostReport], colour: bool = False, lists: Sequence[ListProblem] = ()
+) -> str:
+    lines: list[str] = []
     for report, result in problems(reports):
         lines.append(
             f"{_label(result.status, colour)}  {report.name}  {result.check} "
             f"{result.subject}: {result.summary}"
         )
-        if result.fix:
-            fix_lines = result.fix.splitlines()
-            lines.append(f"{indent}fix: {fix_lines[0]}")
-            lines.extend(f"{indent}     {more}" for more in fix_lines[1:])
+        lines.extend(_fix_lines(result.fix))
+    for problem in lists:  # the list's problem, not a host's: after the hosts' problems
+        broken = "BROKEN".ljust(_WIDTH)
+        label = f"{_COLOURS[Status.UNKNOWN]}{broken}{_RESET}" if colour else broken
+        lines.append(
+            f"{label}  blocklist {problem.zone} ({problem.name}): {problem.reason}; its answers "
+            "are ignored, for every host"
+        )
+        lines.extend(_fix_lines(problem.fix))
     if lines:
         lines.append("")
     for report in reports:

@@ -6,7 +6,7 @@ Checks return these; they never print. The CLI and the reports render them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -50,6 +50,22 @@ class CheckResult:
         }
         out.update(self.extra)
         return out
+
+
+@dataclass(frozen=True)
+class ListProblem:
+    """A blocklist that failed its own test points (it lists everything, or nothing it
+    should): the list's problem, reported once for the whole run and never in a host's
+    results, status or exit code."""
+
+    zone: str
+    name: str
+    health: str  # "broken" (checks.dnsbl.Health)
+    reason: str
+    fix: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def worst(statuses: list[Status]) -> Status:

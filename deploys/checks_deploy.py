@@ -94,7 +94,8 @@ async def _check(target: Any, data: Mapping[str, Any]) -> Any:
     dqs_key = os.environ.get(DQS_ENV) or None
     deadline = float(data["mailmend_check_deadline"])
     async with Engine(config) as engine:
-        [report] = await check_fleet(engine, [target], lists, dqs_key, deadline=deadline)
+        run = await check_fleet(engine, [target], lists, dqs_key, deadline=deadline)
+    [report] = run.hosts  # a broken list (run.lists) is not this host's problem
     return report
 
 

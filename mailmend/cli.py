@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from checks.dns import Resolver
-from checks.host import HostReport, HostTarget, check_fleet, count_statuses
+from checks.host import FleetReport, HostReport, HostTarget, check_fleet, count_statuses
+from checks.result import ListProblem
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 #: Seconds a whole ``check`` run may take (``--deadline``); docs/checks.md states it.
@@ -149,8 +150,9 @@ def run_check(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(f"DQS key: {err}") from None
     progress = _progress if sys.stderr.isatty() else None
-    reports = asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
-    text, code = render(reports, args.format, colour=args.output is None and _colour_ok())
+    run = asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
+    colour = args.output is None and _colour_ok()
+    text, code = render(run.hosts, args.format, colour=colour, lists=run.lists)
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -198,14 +200,14 @@ async def _check(
     blocklists: Sequence[Any] | None,
     dqs_key: str | None,
     progress: Callable[[int, int], None] | None,
-) -> list[HostReport]:
+) -> FleetReport:
     async with open_resolver(args.nameserver, args.timeout) as resolver:
-        reports = await check_fleet(
+        run = await check_fleet(
             resolver, targets, blocklists, dqs_key, deadline=args.deadline, progress=progress
         )
     if progress is not None:
         sys.stderr.write("\n")
-    return reports
+    return run
 
 
 @asynccontextmanager
@@ -400,23 +402,30 @@ def exit_code(reports: Sequence[HostReport]) -> int:
     return EXIT_OK
 
 
-def render(reports: Sequence[HostReport], fmt: str, *, colour: bool = False) -> tuple[str, int]:
-    """The report text in ``fmt`` and the exit code that goes with it."""
+def render(
+    reports: Sequence[HostReport],
+    fmt: str,
+    *,
+    colour: bool = False,
+    lists: Sequence[ListProblem] = (),
+) -> tuple[str, int]:
+    """The report text in ``fmt`` and the exit code that goes with it. Broken ``lists``
+    are shown once, for the fleet, and never change the exit code."""
     if fmt == "nagios":
         from checks.report_nagios import render_nagios
 
-        return render_nagios(reports)
+        return render_nagios(reports, lists)
     if fmt == "json":
         from checks.report_json import render_json
 
-        return render_json(reports), exit_code(reports)
+        return render_json(reports, lists=lists), exit_code(reports)
     if fmt == "html":
         from checks.report_html import render_html
 
-        return render_html(reports), exit_code(reports)
+        return render_html(reports, lists=lists), exit_code(reports)
     from checks.report_table import render_table
 
-    return render_table(reports, colour), exit_code(reports)
+    return render_table(reports, colour, lists), exit_code(reports)
 
 
 # --- the program ---------------------------------------------------------------------------------

@@ -411,26 +411,54 @@ def test_fleet_file_exit_code(sb: Sandbox) -> None:
     assert dnsbl(hosts["mx3"], "zen.spamhaus.org")["codes"] == ["127.0.0.10"]
 
 
-def test_broken_list_is_reported_broken_and_not_counted(sb: Sandbox) -> None:
-    """Runs last among the sandbox tests: it re-stages the zones with all.s5h.net wildcarding."""
+def test_broken_list_is_reported_once_for_the_fleet_and_not_counted(sb: Sandbox) -> None:
+    """Runs last among the sandbox tests: it re-stages the zones with all.s5h.net wildcarding.
+
+    Regression (issue 15): the broken list turned every host UNKNOWN (exit 3). It is the
+    list's problem: no host result on it, the host passes (exit 0), the list is named once."""
     sb.dns.serve(situations(sb.scenario(), broken=True))
     try:
         case = CASES["good"]
-        host, code = check_json(case)
-        assert code == 3
-        assert statuses(host) == ALL_PASS
-        other_dnsbl_pass(host, "all.s5h.net")
-        s5h = dnsbl(host, "all.s5h.net")
-        assert (s5h["status"], s5h["listed"], s5h["codes"]) == ("unknown", False, [])
-        assert s5h["summary"] == "S5H blocklist: list is broken/wildcarding, its answer is ignored"
-        assert s5h["details"] == ["list is broken/wildcarding: it lists test point 127.0.0.1"]
+        proc = run_mailmend("check", *case_args(case), "--format", "json")
+        assert proc.returncode == 0 and proc.stderr == ""
+        doc = json.loads(proc.stdout)
+        [host] = doc["hosts"]
+        assert host["status"] == "pass" and statuses(host) == ALL_PASS
+        zones = sorted(r["zone"] for r in host["checks"] if r["check"] == "dnsbl")
+        assert zones == sorted(bl.zone for bl in LISTS if bl.zone != "all.s5h.net")
+        assert doc["lists"] == [
+            {
+                "zone": "all.s5h.net",
+                "name": "S5H blocklist",
+                "health": "broken",
+                "reason": "list is broken/wildcarding: it lists test point 127.0.0.1",
+                "fix": BROKEN_LIST_FIX,
+            }
+        ]
+        passed = N_CHECKS - 1
+        counts = f"0 fail, 0 unknown, 0 warn, {passed} pass"
         assert check_table(case) == (
-            f"UNKNOWN  {case.hostname}  dnsbl {case.ip}: {s5h['summary']}\n"
-            f"         fix: {s5h['fix']}\n\n" + host_line(case, "unknown", unknown=1),
-            3,
+            "BROKEN   blocklist all.s5h.net (S5H blocklist): list is broken/wildcarding: it "
+            "lists test point 127.0.0.1; its answers are ignored, for every host\n"
+            f"         fix: {BROKEN_LIST_FIX}\n\n"
+            f"PASS     {case.hostname} ({case.hostname}, {case.ip}): {counts}\n"
+            f"1 hosts: {counts}\n",
+            0,
+        )
+        nagios = run_mailmend("check", *case_args(case), "--format", "nagios")
+        assert (nagios.returncode, nagios.stdout) == (
+            0,
+            "MAILMEND OK - 0 fail, 0 warn, 0 unknown on 1 hosts; broken list: all.s5h.net "
+            f"| fail=0 warn=0 unknown=0 pass={passed} broken_lists=1\n",
         )
     finally:
         sb.dns.serve(situations(sb.scenario()))
+
+
+BROKEN_LIST_FIX = (
+    "Nothing to fix on the hosts: its answers are ignored for every host, which are checked "
+    "on the other lists. If it stays broken, drop it from checks/blocklists.toml."
+)
 
 
 # --- faults: the CLI against nameservers that misbehave -----------------------------------------

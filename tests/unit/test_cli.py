@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from checks.dns import Rcode, Resolver
+from checks.host import FleetReport
 from checks.ptr import reverse_name
 from mailmend import cli
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
@@ -159,9 +160,9 @@ def seen_keys(zone: Zone, monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
 
     async def fake_fleet(
         resolver: object, targets: object, blocklists: object, dqs_key: str | None, **kw: object
-    ) -> list[object]:
+    ) -> FleetReport:
         seen.append(dqs_key)
-        return []
+        return FleetReport([])
 
     monkeypatch.setattr(cli, "check_fleet", fake_fleet)
     return seen

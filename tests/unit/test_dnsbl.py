@@ -14,7 +14,9 @@ from checks.dnsbl import (
     check_domain,
     check_ip,
     check_ips,
+    judge,
     list_health,
+    list_problems,
     query_name,
     validate_dqs_key,
 )
@@ -284,10 +286,41 @@ async def test_broken_list_answers_do_not_count() -> None:
     everything = {f"{p}.bl.spamcop.net.": ["127.0.0.2"] for p in points}
     resolver = FakeResolver(everything)
     health = await list_health(resolver, [spamcop])
-    [result] = await check_ip(resolver, IP, [spamcop], health=health)
+    # Judged alone, its answer is ignored: unknown, never "listed".
+    result = judge(
+        spamcop, IP, await resolver.query(query_name(spamcop, IP), "A"), health[spamcop.zone]
+    )
     assert result.status is Status.UNKNOWN and result.extra["listed"] is False
     assert "broken/wildcarding" in result.summary
     assert result.fix is not None and result.fix.startswith("Nothing to fix on the host")
+
+
+@aio
+async def test_a_broken_list_is_the_lists_problem_not_the_hosts() -> None:
+    """Regression (issue 15): the staged broken S5H turned every host UNKNOWN. A broken list
+    gives no host a result (and is not even asked about the hosts); it is reported once."""
+    spamcop, zen = LISTS["bl.spamcop.net"], LISTS["zen.spamhaus.org"]
+    points = ("1.0.0.127", "2.0.0.127", "7.113.0.203")
+    resolver = FakeResolver(
+        {
+            **{f"{p}.bl.spamcop.net.": ["127.0.0.2"] for p in points},
+            "2.0.0.127.zen.spamhaus.org.": ["127.0.0.2"],
+        }
+    )
+    health = await list_health(resolver, [spamcop, zen])
+    asked = len(resolver.asked)
+    results = await check_ip(resolver, IP, [spamcop, zen], health=health)
+    assert [r.extra["zone"] for r in results] == ["zen.spamhaus.org"]
+    assert [r.status for r in results] == [Status.PASS]
+    assert not any("spamcop" in name for name in resolver.asked[asked:])
+    [problem] = list_problems([spamcop, zen], health)
+    assert (problem.zone, problem.name, problem.health) == (
+        "bl.spamcop.net",
+        spamcop.name,
+        "broken",
+    )
+    assert problem.reason == "list is broken/wildcarding: it lists test point 127.0.0.1"
+    assert problem.fix.startswith("Nothing to fix on the hosts")
 
 
 @aio

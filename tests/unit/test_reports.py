@@ -14,13 +14,19 @@ import pytest
 
 from checks.blocklists import load_blocklists
 from checks.dns import DnsAnswer, Rcode
-from checks.host import HostReport, HostTarget, check_fleet, check_host, count_statuses
+from checks.host import (
+    HostReport,
+    HostTarget,
+    check_fleet,
+    check_host,
+    count_statuses,
+)
 from checks.ptr import reverse_name
 from checks.report_html import render_html
 from checks.report_json import render_json, report_document
 from checks.report_nagios import render_nagios
 from checks.report_table import render_table
-from checks.result import CheckResult, Status
+from checks.result import CheckResult, ListProblem, Status
 from mailmend.cli import exit_code, render
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
 
@@ -67,6 +73,13 @@ class FakeList:
 
 IP_LIST, DOMAIN_LIST = FakeList("ip.example", "ip"), FakeList("dom.example", "domain")
 HEALTH = {"ip.example": "ok", "dom.example": "broken"}
+S5H_BROKEN = ListProblem(
+    "all.s5h.net",
+    "S5H blocklist",
+    "broken",
+    "list is broken/wildcarding: it lists test point 127.0.0.1",
+    "Nothing to fix on the hosts: its answers are ignored for every host.",
+)
 
 
 def fake_dnsbl(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
@@ -94,8 +107,12 @@ def fake_dnsbl(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
         calls.append(("domain", domain, lists, dqs_key, health))
         return [res("dnsbl", Status.PASS, listed=False)]
 
+    def list_problems(lists: list[FakeList], health: dict[str, str]) -> list[ListProblem]:
+        return [S5H_BROKEN for bl in lists if health.get(bl.zone) == "broken"]
+
     fake = types.ModuleType("checks.dnsbl")
     fake.list_health = list_health  # type: ignore[attr-defined]
+    fake.list_problems = list_problems  # type: ignore[attr-defined]
     fake.check_ip = check_ip  # type: ignore[attr-defined]
     fake.check_domain = check_domain  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "checks.dnsbl", fake)
@@ -127,17 +144,18 @@ def test_check_host_uses_the_health_it_is_given(monkeypatch: pytest.MonkeyPatch)
 def test_check_fleet_probes_list_health_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_dnsbl(monkeypatch)
     other = HostTarget("mx2", "mx2.example.com", ("198.51.100.2",))
-    reports = asyncio.run(
+    run = asyncio.run(
         check_fleet(FakeResolver(good_zone()), [TARGET, other], [IP_LIST, DOMAIN_LIST])
     )
     assert [c[0] for c in calls].count("health") == 1
     assert all(c[-1] == HEALTH for c in calls if c[0] != "health")
-    assert [r.name for r in reports] == ["mx1", "mx2"]
+    assert [r.name for r in run.hosts] == ["mx1", "mx2"]
+    assert run.lists == (S5H_BROKEN,)  # the broken list, once for the fleet
 
 
 def test_check_fleet_deadline_covers_the_health_probe() -> None:
     lists = load_blocklists()
-    reports = asyncio.run(check_fleet(SlowResolver({}), [TARGET], lists, deadline=0.05))
+    reports = asyncio.run(check_fleet(SlowResolver({}), [TARGET], lists, deadline=0.05)).hosts
     assert reports[0].status is Status.UNKNOWN
     assert "deadline" in reports[0].results[0].summary
 
@@ -149,7 +167,7 @@ def test_check_fleet_keeps_order_and_reports_progress() -> None:
         check_fleet(
             FakeResolver(good_zone()), [TARGET, other], progress=lambda d, t: seen.append((d, t))
         )
-    )
+    ).hosts
     assert [r.name for r in reports] == ["mx1", "mx2"]
     assert seen == [(1, 2), (2, 2)]
 
@@ -161,7 +179,7 @@ class SlowResolver(FakeResolver):
 
 
 def test_deadline_turns_unfinished_hosts_unknown() -> None:
-    reports = asyncio.run(check_fleet(SlowResolver({}), [TARGET], deadline=0.05))
+    reports = asyncio.run(check_fleet(SlowResolver({}), [TARGET], deadline=0.05)).hosts
     assert reports[0].status is Status.UNKNOWN
     assert "deadline" in reports[0].results[0].summary
 
@@ -208,9 +226,78 @@ def test_nagios_line_format() -> None:
     line, code = render_nagios(reports)
     assert line == (
         "MAILMEND CRITICAL - 1 fail, 2 warn, 0 unknown on 3 hosts "
-        "| fail=1 warn=2 unknown=0 pass=40\n"
+        "| fail=1 warn=2 unknown=0 pass=40 broken_lists=0\n"
     )
     assert code == 2
+
+
+# --- a broken list: once, for the fleet, in every format; never a host's status or exit code --
+
+PBL = res("dnsbl", Status.WARN, "policy listing on Spamhaus ZEN: PBL", zone="zen.spamhaus.org")
+TIMED_OUT = res("dnsbl", Status.UNKNOWN, "no usable answer (TIMEOUT)", zone="bl.example")
+WARNED = [host("mx3", res("ptr", Status.PASS), res("dmarc", Status.WARN, "p=none"), PBL)]
+
+
+def test_nagios_names_broken_lists_and_keeps_the_state() -> None:
+    line, code = render_nagios(WARNED, [S5H_BROKEN])
+    assert line == (
+        "MAILMEND WARNING - 0 fail, 2 warn, 0 unknown on 1 hosts; broken list: all.s5h.net "
+        "| fail=0 warn=2 unknown=0 pass=1 broken_lists=1\n"
+    )
+    assert code == 1
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "html", "nagios"])
+def test_broken_list_is_shown_once_and_never_changes_the_exit_code(fmt: str) -> None:
+    text, code = render(WARNED * 1, fmt, lists=[S5H_BROKEN])
+    assert code == render(WARNED, fmt)[1] == (1 if fmt == "nagios" else 0)
+    assert text.count("all.s5h.net") == 1
+
+
+def test_table_shows_the_broken_list_after_the_hosts_problems() -> None:
+    text = render_table(WARNED, lists=[S5H_BROKEN])
+    assert text.splitlines()[2:4] == [
+        "BROKEN   blocklist all.s5h.net (S5H blocklist): list is broken/wildcarding: it lists "
+        "test point 127.0.0.1; its answers are ignored, for every host",
+        "         fix: Nothing to fix on the hosts: its answers are ignored for every host.",
+    ]
+    assert text.splitlines()[-1] == "1 hosts: 0 fail, 0 unknown, 2 warn, 1 pass"
+
+
+def test_json_lists_section() -> None:
+    doc = json.loads(render_json(WARNED, lists=[S5H_BROKEN]))
+    assert doc["lists"] == [
+        {
+            "zone": "all.s5h.net",
+            "name": "S5H blocklist",
+            "health": "broken",
+            "reason": "list is broken/wildcarding: it lists test point 127.0.0.1",
+            "fix": "Nothing to fix on the hosts: its answers are ignored for every host.",
+        }
+    ]
+    assert doc["hosts"][0]["status"] == "warn" and doc["summary"]["unknown"] == 0
+
+
+def test_html_lists_section_and_warning_cards() -> None:
+    page = render_html(WARNED, lists=[S5H_BROKEN])
+    assert '<div class="card warn"><b>1</b><span>hosts with warnings</span></div>' in page
+    assert "Blocklists not counted" in page
+    assert (
+        '<span class="check">S5H blocklist</span><span class="subject">all.s5h.net</span>' in page
+    )
+
+
+def test_html_cell_shows_a_real_listing_before_unknown() -> None:
+    """Regression (issue 15): mx3's blocklist cell said '? 1 unknown / 22' and hid its PBL
+    listing. The cell shows the real finding first, links to it, and counts the unknown."""
+    mx3 = host("mx3", PBL, TIMED_OUT, res("dnsbl", Status.PASS, zone="ok.example"))
+    page = render_html([mx3])
+    assert (
+        '<td class="warn" title="policy listing on Spamhaus ZEN: PBL"><a href="#h0-p1">'
+        "\u26a0 policy: zen.spamhaus.org (+1 unknown)</a></td>"
+    ) in page
+    assert '<div class="problem warn" id="h0-p1">' in page  # problems: unknown first, then warn
+    assert mx3.status is Status.UNKNOWN  # the host's status still ranks unknown above warn
 
 
 # --- JSON ---
@@ -226,7 +313,8 @@ def test_json_schema_keys() -> None:
     ]
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     doc = json.loads(render_json(reports, when))
-    assert set(doc) == {"schema", "generated", "hosts", "summary"}
+    assert set(doc) == {"schema", "generated", "hosts", "lists", "summary"}
+    assert doc["lists"] == []
     assert doc["schema"] == 1
     assert doc["generated"] == "2026-01-02T03:04:05+00:00"
     assert set(doc["summary"]) == {"pass", "warn", "fail", "unknown"}
