@@ -38,6 +38,7 @@ from mailmend.records.publish import (
     PublishError,
     ZoneResult,
     prepare,
+    published_ttls,
     send,
     verify,
 )
@@ -136,6 +137,12 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAIL
+    if args.format == "zone":  # records joining a published rrset keep its TTL
+        try:
+            plan = plan.with_ttls(published_ttls(plan.entries(), readers[0], args.timeout))
+        except KeyboardInterrupt:
+            _say("interrupted while reading the published records: nothing was sent")
+            return EXIT_INTERRUPTED
     sys.stdout.write(_render(plan, args.format))
     code = EXIT_FAIL if plan.blocked else EXIT_OK
     changes = plan.changes()

@@ -61,6 +61,7 @@ class RecordChange:
     rrset: tuple[str, ...] = ()
     reason: str = ""
     notes: tuple[str, ...] = ()
+    ttl: int | None = None  # the published rrset's TTL, when read (see Plan.with_ttls)
 
     @property
     def publishable(self) -> bool:
@@ -123,6 +124,24 @@ class Plan:
     @property
     def blocked(self) -> list[DomainPlan]:
         return [d for d in self.domains if d.blocked]
+
+    def with_ttls(self, ttls: Mapping[tuple[str, str], int]) -> Plan:
+        """This plan with the published TTL of each (name, type) in ``ttls`` on its records
+        (the zone snippet writes a record into an existing rrset with that rrset's TTL)."""
+
+        def fill(records: tuple[RecordChange, ...]) -> tuple[RecordChange, ...]:
+            return tuple(
+                dataclasses.replace(r, ttl=ttls[(r.name, r.rdtype)])
+                if (r.name, r.rdtype) in ttls
+                else r
+                for r in records
+            )
+
+        return Plan(
+            tuple(dataclasses.replace(d, records=fill(d.records)) for d in self.domains),
+            tuple(dataclasses.replace(h, records=fill(h.records)) for h in self.hosts),
+            self.ttl,
+        )
 
 
 @dataclass(frozen=True)
@@ -422,7 +441,7 @@ def _zone_line(record: RecordChange, ttl: int) -> str:
     owner = zone_name(record.name)
     if owner is None:
         return f"; not a host name, not written: {record.kind} {name}"
-    return f"{owner} {ttl} IN {record.rdtype} {_rdata(record)}"
+    return f"{owner} {record.ttl or ttl} IN {record.rdtype} {_rdata(record)}"
 
 
 def _rdata(record: RecordChange, value: str | None = None) -> str:

@@ -58,6 +58,7 @@ __all__ = [
     "find_zone",
     "prepare",
     "publish",
+    "published_ttls",
     "read_rrset",
     "send",
     "settle",
@@ -164,6 +165,25 @@ def read_rrset(
         if rrset.rdtype == wanted and rrset.name == owner:
             return rrset
     return None
+
+
+def published_ttls(
+    records: Sequence[RecordChange], server: Nameserver, timeout: float = 5.0
+) -> dict[tuple[str, str], int]:
+    """The TTL ``server`` gives each (name, type) of ``records`` that has a published rrset
+    (for the zone snippet). A name it cannot answer for is left out (``--ttl`` applies)."""
+    out: dict[tuple[str, str], int] = {}
+    for record in records:
+        key = (record.name, record.rdtype)
+        if not record.rrset or key in out or record.rdtype == "PTR":
+            continue
+        try:
+            rrset = read_rrset(record.name, record.rdtype, server, timeout)
+        except PublishError:
+            continue
+        if rrset is not None:
+            out[key] = int(rrset.ttl)
+    return out
 
 
 def _text(rd: dns.rdata.Rdata) -> str:

@@ -17,10 +17,11 @@ import dns.update
 import dns.zone
 import pytest
 
+from mailmend.records.publish import read_rrset
 from mailmend.records.tsig import load_key_file
 from sandbox.control import Sandbox
 from tests.conftest import CLI_ENV, MAILMEND
-from tests.e2e.test_records_publish import external_update, txt
+from tests.e2e.test_records_publish import external_update, server, txt
 
 pytestmark = pytest.mark.end_to_end
 
@@ -84,3 +85,16 @@ def test_hostile_dmarc_is_escaped_everywhere_and_its_domain_held(sandbox: Sandbo
     finally:
         report = f"v=DMARC1; p=none; rua=mailto:dmarc@{alpha}"
         external_update(sandbox, alpha, f"_dmarc.{alpha}", report)
+
+
+def test_zone_snippet_writes_the_published_ttl(sandbox: Sandbox) -> None:
+    """A record kept (or joining an rrset) is written with the TTL Knot serves, not --ttl."""
+    bravo = sandbox.hosts()[1].domain
+    external_update(sandbox, bravo, f"_dmarc.{bravo}", "v=DMARC1; p=none")  # TTL 60
+    out = records(sandbox, "--format", "zone", "--ttl", "7200").stdout
+    parsed = dns.zone.from_text(out, origin=dns.name.root, relativize=False, check_origin=False)
+    assert parsed.find_rdataset(f"_dmarc.{bravo}.", "TXT").ttl == 60
+    fqdn = sandbox.hosts()[1].fqdn
+    served = read_rrset(fqdn, "A", server(sandbox))
+    assert served is not None
+    assert parsed.find_rdataset(f"{fqdn}.", "A").ttl == served.ttl != 7200  # kept as served

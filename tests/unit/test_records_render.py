@@ -174,3 +174,21 @@ def test_json_keeps_the_data_exact_and_ascii() -> None:
 def test_visible_escapes_controls_and_backslash_only() -> None:
     assert visible("p=none; ok é") == "p=none; ok é"
     assert visible("a\nb\x1b\\c\u202e") == "a\\010b\\027\\\\c\\226\\128\\174"
+
+
+# --- should-fix: the zone snippet keeps the published TTL of an existing rrset --------------
+
+
+def test_zone_keeps_published_ttl_of_existing_rrsets() -> None:
+    from tests.unit.test_records_plan import published_zone
+
+    zone = published_zone()
+    zone[(FQDN, "A")] = ()  # a new rrset: --ttl
+    plan = plan_for(zone)
+    ttls = {(r.name, r.rdtype): 300 for r in plan.entries() if r.rrset}
+    text = render_zone(plan.with_ttls(ttls))
+    parsed = dns.zone.from_text(text, origin=dns.name.root, relativize=False, check_origin=False)
+    assert parsed.find_rdataset("example.com.", "TXT").ttl == 300  # keep
+    assert parsed.find_rdataset("_dmarc.example.com.", "TXT").ttl == 300
+    assert parsed.find_rdataset(f"{FQDN}.", "A").ttl == 3600  # added: --ttl
+    assert parsed.find_rdataset(f"{FQDN}.", "AAAA").ttl == 300
