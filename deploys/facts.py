@@ -51,3 +51,39 @@ class DkimPublicKey(FactBase[Any]):
 
     def process(self, output: list[str]) -> str | None:
         return parse_dkim_public_key(output)
+
+
+class MilterSockets(FactBase[Any]):
+    """
+    The ``unix:`` milter sockets Postfix's main.cf names (``smtpd_milters``,
+    ``non_smtpd_milters``) as absolute paths, each with what is there: ``socket``, ``link``
+    (and its target), ``other`` or ``none``. Empty without Postfix.
+
+    .. code:: python
+
+        host.get_fact(MilterSockets, queue_dir="/var/spool/postfix")
+        [("socket", "/var/spool/postfix/opendkim/opendkim.sock", "")]
+    """
+
+    @staticmethod
+    def default() -> list[tuple[str, str, str]]:
+        return []
+
+    def command(self, queue_dir: str) -> StringCommand:
+        return StringCommand(
+            StringCommand("q=", QuoteString(queue_dir.rstrip("/")), _separator=""), ";",
+            "postconf -xh smtpd_milters non_smtpd_milters 2>/dev/null",
+            "| tr ', {}' '\\n\\n\\n\\n' | sed -n 's/^unix://p' | sort -u",
+            "| while IFS= read -r p; do case $p in /*) f=$p;; *) f=\"$q/$p\";; esac;",
+            "if [ -L \"$f\" ]; then echo \"link $f $(readlink \"$f\")\";",
+            "elif [ -S \"$f\" ]; then echo \"socket $f\";",
+            "elif [ -e \"$f\" ]; then echo \"other $f\"; else echo \"none $f\"; fi; done",
+        )  # fmt: skip
+
+    def process(self, output: list[str]) -> list[tuple[str, str, str]]:
+        out = []
+        for line in output:
+            kind, _, rest = line.partition(" ")
+            path, _, target = rest.partition(" ")
+            out.append((kind, path, target))
+        return out

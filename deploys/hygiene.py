@@ -9,10 +9,12 @@
    (``suppression/allow.txt``) lifts it. The deny list always suppresses (5.7.1).
    Each host gets two tables, ``check_recipient_access`` (SMTP submitters see the 5.1.1 at
    RCPT) and ``transport_maps`` (``error:``, for ``sendmail`` submissions), each ``postmap``-ed
-   when it changed. The Postfix deploy creates both (empty) before main.cf names them.
+   when it changed or its ``.db`` is older than its text. The Postfix deploy creates both
+   (empty) before main.cf names them.
 2. **Per-sender quotas**: Debian's ``policyd-rate-limit`` (pulls in python3 and python3-yaml),
    configured from ``templates/postfix/policyd-rate-limit.yaml.j2``, validated by the daemon
-   itself on a staged copy, (re)started through ``/etc/init.d``.
+   itself on a staged copy, restarted through ``/etc/init.d`` when the file is newer than the
+   running daemon (:mod:`deploys.live`).
 3. **Queue triage**: one line per host from ``postqueue -j`` (``MailQueue`` fact); never a change.
 
 The allow/deny lists are read on the admin's machine; a bad line or an address on both lists
@@ -36,11 +38,12 @@ from pyinfra.api.host import Host
 from pyinfra.api.operation import operation
 from pyinfra.context import ctx_config, ctx_host, host, state
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, server
 
-from deploys import values
+from deploys import live, values
 from deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
+from deploys.postfix import reload_when_newer
 from deploys.staged import sha1_text, staged_config
 from mailmend.hygiene import bounces
 from mailmend.hygiene import queue as mailqueue
@@ -101,14 +104,18 @@ def table_entries(text: str) -> list[bounces.Suppression]:
 
 
 def merge_suppression(
-    fresh: bounces.SuppressionResult, previous: Iterable[bounces.Suppression]
+    fresh: bounces.SuppressionResult,
+    previous: Iterable[bounces.Suppression],
+    allow: frozenset[str] = frozenset(),
 ) -> bounces.SuppressionResult:
     """``fresh`` (bounces in the logs + deny list) plus earlier bounce entries it lacks.
 
-    Allow-listed addresses are already in ``fresh.allowed`` and are never kept.
+    An address on the allow list is never kept, whether or not its bounce is still in the
+    logs (``fresh.allowed`` holds only those still there): the allow list lifts a sticky
+    suppression after the log lines have rotated away.
     """
     entries = {entry.address: entry for entry in fresh.entries}
-    allowed = set(fresh.allowed)
+    allowed = set(fresh.allowed) | {address.lower() for address in allow}
     for entry in previous:
         if entry.address not in entries and entry.address not in allowed:
             entries[entry.address] = entry
@@ -180,7 +187,7 @@ def _gather(ctx: values.HygieneContext) -> FleetSuppression:
         raise values.DeployValueError(host.name, "hygiene_allow_file", str(err)) from None
     previous = [entry for text in tables.values() for entry in table_entries(text)]
     merged = FleetSuppression(
-        result=merge_suppression(fresh, previous),
+        result=merge_suppression(fresh, previous, allow),
         bounced_on={h.name: frozenset(records) for h, records in per_host.items()},
         tables={h.name: text for h, text in tables.items()},
     )
@@ -195,7 +202,8 @@ def lookup_table(
     path: str, content: str
 ) -> Generator[StringCommand | FileUploadCommand, None, None]:
     """
-    Install a Postfix ``hash:`` table and ``postmap`` it, only when its text or index changed.
+    Install a Postfix ``hash:`` table and ``postmap`` it when its text changed or its index is
+    missing or older than the text.
 
     + path: the table's text file (the index is ``PATH.db``)
     + content: the table text
@@ -208,7 +216,8 @@ def lookup_table(
                      content=bounces.access_table(entries))
     """
     same = host.get_fact(Sha1File, path=path) == sha1_text(content)
-    if same and host.get_fact(File, path=f"{path}.db"):
+    # The index, not only the text: a postmap that failed or never ran leaves it behind.
+    if same and live.index_is_current(path, f"{path}.db"):
         host.noop(f"{path} is up to date")
         return
     if not same:
@@ -296,7 +305,7 @@ def policy_validate_command(config: str, staging_dir: str) -> StringCommand:
 # -- stages ---------------------------------------------------------------------------------
 
 
-def _suppress(ctx: values.HygieneContext) -> None:
+def _suppress(ctx: values.HygieneContext, pidfile: str) -> None:
     fleet = fleet_suppression(ctx)
     result = fleet.result
     previous = fleet.tables.get(host.name, "")
@@ -313,6 +322,13 @@ def _suppress(ctx: values.HygieneContext) -> None:
         path=ctx.transport_table,
         content=bounces.transport_table(result.entries),
     )
+    # trivial-rewrite answers transport_maps over connections cleanup and qmgr keep open
+    # (ipc_ttl): it would keep the old answer for a while. smtpd checks the access table itself.
+    reload_when_newer(
+        "Reload Postfix (when the transport table is newer than what it runs)",
+        [f"{ctx.transport_table}.db"],
+        pidfile,
+    )
     suppression_report(
         name="Suppressed recipients (fleet-wide)",
         added=diff.added,
@@ -322,7 +338,7 @@ def _suppress(ctx: values.HygieneContext) -> None:
     )
 
 
-def _quotas(ctx: values.HygieneContext, staging_dir: str, cache_time: int) -> None:
+def _quotas(ctx: values.HygieneContext, staging_dir: str, cache_time: int, keep: int) -> None:
     missing = POLICY_PACKAGE not in (host.get_fact(DebPackages) or {})
     apt.packages(
         name="Install policyd-rate-limit (per-sender quotas; pulls in python3)",
@@ -331,18 +347,22 @@ def _quotas(ctx: values.HygieneContext, staging_dir: str, cache_time: int) -> No
         cache_time=cache_time,
         _env=_NONINTERACTIVE,
     )
-    config = staged_config(
+    staged_config(
         name="Install policyd-rate-limit.yaml (staged, validated by the daemon, swapped)",
         configs=[(ctx.policy_config, values.render_template(
             "postfix/policyd-rate-limit.yaml.j2", hygiene=ctx
         ))],
         staging_dir=staging_dir,
         validate=lambda staging: policy_validate_command(ctx.policy_config, staging),
+        keep=keep,
     )  # fmt: skip
-    server.shell(
-        name="Restart policyd-rate-limit (configuration changed)",
-        commands=[restart_command()],  # type: ignore[list-item]  # StringCommands run as-is
-        _if=config.did_change,
+    live.daemon_current(
+        name="Restart policyd-rate-limit (when its configuration is newer than it)",
+        service=POLICY_PACKAGE,
+        configs=[ctx.policy_config],
+        pidfile=POLICY_PIDFILE,
+        process=POLICY_PACKAGE,
+        command=restart_command(),
     )
     server.service(
         name="Ensure policyd-rate-limit is running", service=POLICY_PACKAGE, running=True
@@ -360,6 +380,6 @@ def hygiene_deploy() -> None:
     cache_time = values.positive_int(
         host.name, "hygiene_apt_cache_time", data["hygiene_apt_cache_time"]
     )
-    _suppress(ctx)
-    _quotas(ctx, staging_dir, cache_time)
+    _suppress(ctx, values.safe_text(host.name, "postfix_pidfile", data["postfix_pidfile"]))
+    _quotas(ctx, staging_dir, cache_time, values.backups_keep(host.name, data))
     queue_triage(name="Queue triage", thresholds=mailqueue.Thresholds())

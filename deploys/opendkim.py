@@ -4,7 +4,10 @@ A key is generated only when ``SELECTOR.private`` is absent (checked by a fact A
 ``test -e`` guard in the command itself); an existing key is never overwritten, whatever the
 data says, because a new key silently breaks the DKIM record already published. Only its
 owner and mode are corrected. ``opendkim.conf`` goes live through the same staged validation
-as main.cf (``opendkim -n -x``); OpenDKIM restarts only when its configuration changed.
+as main.cf (``opendkim -n -x``). OpenDKIM restarts when its configuration, a table or a key
+is newer than the running daemon (:mod:`deploys.live`), so a restart that failed or was
+interrupted in an earlier run still happens; the restart waits until the new socket exists.
+The mail deploy runs this before Postfix's main.cf names that socket.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from typing import Any
 
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.deploy import deploy
-from pyinfra.api.operation import OperationMeta, operation
+from pyinfra.api.operation import operation
 from pyinfra.context import host
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.files import File
+from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server
-from pyinfra.operations.util import any_changed
 
-from deploys import values
+from deploys import blocks, live, values
+from deploys.facts import MilterSockets
 from deploys.staged import staged_config
 
 DEFAULTS: dict[str, Any] = {
@@ -33,9 +36,16 @@ DEFAULTS: dict[str, Any] = {
     "opendkim_config_file": "/etc/opendkim.conf",
     "opendkim_staging_dir": "/etc/opendkim/mailmend-staging",
     "opendkim_apt_cache_time": 3600,
+    "opendkim_pidfile": "/run/opendkim/opendkim.pid",  # as in templates/opendkim/opendkim.conf.j2
 }
 
+#: How long a restart waits for OpenDKIM's socket (tenths of a second).
+SOCKET_WAIT_TENTHS = 100
+
 PACKAGES = ["opendkim", "opendkim-tools"]
+TABLES = ("KeyTable", "SigningTable", "TrustedHosts")
+#: Shared with the admin: mailmend's block, then the admin's lines (:mod:`deploys.blocks`).
+SHARED_TABLE = "TrustedHosts"
 KEY_OWNER = "opendkim"
 
 
@@ -52,6 +62,31 @@ def _key_permissions(path: str) -> StringCommand:
     return StringCommand(
         "chown", f"{KEY_OWNER}:{KEY_OWNER}", QuoteString(path), "&& chmod 600", QuoteString(path)
     )
+
+
+@operation()
+def milter_bridge(socket: str, queue_dir: str) -> Generator[StringCommand, None, None]:
+    """
+    While Postfix's main.cf still names an older socket of OpenDKIM's (in the same directory),
+    make that path a symlink to the socket OpenDKIM now listens on, so mail stays signed
+    until Postfix reloads a main.cf naming the new one. The link stays afterwards (harmless).
+
+    + socket: the socket OpenDKIM listens on now
+    + queue_dir: Postfix's queue directory (relative milter paths start there)
+    """
+    todo = [
+        (kind, path)
+        for kind, path, target in host.get_fact(MilterSockets, queue_dir=queue_dir)
+        if path != socket
+        and posixpath.dirname(path) == posixpath.dirname(socket)
+        and kind in ("none", "socket", "link")
+        and not (kind == "link" and target == posixpath.basename(socket))
+    ]
+    if not todo:
+        host.noop("Postfix names no other OpenDKIM socket")
+        return
+    for _kind, path in todo:  # relative: the chrooted smtpd resolves it too
+        yield StringCommand("ln -sfn", QuoteString(posixpath.basename(socket)), QuoteString(path))
 
 
 @operation()
@@ -83,8 +118,26 @@ def _install(cache_time: int) -> None:
     )
 
 
-def _configure(ctx: values.OpenDkimContext, staging_dir: str) -> list[OperationMeta]:
-    changes: list[OperationMeta] = []
+def restart_command(ctx: values.OpenDkimContext) -> StringCommand:
+    """Check the live configuration, restart, and wait until the socket exists."""
+    sock = QuoteString(ctx.socket)
+    return StringCommand(
+        "opendkim -n -x", QuoteString(ctx.config_file),
+        "&& { [ ! -L", sock, "] || rm -f", sock, "; }",  # a bridge link from an earlier move
+        "&& service opendkim restart",
+        "&& { i=0; while [ ! -S", sock, "] && [ $i -lt", str(SOCKET_WAIT_TENTHS), "];",
+        "do sleep 0.1; i=$((i+1)); done; [ -S", sock, "]",
+        "|| { echo 'mailmend: OpenDKIM did not open its socket' >&2; exit 1; }; }",
+    )  # fmt: skip
+
+
+def watched_files(ctx: values.OpenDkimContext) -> list[str]:
+    """Every file OpenDKIM reads when it starts: a newer one means a restart is due."""
+    tables = [posixpath.join(ctx.table_dir, t) for t in TABLES]
+    return [ctx.config_file, *tables, *(domain.private_key for domain in ctx.domains)]
+
+
+def _configure(ctx: values.OpenDkimContext, staging_dir: str, keep: int) -> None:
     files.directory(name="OpenDKIM table directory", path=ctx.table_dir, mode="755")
     files.directory(
         name="OpenDKIM key directory",
@@ -95,24 +148,31 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str) -> list[OperationM
             name=f"DKIM key directory for {domain.name}",
             path=domain.key_dir, user=KEY_OWNER, group=KEY_OWNER, mode="750",
         )  # fmt: skip
-        changes.append(
-            dkim_key(
-                name=f"DKIM key {domain.record_name} (only when absent)",
-                domain=domain,
-                bits=ctx.key_bits,
-            )
+        dkim_key(
+            name=f"DKIM key {domain.record_name} (only when absent)",
+            domain=domain,
+            bits=ctx.key_bits,
         )
 
-    for table in ("KeyTable", "SigningTable", "TrustedHosts"):
-        changes.append(
-            files.template(
-                name=f"OpenDKIM {table}",
-                src=str(values.TEMPLATES_DIR / "opendkim" / f"{table}.j2"),
-                dest=posixpath.join(ctx.table_dir, table),
-                mode="644",
-                jinja_env_kwargs=dict(values.JINJA_ENV_KWARGS),
-                opendkim=ctx,
-            )
+    trusted = posixpath.join(ctx.table_dir, SHARED_TABLE)
+    block = values.render_template(f"opendkim/{SHARED_TABLE}.j2", opendkim=ctx)
+    staged_config(
+        name=f"OpenDKIM {SHARED_TABLE} (mailmend's block; the admin's lines kept; backed up)",
+        configs=[
+            (trusted, blocks.with_admin_lines(block, host.get_fact(FileContents, path=trusted)))
+        ],
+        staging_dir=staging_dir,
+        validate=lambda staging: StringCommand("true"),  # opendkim -n -x checks it at restart
+        keep=keep,
+    )
+    for table in (t for t in TABLES if t != SHARED_TABLE):
+        files.template(
+            name=f"OpenDKIM {table}",
+            src=str(values.TEMPLATES_DIR / "opendkim" / f"{table}.j2"),
+            dest=posixpath.join(ctx.table_dir, table),
+            mode="644",
+            jinja_env_kwargs=dict(values.JINJA_ENV_KWARGS),
+            opendkim=ctx,
         )
 
     # The socket's directory, inside Postfix's queue directory; the postfix user reaches it
@@ -128,7 +188,7 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str) -> list[OperationM
         append=True,
     )
 
-    conf = staged_config(
+    staged_config(
         name="Install opendkim.conf (staged, validated, backed up, swapped)",
         configs=[
             (ctx.config_file, values.render_template("opendkim/opendkim.conf.j2", opendkim=ctx))
@@ -138,24 +198,25 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str) -> list[OperationM
             "opendkim -n -x",
             QuoteString(posixpath.join(staging, posixpath.basename(ctx.config_file))),
         ),
+        keep=keep,
     )
-    # Tables or keys changed under an unchanged opendkim.conf: check the whole before restart.
-    server.shell(
-        name="Check the OpenDKIM configuration and tables",
-        commands=[StringCommand("opendkim -n -x", QuoteString(ctx.config_file))],  # type: ignore[list-item]
-        _if=any_changed(*changes),
-    )
-    return [conf, *changes]
 
 
-def _activate(changes: list[OperationMeta]) -> None:
-    server.service(
-        name="Restart OpenDKIM (configuration changed)",
-        service="opendkim",
-        restarted=True,
-        _if=any_changed(*changes),
+def _activate(ctx: values.OpenDkimContext, pidfile: str, queue_dir: str) -> None:
+    live.daemon_current(
+        name="Restart OpenDKIM (when its configuration, tables or keys are newer than it)",
+        service="OpenDKIM",
+        configs=watched_files(ctx),
+        pidfile=pidfile,
+        process="opendkim",
+        command=restart_command(ctx),
     )
     server.service(name="Ensure OpenDKIM is running", service="opendkim", running=True)
+    milter_bridge(
+        name="Keep the socket Postfix still names pointing at OpenDKIM (until Postfix reloads)",
+        socket=ctx.socket,
+        queue_dir=queue_dir,
+    )
 
 
 @deploy("OpenDKIM", data_defaults=DEFAULTS)
@@ -168,6 +229,9 @@ def opendkim_deploy() -> None:
     cache_time = values.positive_int(
         host.name, "opendkim_apt_cache_time", host.data.opendkim_apt_cache_time
     )
+    pidfile = values.safe_text(host.name, "opendkim_pidfile", host.data.opendkim_pidfile)
     _install(cache_time)
-    changes = _configure(ctx, staging_dir)
-    _activate(changes)
+    data = values.host_data(host.data)
+    queue_dir = values.safe_text(host.name, "postfix_queue_dir", data["postfix_queue_dir"])
+    _configure(ctx, staging_dir, values.backups_keep(host.name, data))
+    _activate(ctx, pidfile, queue_dir)

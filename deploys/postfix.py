@@ -5,7 +5,10 @@
 (any warning, such as an unused parameter, refuses it), a ``postmap`` probe (Postfix's typed
 parameter checks, which print their message even without a terminal, unlike ``postfix check``)
 and ``postfix check``; only then backed up and renamed over the live file. Postfix is reloaded
-only when the file changed, and started when it is not running.
+when main.cf or master.cf is newer than the configuration it runs (:mod:`deploys.live`: this
+run's swap, or an earlier run that failed or was interrupted before its reload), and started
+when it is not running. The relay credentials' index is rebuilt whenever it is older than
+``sasl_passwd``.
 
 Pacing is ONE knob, ``smtp_transport_rate_delay = ceil(60 / rate)s``; relayed mail leaves
 through the same smtp transport (``relayhost``), so the knob covers it too.
@@ -18,13 +21,12 @@ from typing import Any
 
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.deploy import deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.context import host
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
-from deploys import values
+from deploys import live, values
 from deploys.staged import secret_file, staged_config
 from mailmend.hygiene import bounces
 
@@ -35,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "postfix_maillog_file": "/var/log/postfix.log",
     "postfix_apt_cache_time": 3600,
 }
+
+#: Touched before a ``postfix reload`` that then succeeded: ``postfix reload`` keeps the
+#: master process, so its start time alone does not say which main.cf it runs.
+RELOAD_STAMP = "/var/lib/mailmend/postfix.reloaded"
 
 _NONINTERACTIVE = {"DEBIAN_FRONTEND": "noninteractive"}
 
@@ -113,23 +119,24 @@ def _ensure_lookup_tables(ctx: values.PostfixContext) -> None:
         )
 
 
-def _configure(ctx: values.PostfixContext, staging_dir: str) -> OperationMeta:
+def _configure(ctx: values.PostfixContext, staging_dir: str, keep: int) -> None:
     sasl = posixpath.join(ctx.config_dir, "sasl_passwd")
     relay = ctx.relay
     if relay is not None and relay.credentials is not None:
         line = f"{relay.nexthop} {relay.credentials}\n"
-        secret = secret_file(
+        secret_file(
             name="Install the relay credentials (sasl_passwd, mode 0600)",
             secret=lambda: line,
             dest=sasl,
         )
-        postmap = StringCommand(
-            "postmap", QuoteString(f"hash:{sasl}"), "&& chmod 600", QuoteString(f"{sasl}.db")
-        )
-        server.shell(
-            name="Index the relay credentials (postmap)",
-            commands=[postmap],  # type: ignore[list-item]  # pyinfra runs StringCommands as-is
-            _if=secret.did_change,
+        source, index = live.table_index(f"hash:{sasl}")
+        live.index_current(
+            name="Index the relay credentials (postmap, when the .db is older than sasl_passwd)",
+            source=source,
+            index=index,
+            command=StringCommand(
+                "postmap", QuoteString(f"hash:{sasl}"), "&& chmod 600", QuoteString(index)
+            ),
         )
     else:
         for path in (sasl, f"{sasl}.db"):
@@ -149,13 +156,14 @@ def _configure(ctx: values.PostfixContext, staging_dir: str) -> OperationMeta:
                 values.render_template("postfix/master.cf.j2", postfix=ctx),
             )
         )
-    main_cf = staged_config(
+    staged_config(
         name="Install main.cf (staged, validated, backed up, swapped)",
         configs=configs,
         staging_dir=staging_dir,
         validate=lambda staging: validate_command(
             ctx.config_dir, staging, copy_master=ctx.smtpd_listen is None
         ),
+        keep=keep,
     )
 
     if not host.get_fact(File, path="/etc/aliases.db"):
@@ -166,27 +174,49 @@ def _configure(ctx: values.PostfixContext, staging_dir: str) -> OperationMeta:
                 "newaliases",
             ],
         )
-    return main_cf
 
 
-def _activate(main_cf: OperationMeta) -> None:
-    server.service(
-        name="Reload Postfix (main.cf changed)",
-        service="postfix",
-        reloaded=True,
-        _if=main_cf.did_change,
+def reload_when_newer(name: str, configs: list[str], pidfile: str) -> None:
+    """``postfix reload`` when one of ``configs`` is newer than the configuration Postfix runs."""
+    live.daemon_current(
+        name=name,
+        service="Postfix",
+        configs=configs,
+        pidfile=pidfile,
+        process="master",
+        command=StringCommand("postfix reload"),
+        stamp=RELOAD_STAMP,
+    )
+
+
+def _activate(ctx: values.PostfixContext, pidfile: str) -> None:
+    reload_when_newer(
+        "Reload Postfix (when main.cf or master.cf is newer than what it runs)",
+        [posixpath.join(ctx.config_dir, name) for name in ("main.cf", "master.cf")],
+        pidfile,
     )
     server.service(name="Ensure Postfix is running", service="postfix", running=True)
 
 
 @deploy("Postfix", data_defaults=DEFAULTS)
-def postfix_deploy() -> None:
-    """Install, configure (staged and validated) and run Postfix, paced to the provider's limit."""
+def postfix_install_deploy() -> None:
+    """Install Postfix (before OpenDKIM, whose socket lives in Postfix's queue directory)."""
     ctx = values.postfix_context(host.name, values.host_data(host.data))
-    staging_dir = values.safe_text(host.name, "postfix_staging_dir", host.data.postfix_staging_dir)
     cache_time = values.positive_int(
         host.name, "postfix_apt_cache_time", host.data.postfix_apt_cache_time
     )
     _install(ctx, cache_time)
-    main_cf = _configure(ctx, staging_dir)
-    _activate(main_cf)
+
+
+@deploy("Postfix", data_defaults=DEFAULTS)
+def postfix_deploy() -> None:
+    """Configure (staged and validated) and run Postfix, paced to the provider's limit.
+
+    Runs after the OpenDKIM deploy: OpenDKIM already listens on the socket a new main.cf
+    names when Postfix reloads, so mail never leaves unsigned because of the order.
+    """
+    ctx = values.postfix_context(host.name, values.host_data(host.data))
+    staging_dir = values.safe_text(host.name, "postfix_staging_dir", host.data.postfix_staging_dir)
+    pidfile = values.safe_text(host.name, "postfix_pidfile", host.data.postfix_pidfile)
+    _configure(ctx, staging_dir, values.backups_keep(host.name, values.host_data(host.data)))
+    _activate(ctx, pidfile)

@@ -8,7 +8,8 @@
 3. run the caller's validation command against the staged set (the tool's own message
    reaches pyinfra's output and fails the host; the live files are untouched),
 4. for each changed file, back the live one up as ``FILE.mailmend-YYYYmmddTHHMMSSZ`` and
-   ``mv`` the staged file over it (an atomic rename).
+   ``mv`` the staged file over it (an atomic rename), then delete all but the newest ``keep``
+   backups of that file (the ``backups_keep`` tuning key).
 
 The comparison is with the live file, not the staged one: a live file edited by hand is
 re-validated and replaced (the edit survives in the backup) on the next deploy.
@@ -33,19 +34,27 @@ from pyinfra.operations.util.files import generate_color_diff
 #: ``FILE.mailmend-20260128T120000Z``: the shell computes the time when it swaps.
 BACKUP_SUFFIX = ".mailmend-"
 _UTC_STAMP = '"$(date -u +%Y%m%dT%H%M%SZ)"'
+#: How many backups of each file a swap keeps (the ``backups_keep`` tuning key's default).
+DEFAULT_KEEP = 10
 
 
 def sha1_text(content: str) -> str:
     return hashlib.sha1(content.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
-def swap_command(staged: str, dest: str, mode: str) -> StringCommand:
-    """Back up ``dest`` (if any) with a UTC time suffix, then rename ``staged`` over it."""
+def swap_command(staged: str, dest: str, mode: str, keep: int = DEFAULT_KEEP) -> StringCommand:
+    """Back up ``dest`` (if any) with a UTC time suffix, rename ``staged`` over it, and keep
+    only the newest ``keep`` backups (the suffix sorts by time)."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
     backup = StringCommand(QuoteString(dest + BACKUP_SUFFIX), _UTC_STAMP, _separator="")
+    backups = StringCommand(QuoteString(dest + BACKUP_SUFFIX), "2*", _separator="")
     return StringCommand(
         "chmod", mode, QuoteString(staged), "&& chown 0:0", QuoteString(staged),
         "&& { if [ -e", QuoteString(dest), "]; then cp -p", QuoteString(dest), backup, "; fi; }",
         "&& mv -f", QuoteString(staged), QuoteString(dest),
+        "&& { ls -1d --", backups, "2>/dev/null | sort -r | tail -n +" + str(keep + 1),
+        "| while IFS= read -r old; do rm -f -- \"$old\"; done; }",
     )  # fmt: skip
 
 
@@ -55,6 +64,7 @@ def staged_config(
     staging_dir: str,
     validate: Callable[[str], StringCommand],
     mode: str = "644",
+    keep: int = DEFAULT_KEEP,
 ) -> Generator[StringCommand | FileUploadCommand, None, None]:
     """
     Validate rendered config files together on the host, then swap the changed ones in.
@@ -63,6 +73,7 @@ def staged_config(
     + staging_dir: a directory on the same filesystem as the live files (created mode 0700)
     + validate: given the staging directory, the command that must succeed before any swap
     + mode: mode of the live files
+    + keep: backups kept per file (older ones are deleted after a swap)
 
     **Example:**
 
@@ -103,7 +114,7 @@ def staged_config(
     for dest, _ in configs:
         staged = posixpath.join(staging_dir, posixpath.basename(dest))
         if dest in changed:
-            yield swap_command(staged, dest, mode)
+            yield swap_command(staged, dest, mode, keep)
         else:
             yield StringCommand("rm -f", QuoteString(staged))
 

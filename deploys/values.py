@@ -59,7 +59,17 @@ SHARED_DEFAULTS: dict[str, Any] = {
     "hygiene_suppression_dir": "/etc/postfix/mailmend",
     # policyd-rate-limit's default; under the queue directory, so chrooted smtpd reaches it.
     "hygiene_policy_socket": "/var/spool/postfix/ratelimit/policy",
+    # Postfix's master writes it; the Postfix and Hygiene deploys reload from live state.
+    "postfix_pidfile": "/var/spool/postfix/pid/master.pid",
+    # Backups (FILE.mailmend-<UTC time>) kept per file a deploy replaces; older ones go.
+    "backups_keep": 10,
 }
+
+
+def backups_keep(host: str, data: Mapping[str, Any]) -> int:
+    """The ``backups_keep`` tuning key, validated."""
+    return positive_int(host, "backups_keep", data["backups_keep"])
+
 
 #: The suppression tables' file names in ``hygiene_suppression_dir``.
 SUPPRESS_RECIPIENTS = "suppress_recipients"

@@ -2,17 +2,24 @@
 
 One deploy at 30 mails per minute (a 2 s gap, to keep the test short), then: identity,
 DKIM signatures verified by dkimpy against the sandbox DNS, pacing, idempotence, a setting
-Postfix rejects, and a host that is down.
+Postfix rejects, a host that is down, and convergence after a step failed once (a wrapper on
+the host fails the first call of postmap, the reload or the OpenDKIM restart) or the deploy
+was interrupted (SIGINT at several points).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import posixpath
 import re
+import signal
 import smtplib
+import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,7 +34,7 @@ from checks.dkim import txt_strings
 from sandbox.control import Sandbox
 from sandbox.receiver import Received
 from sandbox.scenario import SandboxHost
-from tests.conftest import run_pyinfra
+from tests.conftest import REPO, run_pyinfra
 
 pytestmark = pytest.mark.end_to_end
 
@@ -35,29 +42,26 @@ RATE = 30  # per minute in this test's fleet: one delivery every 2 s
 INTERVAL = 60 / RATE
 
 
-def deploy(sb: Sandbox, fleet: Path, *args: str) -> dict[str, Any]:
-    proc = run_pyinfra(fleet, "-y", "--json", "deploys/mail.py", *args)
+def deploy(
+    sb: Sandbox, fleet: Path, *args: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    proc = run_pyinfra(fleet, "-y", "--json", "deploys/mail.py", *args, env=env)
     try:
         out: dict[str, Any] = json.loads(proc.stdout[proc.stdout.index("{") :])
     except ValueError:
-        raise AssertionError(f"no JSON from pyinfra ({proc.returncode}):\n{proc.stderr}") from None
+        if proc.returncode == 0 or "No hosts remaining" not in proc.stderr:
+            raise AssertionError(f"no JSON ({proc.returncode}):\n{proc.stderr}") from None
+        out = {}  # every host failed: pyinfra prints no JSON
     out["returncode"] = proc.returncode
     out["stderr"] = proc.stderr
     return out
 
 
-# Report steps (python.call) run every time and pyinfra counts them as "Success"; they read
-# DNS from the admin's machine and change nothing on the hosts.
-REPORT_STEPS = ("Checks |", "Records |")
-
-
 def changed_ops(result: dict[str, Any]) -> list[str]:
-    """Operations that changed something on a host (report steps excluded)."""
-    return [
-        f"{op['name']} on {op['success']}"
-        for op in result["results"]["operations"]
-        if op["success"] and not op["name"].startswith(REPORT_STEPS)
-    ]
+    """Every operation that changed something on a host, the report steps (Records, Checks)
+    included: they run no command and must report no change."""
+    return [f"{op['name']} on {op['success']}" for op in result["results"]["operations"]
+            if op["success"]]  # fmt: skip
 
 
 def write_fleet(sb: Sandbox, tmp: Path, name: str, **kw: Any) -> Path:
@@ -255,3 +259,261 @@ def test_dry_run_shows_the_config_diff_and_changes_nothing(
     assert "- smtp_transport_rate_delay = 2s" in diff
     assert "+ smtp_transport_rate_delay = 5s" in diff
     assert sandbox.ssh(h, "cat /etc/postfix/main.cf") == live
+
+
+def test_the_admins_lines_are_kept_and_backups_are_pruned(
+    sandbox: Sandbox, deployed: Path, tmp_path: Path
+) -> None:
+    """Issue 15 item 13: /etc/hosts and TrustedHosts keep the admin's lines; backups of a
+    replaced file are pruned to ``backups_keep``."""
+    h = sandbox.hosts()[1]
+    nas, clients = "10.9.8.7 nas.internal nas", "198.51.100.0/24"
+    sandbox.ssh(h, f"echo '{nas}' >> /etc/hosts && echo '{clients}' >> /etc/opendkim/TrustedHosts"
+                   " && for i in $(seq 10 21); do"
+                   " : > /etc/postfix/main.cf.mailmend-20200101T0000${i}Z; done")  # fmt: skip
+    listing = "ls -1 /etc/postfix/ | grep '^main.cf.mailmend-'"
+    before = set(sandbox.ssh(h, listing).split())
+    slower = write_fleet(sandbox, tmp_path, "slower.toml")
+    slower.write_text(slower.read_text().replace(f"rate_limit_per_minute = {RATE}",
+                                                 "rate_limit_per_minute = 20"))  # fmt: skip
+    try:
+        result = deploy(sandbox, slower, "--limit", h.name, "--data", "backups_keep=3")
+        assert result["returncode"] == 0, result["stderr"]
+        hosts = sandbox.ssh(h, "cat /etc/hosts").splitlines()
+        assert nas in hosts
+        assert [h.public_ipv4, h.fqdn, h.name] in [line.split() for line in hosts]
+        assert clients in sandbox.ssh(h, "cat /etc/opendkim/TrustedHosts").splitlines()
+        backups = sandbox.ssh(h, listing).split()
+        (new,) = set(backups) - before  # this run's backup of main.cf
+        assert backups == sorted(before | {new})[-3:]  # the newest three, 12+ before
+        # The admin's lines are part of the file now: a rerun changes nothing.
+        again = deploy(sandbox, slower, "--limit", h.name, "--data", "backups_keep=3")
+        assert changed_ops(again) == []
+        send_signed(sandbox, h, "with the admin's TrustedHosts line")
+    finally:
+        sandbox.ssh(h, f"sed -i '/^{nas}$/d' /etc/hosts && sed -i '\\#^{clients}$#d'"
+                       " /etc/opendkim/TrustedHosts")  # fmt: skip
+        assert deploy(sandbox, deployed)["returncode"] == 0
+
+
+# -- convergence after a failure or an interruption (issue 15, item 2) -----------------------
+
+
+@contextmanager
+def failing_once(sb: Sandbox, h: SandboxHost, path: str, word: str) -> Iterator[str]:
+    """Replace the tool at ``path`` on ``h`` by a wrapper failing the first call whose
+    arguments contain ``word``; yields the flag file the failure leaves behind."""
+    flag = f"/run/mailmend-test-failed-{posixpath.basename(path)}"
+    script = "\n".join([
+        "#!/bin/sh",
+        f'case " $* " in *{word}*) if [ ! -e {flag} ]; then : > {flag};',
+        f'  echo "test wrapper: {path} $* fails once" >&2; exit 1; fi;; esac',
+        f'exec {path}.real "$@"',
+        "",
+    ])  # fmt: skip
+    sb.ssh(h, f"rm -f {flag} && mv {path} {path}.real && printf %s {_shell_quote(script)} > {path}"
+              f" && chmod 755 {path}")  # fmt: skip
+    try:
+        yield flag
+    finally:
+        sb.ssh(h, f"mv -f {path}.real {path}")
+
+
+def failed_once(sb: Sandbox, h: SandboxHost, flag: str) -> bool:
+    return sb.ssh(h, f"[ -e {flag} ] && echo yes || true").strip() == "yes"
+
+
+def postfix_runs_main_cf(sb: Sandbox, h: SandboxHost) -> bool:
+    """Postfix's master (re)loaded its configuration after main.cf was last written: its last
+    ``reload`` or ``daemon started`` line in the log is not older than main.cf."""
+    out = sb.ssh(h, (
+        "m=$(stat -c %Y /etc/postfix/main.cf);"
+        " l=$(grep -E 'postfix/master\\[[0-9]+\\]: (reload|daemon started)' /var/log/postfix.log"
+        " | tail -n 1 | cut -c1-15); echo \"$m $(date -d \"$l\" +%s)\""
+    ))  # fmt: skip
+    written, loaded = (int(x) for x in out.split())
+    return loaded >= written
+
+
+def send_signed(sb: Sandbox, h: SandboxHost, subject: str) -> None:
+    """One message over SMTP from ``h`` arrives with a DKIM signature that verifies."""
+    before = len(sb.receiver.received())
+    with smtplib.SMTP(h.ssh_addr, 25, timeout=30) as smtp:
+        smtp.send_message(message(f"app@{h.domain}", "signed@inbox-a.test", subject))
+    raw = wait_for(sb, before + 1)[before].content()
+    assert b"DKIM-Signature:" in raw, subject
+    assert dkim.verify(raw, dnsfunc=sandbox_dns_txt(sb)), subject
+
+
+def changed_names(result: dict[str, Any]) -> str:
+    return "\n".join(changed_ops(result))
+
+
+def test_a_failed_postmap_of_the_relay_credentials_is_redone(
+    sandbox: Sandbox, deployed: Path, tmp_path: Path
+) -> None:
+    h = sandbox.hosts()[0]
+    nexthop = f"[{sandbox.net.host(99)}]:2525"
+    fleet = write_fleet(sandbox, tmp_path, "relay.toml", hosts={h.name: {
+        "relay_host": nexthop, "relay_credentials": "env:MAILMEND_TEST_RELAY",
+    }})  # fmt: skip
+    lookup = f"postmap -q '{nexthop}' hash:/etc/postfix/sasl_passwd || true"
+    try:
+        first = deploy(sandbox, fleet, "--limit", h.name, env={"MAILMEND_TEST_RELAY": "u:one"})
+        assert first["returncode"] == 0, first["stderr"]
+        assert sandbox.ssh(h, lookup).strip() == "u:one"
+        two = {"MAILMEND_TEST_RELAY": "u:two"}
+        with failing_once(sandbox, h, "/usr/sbin/postmap", "sasl_passwd") as flag:
+            failed = deploy(sandbox, fleet, "--limit", h.name, env=two)
+            assert failed["returncode"] != 0
+            assert failed_once(sandbox, h, flag)
+        assert sandbox.ssh(h, lookup).strip() == "u:one"  # stale: what the rerun must repair
+        rerun = deploy(sandbox, fleet, "--limit", h.name, env=two)
+        assert rerun["returncode"] == 0, rerun["stderr"]
+        assert "Index the relay credentials" in changed_names(rerun)
+        assert sandbox.ssh(h, lookup).strip() == "u:two"
+        assert sandbox.ssh(h, "stat -c %a /etc/postfix/sasl_passwd.db").strip() == "600"
+        assert changed_ops(deploy(sandbox, fleet, "--limit", h.name, env=two)) == []
+    finally:
+        assert deploy(sandbox, deployed)["returncode"] == 0
+
+
+def test_a_failed_postmap_of_the_suppression_table_is_redone(
+    sandbox: Sandbox, deployed: Path, tmp_path: Path
+) -> None:
+    h = sandbox.hosts()[1]
+    blocked = "blocked@inbox-c.test"
+    deny = tmp_path / "deny.txt"
+    deny.write_text(f"{blocked}\n")
+    data = ("--limit", h.name, "--data", f"hygiene_deny_file={deny}")
+    table = "/etc/postfix/mailmend/suppress_recipients"
+    lookup = f"postmap -q {blocked} hash:{table} || true"
+    try:
+        with failing_once(sandbox, h, "/usr/sbin/postmap", "suppress_recipients") as flag:
+            failed = deploy(sandbox, deployed, *data)
+            assert failed["returncode"] != 0
+            assert failed_once(sandbox, h, flag)
+        assert blocked in sandbox.ssh(h, f"cat {table}")
+        assert sandbox.ssh(h, lookup).strip() == ""  # the text has it, the .db does not
+        rerun = deploy(sandbox, deployed, *data)
+        assert rerun["returncode"] == 0, rerun["stderr"]
+        assert sandbox.ssh(h, lookup).startswith("REJECT 5.7.1")
+        transport = f"postmap -q {blocked} hash:/etc/postfix/mailmend/suppress_transport"
+        assert sandbox.ssh(h, f"{transport} || true").startswith("error:5.7.1")
+        with smtplib.SMTP(h.ssh_addr, 25, timeout=30) as smtp:
+            with pytest.raises(smtplib.SMTPRecipientsRefused):
+                smtp.send_message(message(f"app@{h.domain}", blocked, "denied"))
+        assert changed_ops(deploy(sandbox, deployed, *data)) == []
+    finally:
+        assert deploy(sandbox, deployed)["returncode"] == 0
+
+
+def test_a_failed_postfix_reload_is_redone(
+    sandbox: Sandbox, deployed: Path, tmp_path: Path
+) -> None:
+    h = sandbox.hosts()[2]
+    slower = write_fleet(sandbox, tmp_path, "slower.toml")
+    slower.write_text(slower.read_text().replace(f"rate_limit_per_minute = {RATE}",
+                                                 "rate_limit_per_minute = 20"))  # fmt: skip
+    try:
+        with failing_once(sandbox, h, "/usr/sbin/postfix", "reload") as flag:
+            failed = deploy(sandbox, slower, "--limit", h.name)
+            assert failed["returncode"] != 0
+            assert failed_once(sandbox, h, flag)
+        assert sandbox.ssh(h, "postconf -h smtp_transport_rate_delay").strip() == "3s"
+        assert not postfix_runs_main_cf(sandbox, h)  # swapped, not loaded
+        rerun = deploy(sandbox, slower, "--limit", h.name)
+        assert rerun["returncode"] == 0, rerun["stderr"]
+        assert "Reload Postfix" in changed_names(rerun)
+        assert postfix_runs_main_cf(sandbox, h)
+        assert changed_ops(deploy(sandbox, slower, "--limit", h.name)) == []
+    finally:
+        assert deploy(sandbox, deployed)["returncode"] == 0
+
+
+def test_a_failed_opendkim_restart_is_redone_and_signing_never_lapses(
+    sandbox: Sandbox, deployed: Path
+) -> None:
+    h = sandbox.hosts()[0]
+    moved = "/var/spool/postfix/opendkim/moved.sock"
+    data = ("--limit", h.name, "--data", f"opendkim_socket={moved}")
+    try:
+        with failing_once(sandbox, h, "/etc/init.d/opendkim", "restart") as flag:
+            failed = deploy(sandbox, deployed, *data)
+            assert failed["returncode"] != 0
+            assert failed_once(sandbox, h, flag)
+        # OpenDKIM kept its old socket, and Postfix was not pointed at the new one.
+        milters = sandbox.ssh(h, "postconf -h smtpd_milters").strip()
+        assert milters == "unix:opendkim/opendkim.sock"
+        send_signed(sandbox, h, "after a failed restart")
+        rerun = deploy(sandbox, deployed, *data)
+        assert rerun["returncode"] == 0, rerun["stderr"]
+        assert "Restart OpenDKIM" in changed_names(rerun)
+        assert sandbox.ssh(h, "postconf -h smtpd_milters").strip() == "unix:opendkim/moved.sock"
+        assert sandbox.ssh(h, f"[ -S {moved} ] && echo yes").strip() == "yes"
+        assert postfix_runs_main_cf(sandbox, h)
+        send_signed(sandbox, h, "on the moved socket")
+        assert changed_ops(deploy(sandbox, deployed, *data)) == []
+    finally:
+        assert deploy(sandbox, deployed)["returncode"] == 0
+    send_signed(sandbox, h, "back on the default socket")
+
+
+def test_mail_stays_signed_while_postfix_still_names_the_old_socket(
+    sandbox: Sandbox, deployed: Path
+) -> None:
+    """OpenDKIM moved to a new socket, Postfix's reload failed: the old path is a link to the
+    new socket, so signing never lapses; the rerun reloads Postfix."""
+    h = sandbox.hosts()[2]
+    data = ("--limit", h.name, "--data", "opendkim_socket=/var/spool/postfix/opendkim/moved.sock")
+    try:
+        with failing_once(sandbox, h, "/usr/sbin/postfix", "reload") as flag:
+            failed = deploy(sandbox, deployed, *data)
+            assert failed["returncode"] != 0
+            assert failed_once(sandbox, h, flag)
+        assert not postfix_runs_main_cf(sandbox, h)  # it still names opendkim.sock
+        link = sandbox.ssh(h, "readlink /var/spool/postfix/opendkim/opendkim.sock").strip()
+        assert link == "moved.sock"
+        send_signed(sandbox, h, "through the link")
+        rerun = deploy(sandbox, deployed, *data)
+        assert rerun["returncode"] == 0, rerun["stderr"]
+        assert postfix_runs_main_cf(sandbox, h)
+        send_signed(sandbox, h, "on the moved socket, reloaded")
+        assert changed_ops(deploy(sandbox, deployed, *data)) == []
+    finally:
+        assert deploy(sandbox, deployed)["returncode"] == 0
+    send_signed(sandbox, h, "back on the default socket after a link")
+
+
+def test_an_interrupted_deploy_fails_and_the_rerun_converges(
+    sandbox: Sandbox, deployed: Path, tmp_path: Path
+) -> None:
+    """SIGINT to the process group (Ctrl-C) at several points of a deploy changing main.cf
+    on every host: ``scripts/deploy`` exits 130 (pyinfra alone exits 0), the rerun converges."""
+    try:
+        for delay, rate, gap in ((2.0, 20, "3s"), (5.0, 15, "4s"), (8.0, 12, "5s")):
+            fleet = write_fleet(sandbox, tmp_path, f"rate{rate}.toml")
+            text = fleet.read_text()
+            fleet.write_text(text.replace(f"rate_limit_per_minute = {RATE}",
+                                          f"rate_limit_per_minute = {rate}"))  # fmt: skip
+            proc = subprocess.Popen(
+                ["bash", "scripts/deploy"], cwd=REPO, start_new_session=True, text=True,
+                env={**os.environ, "MAILMEND_FLEET": str(fleet)},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            time.sleep(delay)
+            assert proc.poll() is None, f"the deploy ended before {delay} s"
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 130, (out[-2000:], err[-2000:])
+            assert "the deploy was interrupted" in err
+            rerun = deploy(sandbox, fleet)
+            assert rerun["returncode"] == 0, rerun["stderr"]
+            for h in sandbox.hosts():
+                assert sandbox.ssh(h, "postconf -h smtp_transport_rate_delay").strip() == gap
+                assert postfix_runs_main_cf(sandbox, h), (delay, h.name)
+            assert changed_ops(deploy(sandbox, fleet)) == [], delay
+    finally:
+        assert deploy(sandbox, deployed)["returncode"] == 0
+    for h in sandbox.hosts():
+        send_signed(sandbox, h, f"after the interruptions {h.name}")

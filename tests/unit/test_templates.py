@@ -549,3 +549,17 @@ def test_sticky_suppression_keeps_earlier_bounces_unless_allowed() -> None:
         bounces.SuppressionResult(entries=(), allowed=("old@example.net",)), previous
     )
     assert lifted.entries == ()
+
+
+def test_the_allow_list_lifts_a_sticky_suppression_whose_bounce_left_the_logs() -> None:
+    """Issue 15 item 10: the bounce line rotated away, the address is on the allow list."""
+    old = bounces.build_suppression(
+        [bounces.BounceRecord("Old@example.net", datetime(2026, 1, 2, tzinfo=UTC),
+                              datetime(2026, 1, 2, tzinfo=UTC), 1, "5.1.1", "no such user")],
+        allow=frozenset(), deny=frozenset(),
+    )  # fmt: skip
+    previous = hygiene.table_entries(bounces.access_table(old.entries))
+    allow = frozenset({"old@example.net"})
+    fresh = bounces.build_suppression([], allow=allow, deny=frozenset())  # nothing in the logs
+    assert fresh.allowed == ()
+    assert hygiene.merge_suppression(fresh, previous, allow).entries == ()
