@@ -7,6 +7,7 @@
 * :mod:`mailmend.records.publish`: the changes as one RFC 2136 update per zone, TSIG-signed,
   guarded by prerequisites, then verified.
 * :mod:`mailmend.records.tsig`: the TSIG key file.
+* :mod:`mailmend.records.escape`: text read from DNS made safe for a terminal and a zone file.
 
 Everything here returns data; ``mailmend.records_cli`` prints.
 """
