@@ -10,7 +10,7 @@ from sandbox.control import Sandbox, SandboxError
 from sandbox.existing import SETUPS
 from sandbox.image import SUITES
 from sandbox.paths import default_state_dir
-from sandbox.scenario import SSH_PORT, default_scenario
+from sandbox.scenario import MAILBOX_DOMAIN, SSH_PORT, default_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +76,8 @@ def _print_status(sb: Sandbox) -> bool:
         "pdns": f"PowerDNS {sb.net.pdns}:53, API {sb.pdns.api_url}",
         "dnsmasq": f"resolver {sb.net.resolver}:53",
         "receiver": f"SMTP {sb.net.sink}:25",
+        "mailbox": f"IMAPS {sb.net.mailbox}:993 (users in {sb.mailbox.passwords})",
+        "mxproxy": f"SMTP {sb.net.mailbox}:25 (MX of {MAILBOX_DOMAIN})",
     }
     for svc, ok in st.services.items():
         print(f"  {'up  ' if ok else 'DOWN'} {svc:<8} {where[svc]}")

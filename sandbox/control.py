@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sandbox import existing, image, proc
 from sandbox.dns import SandboxDns, system_upstreams
+from sandbox.mailbox import IMAPS_PORT, SMTP_PORT, MailboxProvider, mailbox_root
 from sandbox.pdns import API_PORT, SandboxPowerDns, copied_zones
 from sandbox.receiver import Receiver
 from sandbox.scenario import (
@@ -59,6 +60,7 @@ class Sandbox:
         self.dns = SandboxDns(self.state, self.net)
         self.pdns = SandboxPowerDns(self.state, self.net)
         self.receiver = Receiver(self.state)
+        self.mailbox = MailboxProvider(self.state, self.net)
         self.key = self.state / "ssh" / "id_ed25519"
         self.known_hosts = self.state / "ssh" / "known_hosts"
         self.fleet_file = self.state / "fleet.toml"
@@ -139,6 +141,7 @@ class Sandbox:
             raise SandboxError(f"a sandbox is already running in {self.state}; run down first")
         scn = scenario or default_scenario(n_hosts, self.net)
         roots = {h.name: self._root_of(h) for h in scn.hosts}
+        provider_root = mailbox_root()
         self.state.mkdir(parents=True, exist_ok=True)
         self._ssh_key()
         self._passwords(scn.hosts)
@@ -149,7 +152,11 @@ class Sandbox:
             for h in scn.hosts:
                 pids[h.name] = self._start_host(roots[h.name], h)
                 self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": pids})
-            self._write_known_hosts(roots, scn.hosts)
+            pids.update(self._start_mailbox(provider_root, scn))
+            self._save({"hosts": [asdict(h) for h in scn.hosts], "pids": pids})
+            self._write_known_hosts(
+                {**roots, "mailbox": provider_root}, (*scn.hosts, self.mailbox.host())
+            )
             self._write_fleet(scn.hosts)
             self._wait_ready(scn.hosts)
             self._boot_existing(scn.hosts)
@@ -223,11 +230,29 @@ class Sandbox:
         )
         return pids
 
-    def _start_host(self, base: Path, h: SandboxHost) -> int:
+    def _start_mailbox(self, root: Path, scn: Scenario) -> dict[str, int]:
+        """The receiving provider's host and its SMTP front (see sandbox/mailbox.py)."""
+        host = self.mailbox.host()
+        upper = self._host_upper(host)
+        peers = {h.ssh_addr: h.public_ipv4 for h in scn.hosts}
+        self.mailbox.prepare(upper, scn.mailbox_users, peers)
+        pids = {"mailbox": self._start_host(root, host, share=self.mailbox.share)}
+        pids["mxproxy"] = proc.spawn(
+            [sys.executable, "-m", "sandbox.mxproxy", str(self.state), self.net.mailbox],
+            self.state / "logs" / "mxproxy.log",
+        )
+        return pids
+
+    def _host_upper(self, h: SandboxHost) -> Path:
         hdir = self.state / "hosts" / h.name
-        upper, work, root = hdir / "upper", hdir / "work", hdir / "root"
-        for d in (upper, work, root):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in ("upper", "work", "root"):
+            (hdir / d).mkdir(parents=True, exist_ok=True)
+        return hdir / "upper"
+
+    def _start_host(self, base: Path, h: SandboxHost, share: Path | None = None) -> int:
+        upper = self._host_upper(h)
+        hdir = upper.parent
+        work, root = hdir / "work", hdir / "root"
         ssh_dir = upper / "root" / ".ssh"
         ssh_dir.mkdir(parents=True, exist_ok=True)
         ssh_dir.chmod(0o700)
@@ -250,6 +275,7 @@ class Sandbox:
             h.fqdn,
             h.ssh_addr,
             str(SSH_PORT),
+            *([str(share)] if share else []),
         ]
         return proc.spawn(argv, self.state / "logs" / f"{h.name}.log", namespaces=("uts", "mount"))
 
@@ -311,11 +337,17 @@ class Sandbox:
                 f"knot did not open its control socket {self.dns.control_socket} (is another "
                 f"sandbox using block {self.net.block}? set {BLOCK_ENV})\n{tail}"
             )
-        checks = [(self.net.dns, 53, "knot"), (self.net.sink, 25, "receiver")]
-        checks += [(self.net.pdns, 53, "pdns"), (self.net.pdns, API_PORT, "pdns")]
-        checks += [(h.ssh_addr, SSH_PORT, h.name) for h in hosts]
-        for addr, port, what in checks:
-            if not proc.wait_port(addr, port, timeout=30):
+        checks = [(self.net.dns, 53, "knot", 30), (self.net.sink, 25, "receiver", 30)]
+        checks += [(self.net.pdns, 53, "pdns", 30), (self.net.pdns, API_PORT, "pdns", 30)]
+        checks += [(h.ssh_addr, SSH_PORT, h.name, 30) for h in hosts]
+        # The provider's sshd starts once its services are up (spamd loads its rules first).
+        checks += [
+            (self.net.mailbox, SSH_PORT, "mailbox", 180),
+            (self.net.mailbox, IMAPS_PORT, "mailbox", 10),
+            (self.net.mailbox, SMTP_PORT, "mxproxy", 10),
+        ]
+        for addr, port, what, timeout in checks:
+            if not proc.wait_port(addr, port, timeout=timeout):
                 log = self.state / "logs" / f"{what}.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise SandboxError(f"{what} did not come up on {addr}:{port}\n{tail}")
@@ -346,6 +378,8 @@ class Sandbox:
             "pdns": (self.net.pdns, API_PORT),
             "dnsmasq": (self.net.resolver, 53),
             "receiver": (self.net.sink, 25),
+            "mailbox": (self.net.mailbox, IMAPS_PORT),
+            "mxproxy": (self.net.mailbox, SMTP_PORT),
         }.items():
             pid = pids.get(svc)
             up = bool(pid and proc.alive(pid))

@@ -24,6 +24,8 @@ import dns.query
 import dns.reversename
 
 from sandbox.scenario import (
+    MAILBOX_DOMAIN,
+    MAILBOX_HOST,
     PUBLIC_NETS,
     RECIPIENT_DOMAINS,
     SINK_HOST,
@@ -134,6 +136,10 @@ def scenario_zones(scn: Scenario) -> dict[str, list[Record]]:
     ][:1]
     for rd in RECIPIENT_DOMAINS:
         zones[rd] = [("@", "MX", f"10 {SINK_HOST}.")]
+    zones[MAILBOX_DOMAIN] = [
+        ("@", "MX", f"10 {MAILBOX_HOST}."),
+        (MAILBOX_HOST + ".", "A", scn.net.mailbox),
+    ]
     targets = _blocklist_zones()
     for zone in {*targets, *scn.listings, *scn.broken_zones}:
         _target, test_point = targets.get(zone, ("ip", _DEFAULT_TEST_POINT["ip"]))

@@ -1,9 +1,11 @@
 #!/bin/sh
-# PID 1 of one sandbox host. Started by sandbox/hosts.py as
+# PID 1 of one sandbox host. Started by sandbox/control.py as
 #   unshare --uts --mount --pid --fork --kill-child --propagation private sh host-init.sh ...
 # so its hostname, mounts and processes are its own and vanish when it is killed.
 set -eu
 base=$1 upper=$2 work=$3 root=$4 fqdn=$5 addr=$6 port=$7
+# Optional: a directory of this machine's shown read-only at /mnt/sandbox inside the host.
+share=${8:-}
 
 mount -t overlay overlay -o "lowerdir=$base,upperdir=$upper,workdir=$work" "$root"
 mount -t proc proc "$root/proc"
@@ -21,7 +23,18 @@ ln -s pts/ptmx "$root/dev/ptmx"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/dev/shm"
 ln -s /proc/self/fd "$root/dev/fd"
 
+if [ -n "$share" ]; then
+    mkdir -p "$root/mnt/sandbox"
+    mount --bind "$share" "$root/mnt/sandbox"
+    mount -o remount,bind,ro "$root/mnt/sandbox"
+fi
+
 hostname "$fqdn"
+# A host whose image brings services (the receiving mail provider) starts them here, and
+# the host comes up only if they do.
+if [ -x "$root/usr/local/sbin/sandbox-start" ]; then
+    chroot "$root" /usr/local/sbin/sandbox-start
+fi
 chroot "$root" /usr/sbin/sshd -D -e -o "ListenAddress=$addr:$port" &
 sshd=$!
 trap 'kill "$sshd" 2>/dev/null; exit 0' TERM INT

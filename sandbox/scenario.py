@@ -17,6 +17,12 @@ MAIL_DOMAINS = (
 SSH_PORT = 2222
 SINK_HOST = "mx.sink.test"
 RECIPIENT_DOMAINS = ("inbox-a.test", "inbox-b.test", "inbox-c.test")
+#: The receiving mail provider (real Postfix, OpenDKIM, OpenDMARC, SPF, SpamAssassin, Dovecot):
+#: MX of this domain, IMAPS for its mailboxes.
+MAILBOX_DOMAIN = "inbox.test"
+MAILBOX_HOST = "mx.inbox.test"
+#: Mailboxes made at ``up`` (their passwords in ``STATE/mailbox/passwords/USER``).
+MAILBOX_USERS = ("tester", "dmarc-reports", "postmaster")
 TSIG_KEY_NAME = "mailmend-sandbox"
 BLOCK_ENV = "MAILMEND_SANDBOX_BLOCK"
 
@@ -45,6 +51,10 @@ class Net:
     @property
     def sink(self) -> str:  # the SMTP receiver ("the rest of the internet")
         return f"127.{self.block}.9.25"
+
+    @property
+    def mailbox(self) -> str:  # the receiving mail provider: SMTP 25, IMAPS 993
+        return f"127.{self.block}.9.26"
 
     def host(self, i: int) -> str:  # sshd and Postfix of host i listen here
         return f"127.{self.block}.10.{i}"
@@ -76,6 +86,7 @@ class Scenario:
     listings: dict[str, dict[str, str]] = field(default_factory=dict)
     broken_zones: tuple[str, ...] = ()  # lists that answer for everything (wildcard)
     extra_records: dict[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
+    mailbox_users: tuple[str, ...] = MAILBOX_USERS  # local parts at MAILBOX_DOMAIN
 
 
 def make_host(i: int, ptr: str = "right", net: Net = Net(), suite: str = "bookworm") -> SandboxHost:
