@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailmend import secretref
 from mailmend.values import MANAGED_POSTFIX_KEYS as MANAGED_POSTFIX_KEYS  # the one list
 from mailmend.values import (
     fqdn_problem,
@@ -44,7 +44,6 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 JINJA_ENV_KWARGS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True}
 
 _POSTFIX_KEY = re.compile(r"[a-z][a-z0-9_]*\Z")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _FORBIDDEN = frozenset("'\"\\`")
 
 #: Tuning keys that both the Postfix and the OpenDKIM deploy read (the milter socket is wired
@@ -255,21 +254,10 @@ def read_relay_credentials(
     """
     field = "relay_credentials"
     ref = safe_text(host, field, reference)
-    kind, _, where = ref.partition(":")
-    if kind == "env" and _ENV_NAME.match(where):
-        env = os.environ if environ is None else environ
-        if where not in env:
-            raise DeployValueError(host, field, f"environment variable {where} is not set")
-        secret = env[where]
-    elif kind == "file" and where:
-        path = Path(where).expanduser()
-        try:
-            secret = (read_file or Path.read_text)(path)
-        except OSError as err:
-            raise DeployValueError(host, field, f"cannot read {path}: {err.strerror}") from None
-    else:
-        raise DeployValueError(host, field, f"{ref!r} is not env:NAME or file:/path")
-    secret = secret.strip("\r\n")
+    try:
+        secret = secretref.resolve(ref, environ, read_file)
+    except secretref.SecretRefError as err:
+        raise DeployValueError(host, field, str(err)) from None
     user, sep, password = secret.partition(":")
     if not sep or not user or not password:
         raise DeployValueError(host, field, f"the secret in {ref} is not user:password")
