@@ -364,6 +364,28 @@ class Sandbox:
             raise SandboxError(f"{host.name}: {command!r} exited {done.returncode}: {done.stderr}")
         return done.stdout
 
+    # -- a DNS outage (tests) ------------------------------------------------------------
+    def stop_dns(self) -> None:
+        """Stop Knot: every sandbox name stops answering; :meth:`start_dns` brings it back."""
+        pid = self.pids().get("knot")
+        if pid is not None:
+            proc.stop(pid)
+
+    def start_dns(self, timeout: float = 30) -> None:
+        """Start Knot again on the zones it served, and wait until it answers."""
+        (self.dns.dir / "run" / "knot.pid").unlink(missing_ok=True)
+        data = self._load()
+        pids = dict(self.pids())
+        pids["knot"] = proc.spawn(self.dns.knot_argv(), self.state / "logs" / "knot.log")
+        identities = data.get("identities")
+        if isinstance(identities, dict):  # forget the old Knot's; _save records the new one's
+            identities.pop("knot", None)
+            self.meta.write_text(json.dumps(data, indent=2) + "\n")
+        data["pids"] = pids
+        self._save(data)
+        if not self.dns.answering(timeout):
+            raise SandboxError(f"knot did not answer on {self.net.dns} within {timeout:g} s")
+
     # -- status / down -----------------------------------------------------------------
     def status(self) -> Status:
         st = Status()

@@ -211,6 +211,21 @@ class SandboxDns:
                     raise RuntimeError(f"Knot does not serve serial {serial} of {name}")
                 time.sleep(0.05)
 
+    def answering(self, timeout: float) -> bool:
+        """True once Knot answers for the first sandbox zone (any serial)."""
+        zone = self.zone_names()[0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                reply = dns.query.udp(dns.message.make_query(zone, "SOA"), self.net.dns, timeout=1)
+            except (dns.exception.Timeout, OSError):
+                time.sleep(0.1)
+                continue
+            if reply.answer:
+                return True
+            time.sleep(0.1)
+        return False
+
     def _serves(self, zone: str, serial: int) -> bool:
         query = dns.message.make_query(zone, "SOA")
         try:

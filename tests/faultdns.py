@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, Self, cast
@@ -253,3 +254,32 @@ class ScriptedUdpDns:
 
         timer = loop.call_later(hold, send)
         self._timers.add(timer)
+
+
+class ThreadedDns:
+    """A :class:`FakeDns` served from a thread, for a CLI running in another process."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.server = FakeDns(handler)
+        self.ready = threading.Event()
+        self.stop: Any = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            async with self.server:
+                self.stop = asyncio.Event()
+                self.loop = asyncio.get_running_loop()
+                self.ready.set()
+                await self.stop.wait()
+
+        asyncio.run(main())
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        assert self.ready.wait(5)
+        return f"127.0.0.1:{self.server.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(5)

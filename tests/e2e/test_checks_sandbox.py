@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from sandbox.control import Sandbox
 from sandbox.dns import PROVIDER_ZONE, reverse_zone
 from sandbox.scenario import Net, Scenario
 from tests.conftest import require_root, run_mailmend, run_pyinfra
-from tests.faultdns import FakeDns, Handler, drop, servfail, zone
+from tests.faultdns import Handler, ThreadedDns, drop, servfail, zone
 
 pytestmark = pytest.mark.end_to_end
 
@@ -462,37 +461,6 @@ BROKEN_LIST_FIX = (
 
 
 # --- faults: the CLI against nameservers that misbehave -----------------------------------------
-
-
-class ThreadedDns:
-    """A :class:`FakeDns` served from a thread, for a CLI running in another process."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.server = FakeDns(handler)
-        self.ready = threading.Event()
-        self.stop: Any = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import asyncio
-
-        async def main() -> None:
-            async with self.server:
-                self.stop = asyncio.Event()
-                self.loop = asyncio.get_running_loop()
-                self.ready.set()
-                await self.stop.wait()
-
-        asyncio.run(main())
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        assert self.ready.wait(5)
-        return f"127.0.0.1:{self.server.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(5)
 
 
 EVERY_CHECK = {"ptr", "fcrdns", "spf", "dkim", "dmarc", "dnsbl"}
