@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from checks.escape import visible
 from checks.host import HostReport, count_statuses
 from checks.result import SEVERITY, CheckResult, ListProblem, Status
 
@@ -40,7 +41,7 @@ def _fix_lines(fix: str | None) -> list[str]:
     if not fix:
         return []
     indent = " " * (_WIDTH + 2)
-    first, *more = fix.splitlines() or [""]
+    first, *more = [visible(line) for line in fix.split("\n")]
     return [f"{indent}fix: {first}", *(f"{indent}     {line}" for line in more)]
 
 
@@ -51,15 +52,15 @@ def render_table(
     for report, result in problems(reports):
         lines.append(
             f"{_label(result.status, colour)}  {report.name}  {result.check} "
-            f"{result.subject}: {result.summary}"
+            f"{visible(result.subject)}: {visible(result.summary)}"
         )
         lines.extend(_fix_lines(result.fix))
     for problem in lists:  # the list's problem, not a host's: after the hosts' problems
         broken = "BROKEN".ljust(_WIDTH)
         label = f"{_COLOURS[Status.UNKNOWN]}{broken}{_RESET}" if colour else broken
         lines.append(
-            f"{label}  blocklist {problem.zone} ({problem.name}): {problem.reason}; its answers "
-            "are ignored, for every host"
+            f"{label}  blocklist {problem.zone} ({problem.name}): {visible(problem.reason)}; "
+            "its answers are ignored, for every host"
         )
         lines.extend(_fix_lines(problem.fix))
     if lines:

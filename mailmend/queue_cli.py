@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from checks.escape import visible
 from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
 from mailmend.hygiene import queue as q
 from mailmend.ssh import ssh_argv
@@ -317,7 +318,7 @@ def render_table(results: Sequence[HostResult], sender: str | q.Bounces | None =
     details: list[str] = []
     for r in results:
         if r.triage is None:
-            rows.append((r.host, "-", "-", "-", "-", "-", f"UNKNOWN: {r.error}"))
+            rows.append((r.host, "-", "-", "-", "-", "-", f"UNKNOWN: {visible(str(r.error))}"))
             continue
         t = r.triage
         kinds = ",".join(sorted({f.kind for f in t.flags})) or "ok"
@@ -334,20 +335,20 @@ def _details(r: HostResult, sender: str | q.Bounces | None) -> list[str]:
     t = r.triage
     assert t is not None
     out = [f"\n{r.host}:"] if t.messages or r.action else []
-    out += [f"  FLAG {f.kind}: {f.message}" for f in t.flags]
+    out += [f"  FLAG {f.kind}: {visible(f.message)}" for f in t.flags]
     if t.top_senders:
-        out.append("  top senders: " + ", ".join(f"{s} ({n})" for s, n in t.top_senders))
+        out.append("  top senders: " + ", ".join(f"{visible(s)} ({n})" for s, n in t.top_senders))
     if t.top_recipient_domains:
-        pairs = ", ".join(f"{d} ({n})" for d, n in t.top_recipient_domains)
+        pairs = ", ".join(f"{visible(d)} ({n})" for d, n in t.top_recipient_domains)
         out.append("  top recipient domains: " + pairs)
-    out += [f"  deferred ({n}): {reason}" for reason, n in t.deferral_reasons]
+    out += [f"  deferred ({n}): {visible(reason)}" for reason, n in t.deferral_reasons]
     if r.action:
         out.append("  " + _action_line(r, sender))
     return out
 
 
 def _who(sender: str | q.Bounces | None) -> str:
-    return "bounces (MAILER-DAEMON)" if isinstance(sender, q.Bounces) else str(sender)
+    return "bounces (MAILER-DAEMON)" if isinstance(sender, q.Bounces) else visible(str(sender))
 
 
 def _action_line(r: HostResult, target: str | q.Bounces | None) -> str:
@@ -356,7 +357,7 @@ def _action_line(r: HostResult, target: str | q.Bounces | None) -> str:
     if not n:
         return f"{r.action}: no queued mail from {sender}"
     if r.action_error:
-        return f"{r.action} FAILED for {n} messages from {sender}: {r.action_error}"
+        return f"{r.action} FAILED for {n} messages from {sender}: {visible(r.action_error)}"
     if not r.applied:
         return f"would {r.action} {n} messages from {sender} (not confirmed with --yes)"
     done = "held" if r.action == "hold" else "deleted"

@@ -120,7 +120,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.apply and (server is None or key is None):
         raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE")
     keys = list(_dkim_keys(args, fleet))
+    # Who answers "what is published": --nameserver, else the fleet's own nameservers (a
+    # sandbox fleet must name its DNS server), else the primary, else this machine's resolver.
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
+    if not readers:
+        readers = [_nameserver(n, "[fleet] nameservers") for n in fleet.settings.nameservers]
     if not readers:
         readers = [server] if server is not None else _system()
     try:

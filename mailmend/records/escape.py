@@ -10,35 +10,15 @@ an escape in the data cannot pass for ours. TXT values in zone files are quoted 
 from __future__ import annotations
 
 import re
-import unicodedata
 
 import dns.exception
 import dns.name
 
+from checks.escape import visible
+
+__all__ = ["visible", "zone_name"]
+
 _LDH = re.compile(r"[A-Za-z0-9_-]{1,63}")
-
-
-def _unsafe(ch: str) -> bool:
-    if ch == " ":
-        return False
-    # C*: control, format (bidi overrides), surrogates, private use, unassigned; Z*: separators
-    # other than the plain space (U+2028 ends a line for some readers).
-    return ch == "\\" or unicodedata.category(ch)[0] in "CZ"
-
-
-def visible(text: str) -> str:
-    """``text`` with every control, format or separator character (and ``\\``) as ``\\DDD``."""
-    if not any(_unsafe(ch) for ch in text):
-        return text
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif _unsafe(ch):
-            out.append("".join(f"\\{byte:03d}" for byte in ch.encode("utf-8", "surrogatepass")))
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def zone_name(name: str) -> str | None:

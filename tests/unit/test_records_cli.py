@@ -101,3 +101,19 @@ def test_bad_option_is_one_line_exit_2_nothing_contacted(
     assert len(err.splitlines()) == 1 and err.startswith("mailmend records: "), err
     assert message in err
     assert not contacted(udp, tcp)
+
+
+def test_without_nameserver_records_asks_the_fleets_nameservers(
+    tmp_path: Path,
+    listener: tuple[str, socket.socket, socket.socket],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A fleet that names its DNS server is read from it (as `check` does), never from this
+    machine's resolver: a sandbox fleet planned with the system resolver's answers before."""
+    server, udp, tcp = listener
+    path = tmp_path / "fleet.toml"
+    path.write_text(FLEET.replace("[fleet]\n", f'[fleet]\nnameservers = ["{server}"]\n'))
+    argv = ["records", "--fleet", str(path), "--timeout", "0.2", "--deadline", "1"]
+    assert cli.main(argv) == 1  # the listener never answers
+    assert contacted(udp, tcp)
+    assert f"nameserver {server} does not answer" in capsys.readouterr().err
