@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from checks.dns import Rcode
-from checks.engine import Engine, EngineConfig, EngineStats, Nameserver
+from mailmend.checks.dns import Rcode
+from mailmend.checks.engine import Engine, EngineConfig, EngineStats, Nameserver
 
 ROOT = Path(__file__).resolve().parent.parent
 ZONES = [f"bl{i}.bench.test" for i in range(6)]

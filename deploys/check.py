@@ -1,5 +1,5 @@
 """``pyinfra inventory.py deploys/check.py``: check every host, change nothing. Composition only."""
 
-from deploys.checks_deploy import checks_deploy
+from mailmend.deploys.checks_deploy import checks_deploy
 
 checks_deploy()

@@ -27,9 +27,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from checks.dns import Resolver
-from checks.host import FleetReport, HostReport, HostTarget, check_fleet, count_statuses
-from checks.result import ListProblem
+from mailmend.checks.dns import Resolver
+from mailmend.checks.host import FleetReport, HostReport, HostTarget, check_fleet, count_statuses
+from mailmend.checks.result import ListProblem
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 #: Seconds a whole ``check`` run may take (``--deadline``); docs/checks.md states it.
@@ -143,7 +143,7 @@ def run_check(args: argparse.Namespace) -> int:
     blocklists = None if args.no_dnsbl else _load_blocklists()
     dqs_key = dqs_key_from_args(args)
     if dqs_key is not None and blocklists is not None:
-        from checks.dnsbl import validate_dqs_key
+        from mailmend.checks.dnsbl import validate_dqs_key
 
         try:
             validate_dqs_key(dqs_key)
@@ -213,7 +213,7 @@ async def _check(
 @asynccontextmanager
 async def open_resolver(nameservers: list[str], timeout: float | None) -> AsyncIterator[Resolver]:
     """The DNS engine on the given nameservers (default: the system's)."""
-    from checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
 
     try:
         servers = tuple(parse_nameserver(n) for n in nameservers) or system_nameservers()
@@ -227,7 +227,7 @@ async def open_resolver(nameservers: list[str], timeout: float | None) -> AsyncI
 
 
 def _load_blocklists() -> Sequence[Any]:
-    from checks.blocklists import BlocklistError, load_blocklists
+    from mailmend.checks.blocklists import BlocklistError, load_blocklists
 
     try:
         return load_blocklists()
@@ -351,8 +351,8 @@ def dkim_keys_from_args(
     texts: list[str], domains: tuple[tuple[str, str | None], ...]
 ) -> dict[tuple[str, str], str]:
     """``--dkim-key DOMAIN:SELECTOR=FILE`` values: (domain, selector) -> base64 public key."""
-    from checks.dkim import DkimRecordError, public_key_from_text
     from mailmend import values
+    from mailmend.checks.dkim import DkimRecordError, public_key_from_text
 
     keys: dict[tuple[str, str], str] = {}
     for text in texts:
@@ -412,18 +412,18 @@ def render(
     """The report text in ``fmt`` and the exit code that goes with it. Broken ``lists``
     are shown once, for the fleet, and never change the exit code."""
     if fmt == "nagios":
-        from checks.report_nagios import render_nagios
+        from mailmend.checks.report_nagios import render_nagios
 
         return render_nagios(reports, lists)
     if fmt == "json":
-        from checks.report_json import render_json
+        from mailmend.checks.report_json import render_json
 
         return render_json(reports, lists=lists), exit_code(reports)
     if fmt == "html":
-        from checks.report_html import render_html
+        from mailmend.checks.report_html import render_html
 
         return render_html(reports, lists=lists), exit_code(reports)
-    from checks.report_table import render_table
+    from mailmend.checks.report_table import render_table
 
     return render_table(reports, colour, lists), exit_code(reports)
 

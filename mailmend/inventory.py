@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
-from sandbox.paths import default_state_dir
 
 EXIT_INPUT_ERROR = 2
 ALL_GROUP = "mailmend"
@@ -67,33 +66,15 @@ def groups_of(fleet: Fleet) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     return groups
 
 
-def sandbox_fleet_file() -> Path:
-    return default_state_dir() / "fleet.toml"
-
-
-def resolve_fleet_path() -> tuple[Path, bool]:
-    """The fleet file to use and whether it is the sandbox's (no fleet file given)."""
-    path = fleet_path_from_env()
-    if path is not None:
-        return path, False
-    return sandbox_fleet_file(), True
-
-
 def pyinfra_groups() -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Load, validate and convert; on any problem print it and exit 2 (no host contacted)."""
     try:
-        path, is_sandbox = resolve_fleet_path()
-        if is_sandbox:
-            if not path.exists():
-                _fail(
-                    "no fleet file: set MAILMEND_FLEET=FILE or create ./fleet.toml "
-                    "(see fleet.example.toml), or start the local sandbox fleet with "
-                    "`python -m sandbox up`"
-                )
-            print(
-                f"mailmend: no fleet.toml and no $MAILMEND_FLEET: targeting the local "
-                f"sandbox fleet ({path})",
-                file=sys.stderr,
+        path = fleet_path_from_env()
+        if path is None:
+            _fail(
+                "no fleet file: set MAILMEND_FLEET=FILE or create ./fleet.toml (see "
+                "fleet.example.toml); for the local sandbox fleet: "
+                "MAILMEND_FLEET=.sandbox/fleet.toml"
             )
         fleet = load_fleet(path)
     except FleetError as err:
@@ -112,7 +93,7 @@ def deploy_input_problems(fleet: Fleet) -> list[str]:
     The relay secrets (``env:NAME`` set, ``user:password`` in it; never shown) and the
     repository's suppression lists (valid addresses, none on both lists).
     """
-    from deploys.values import SUPPRESSION_DIR, DeployValueError, read_relay_credentials
+    from mailmend.deploys.values import SUPPRESSION_DIR, DeployValueError, read_relay_credentials
     from mailmend.hygiene import bounces
 
     problems = []
@@ -141,7 +122,7 @@ def _read_list(path: Path) -> str:
         return ""
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     for line in message.splitlines():
         print(f"mailmend: error: {line}", file=sys.stderr)
     print("mailmend: nothing was changed; no host was contacted", file=sys.stderr)

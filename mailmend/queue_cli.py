@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from checks.escape import visible
+from mailmend.checks.escape import visible
 from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
 from mailmend.hygiene import queue as q
 from mailmend.ssh import ssh_argv

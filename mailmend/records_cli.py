@@ -20,7 +20,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver, system_nameservers
+from mailmend.checks.engine import (
+    Engine,
+    EngineConfig,
+    Nameserver,
+    parse_nameserver,
+    system_nameservers,
+)
 from mailmend.cli import DEFAULT_DEADLINE, print_fleet_warnings, seconds
 from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
 from mailmend.records.dkim import DkimKeyError, DkimPublicKey, fetch_genkey_txt, read_genkey_txt

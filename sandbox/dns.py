@@ -69,7 +69,7 @@ def _blocklist_zones() -> dict[str, tuple[str, str]]:
     probe exactly that name, and a list that does not answer for it is judged broken.
     """
     try:
-        from checks.blocklists import load_blocklists
+        from mailmend.checks.blocklists import load_blocklists
     except ImportError:
         return {}
     return {

@@ -16,7 +16,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from checks.dkim import DkimRecordError, key_name, parse_key_record
+from mailmend.checks.dkim import DkimRecordError, key_name, parse_key_record
 from mailmend.fleet import HostSpec
 from mailmend.ssh import ssh_argv
 

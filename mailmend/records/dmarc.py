@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from checks.dmarc import (
+from mailmend.checks.dmarc import (
     POLICIES,
     DmarcRecordError,
     authorisation_name,
@@ -18,7 +18,7 @@ from checks.dmarc import (
     needs_authorisation,
     parse_record,
 )
-from checks.ptr import normalize_name
+from mailmend.checks.ptr import normalize_name
 
 __all__ = [
     "DmarcProposal",

@@ -14,7 +14,7 @@ import re
 import dns.exception
 import dns.name
 
-from checks.escape import visible
+from mailmend.checks.escape import visible
 
 __all__ = ["visible", "zone_name"]
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from checks.dkim import key_name, split_txt
-from checks.dmarc import dmarc_name, is_dmarc
-from checks.dns import DnsAnswer, Resolver
-from checks.ptr import normalize_name, reverse_name
+from mailmend.checks.dkim import key_name, split_txt
+from mailmend.checks.dmarc import dmarc_name, is_dmarc
+from mailmend.checks.dns import DnsAnswer, Resolver
+from mailmend.checks.ptr import normalize_name, reverse_name
 from mailmend.fleet import Fleet
 from mailmend.records.dkim import DkimPublicKey, same_key
 from mailmend.records.dmarc import authorisations, propose_dmarc

@@ -16,9 +16,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from checks.dns import DnsAnswer, Resolver
-from checks.ptr import normalize_name
-from checks.spf import (
+from mailmend.checks.dns import DnsAnswer, Resolver
+from mailmend.checks.ptr import normalize_name
+from mailmend.checks.spf import (
     MAX_LOOKUPS,
     Evaluation,
     Match,

@@ -18,9 +18,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from checks.dns import DnsAnswer, Resolver
-from checks.ptr import normalize_name
-from checks.spf import (
+from mailmend.checks.dns import DnsAnswer, Resolver
+from mailmend.checks.ptr import normalize_name
+from mailmend.checks.spf import (
     MAX_MX_OR_PTR_NAMES,
     Mechanism,
     SPFMissingRecord,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import imapclient
 
-from checks.dkim import txt_strings
 from mailmend import imap
+from mailmend.checks.dkim import txt_strings
 from sandbox.control import Sandbox
 from sandbox.scenario import SandboxHost
 from tests.conftest import run_pyinfra

@@ -23,8 +23,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from checks.blocklists import Target, load_blocklists
-from checks.dkim import txt_strings
+from mailmend.checks.blocklists import Target, load_blocklists
+from mailmend.checks.dkim import txt_strings
 from sandbox.control import Sandbox
 from sandbox.dns import REVERSE_ZONE6, reverse_zone
 from sandbox.scenario import Net, Scenario

@@ -23,8 +23,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver
 from mailmend import records_cli
+from mailmend.checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver
 from mailmend.fleet import load_fleet
 from mailmend.records.dkim import DkimPublicKey
 from mailmend.records.plan import Action, Plan, build_plan, senders_from_fleet

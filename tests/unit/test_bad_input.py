@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deploys import values as deploy_values
 from mailmend import inventory
+from mailmend.deploys import values as deploy_values
 from mailmend.fleet import FleetError, parse_fleet
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,11 +10,17 @@ from typing import Any
 
 import pytest
 
-from checks.blocklists import BlocklistError, Kind, Target, load_blocklists, parse_blocklists
+from mailmend.checks.blocklists import (
+    BlocklistError,
+    Kind,
+    Target,
+    load_blocklists,
+    parse_blocklists,
+)
 
 
 def _raw() -> dict[str, Any]:
-    text = resources.files("checks").joinpath("blocklists.toml").read_text("utf-8")
+    text = resources.files("mailmend.checks").joinpath("blocklists.toml").read_text("utf-8")
     return tomllib.loads(text)
 
 
@@ -30,7 +36,7 @@ def test_shipped_data_loads() -> None:
 def test_dead_lists_are_left_out_and_explained() -> None:
     zones = {bl.zone for bl in load_blocklists()}
     assert not any("sorbs" in z or "manitu" in z for z in zones)
-    text = resources.files("checks").joinpath("blocklists.toml").read_text("utf-8")
+    text = resources.files("mailmend.checks").joinpath("blocklists.toml").read_text("utf-8")
     header = text.split("[[list]]")[0]
     assert "SORBS" in header and "June 2024" in header
     assert "NiXSpam" in header and "January 2025" in header
@@ -65,7 +71,9 @@ def test_domain_lists_use_domain_test_points() -> None:
 
 def test_load_from_path(tmp_path: Path) -> None:
     path = tmp_path / "lists.toml"
-    path.write_text(resources.files("checks").joinpath("blocklists.toml").read_text("utf-8"))
+    path.write_text(
+        resources.files("mailmend.checks").joinpath("blocklists.toml").read_text("utf-8")
+    )
     assert load_blocklists(path) == load_blocklists()
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from checks.dns import Rcode, Resolver
-from checks.host import FleetReport
-from checks.ptr import reverse_name
 from mailmend import cli
+from mailmend.checks.dns import Rcode, Resolver
+from mailmend.checks.host import FleetReport
+from mailmend.checks.ptr import reverse_name
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
 
 D = "example.com"
@@ -413,7 +413,7 @@ def test_bad_dqs_key_file_is_one_line_exit_2(
 
 def test_no_fix_recommends_the_key_on_the_command_line() -> None:
     """Regression (issue 15): the public-resolver fix text said '(--dqs-key)'."""
-    from checks.blocklists import load_blocklists
+    from mailmend.checks.blocklists import load_blocklists
 
     fixes = [e.fix or "" for bl in load_blocklists() for e in bl.errors.values()]
     dqs = [f for f in fixes if "DQS key" in f]

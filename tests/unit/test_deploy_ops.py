@@ -18,9 +18,9 @@ from pyinfra.facts.files import Directory, File, Sha1File
 from pyinfra.facts.server import Hostname, Os, Which
 from pyinfra.operations import server
 
-from checks.dkim import split_txt
-from deploys import opendkim, staged, summary, values
-from deploys.facts import DkimPublicKey, parse_dkim_public_key
+from mailmend.checks.dkim import split_txt
+from mailmend.deploys import opendkim, staged, summary, values
+from mailmend.deploys.facts import DkimPublicKey, parse_dkim_public_key
 
 DOMAIN = values.DkimDomain(
     name="example.com",

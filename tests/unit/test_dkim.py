@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from checks.dkim import (
+from mailmend.checks.dkim import (
     DkimRecordError,
     check_dkim,
     der_rsa_bits,
@@ -18,8 +18,8 @@ from checks.dkim import (
     parse_key_record,
     rsa_key_bits,
 )
-from checks.dns import Rcode
-from checks.result import CheckResult, Status
+from mailmend.checks.dns import Rcode
+from mailmend.checks.result import CheckResult, Status
 from tests.unit.test_ptr import FakeResolver
 
 D = "example.com"

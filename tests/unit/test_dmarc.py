@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from checks.dmarc import check_dmarc, needs_authorisation
-from checks.dns import Rcode
-from checks.result import CheckResult, Status
+from mailmend.checks.dmarc import check_dmarc, needs_authorisation
+from mailmend.checks.dns import Rcode
+from mailmend.checks.result import CheckResult, Status
 from tests.unit.test_ptr import FakeResolver
 
 D = "example.com"

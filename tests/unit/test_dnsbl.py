@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from checks.blocklists import Blocklist, load_blocklists
-from checks.dns import DnsAnswer, Rcode
-from checks.dnsbl import (
+from mailmend.checks.blocklists import Blocklist, load_blocklists
+from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.dnsbl import (
     Health,
     check_domain,
     check_ip,
@@ -20,8 +20,8 @@ from checks.dnsbl import (
     query_name,
     validate_dqs_key,
 )
-from checks.engine import Engine, EngineConfig
-from checks.result import CheckResult, Status
+from mailmend.checks.engine import Engine, EngineConfig
+from mailmend.checks.result import CheckResult, Status
 from tests.faultdns import FakeDns, aio, drop, servfail
 
 LISTS = {bl.zone: bl for bl in load_blocklists()}

@@ -14,8 +14,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from checks.dns import Rcode
-from checks.engine import (
+from mailmend.checks.dns import Rcode
+from mailmend.checks.engine import (
     Engine,
     EngineConfig,
     Nameserver,

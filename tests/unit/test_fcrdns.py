@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from checks.dns import Rcode
-from checks.fcrdns import check_fcrdns
-from checks.ptr import reverse_name
-from checks.result import CheckResult, Status
+from mailmend.checks.dns import Rcode
+from mailmend.checks.fcrdns import check_fcrdns
+from mailmend.checks.ptr import reverse_name
+from mailmend.checks.result import CheckResult, Status
 from tests.unit.test_ptr import FQDN, IP, IP6, FakeResolver
 
 Zone = dict[tuple[str, str], tuple[str, ...] | Rcode]

@@ -19,8 +19,8 @@ import pytest
 from pyinfra.api.command import StringCommand
 from pyinfra.context import ctx_host, ctx_state
 
-from deploys import blocks, live
-from deploys.staged import swap_command
+from mailmend.deploys import blocks, live
+from mailmend.deploys.staged import swap_command
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN_CF, MASTER_CF, STAMP = "/etc/postfix/main.cf", "/etc/postfix/master.cf", "/var/lib/x.stamp"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys import values as deploy_values
+from mailmend.deploys import values as deploy_values
 from mailmend.fleet import FleetError, parse_fleet
 from tests.unit.test_bad_input import HOST
 

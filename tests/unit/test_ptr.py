@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from checks.dns import DnsAnswer, Rcode
-from checks.ptr import check_ptr, ip_spellings, looks_generic, reverse_name
-from checks.result import CheckResult, Status
+from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.ptr import check_ptr, ip_spellings, looks_generic, reverse_name
+from mailmend.checks.result import CheckResult, Status
 
 IP = "203.0.113.7"
 IP6 = "2001:db8::25"

@@ -12,8 +12,8 @@ import dns.rrset
 import dns.update
 import dns.zone
 
-from checks.dns import Rcode
-from checks.ptr import reverse_name
+from mailmend.checks.dns import Rcode
+from mailmend.checks.ptr import reverse_name
 from mailmend.records.dkim import DkimPublicKey, public_key
 from mailmend.records.plan import (
     Action,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from checks.dns import DnsAnswer, Rcode
-from checks.spf import parse_record
+from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.spf import parse_record
 from mailmend.records.spf import SpfProposal, propose_spf
 from tests.unit.test_ptr import FakeResolver
 

@@ -15,8 +15,8 @@ import ipaddress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checks.dns import Rcode
-from checks.spf import Evaluation, evaluate, parse_record
+from mailmend.checks.dns import Rcode
+from mailmend.checks.spf import Evaluation, evaluate, parse_record
 from mailmend.records.spf import SpfProposal, propose_spf
 from mailmend.records.spf_flatten import Flattener, minus, union
 from tests.unit.test_ptr import FakeResolver

@@ -12,21 +12,21 @@ from typing import Any
 
 import pytest
 
-from checks.blocklists import load_blocklists
-from checks.dns import DnsAnswer, Rcode
-from checks.host import (
+from mailmend.checks.blocklists import load_blocklists
+from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.host import (
     HostReport,
     HostTarget,
     check_fleet,
     check_host,
     count_statuses,
 )
-from checks.ptr import reverse_name
-from checks.report_html import render_html
-from checks.report_json import render_json, report_document
-from checks.report_nagios import render_nagios
-from checks.report_table import render_table
-from checks.result import CheckResult, ListProblem, Status
+from mailmend.checks.ptr import reverse_name
+from mailmend.checks.report_html import render_html
+from mailmend.checks.report_json import render_json, report_document
+from mailmend.checks.report_nagios import render_nagios
+from mailmend.checks.report_table import render_table
+from mailmend.checks.result import CheckResult, ListProblem, Status
 from mailmend.cli import exit_code, render
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
 
@@ -110,12 +110,12 @@ def fake_dnsbl(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
     def list_problems(lists: list[FakeList], health: dict[str, str]) -> list[ListProblem]:
         return [S5H_BROKEN for bl in lists if health.get(bl.zone) == "broken"]
 
-    fake = types.ModuleType("checks.dnsbl")
+    fake = types.ModuleType("mailmend.checks.dnsbl")
     fake.list_health = list_health  # type: ignore[attr-defined]
     fake.list_problems = list_problems  # type: ignore[attr-defined]
     fake.check_ip = check_ip  # type: ignore[attr-defined]
     fake.check_domain = check_domain  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "checks.dnsbl", fake)
+    monkeypatch.setitem(sys.modules, "mailmend.checks.dnsbl", fake)
     return calls
 
 

@@ -8,8 +8,8 @@ import dns.name
 import dns.reversename
 import dns.zone
 
-from checks.blocklists import load_blocklists
-from checks.dnsbl import query_name
+from mailmend.checks.blocklists import load_blocklists
+from mailmend.checks.dnsbl import query_name
 from sandbox.dns import (
     PUBLIC_NET6,
     REVERSE_ZONE6,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
+from mailmend.deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
 from mailmend.hygiene import scan
 
 HARD = [

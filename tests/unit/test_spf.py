@@ -7,11 +7,11 @@ import ipaddress
 
 import pytest
 
-from checks.dns import DnsAnswer, Rcode
-from checks.engine import encode_name
-from checks.ptr import reverse_name
-from checks.result import CheckResult, Status
-from checks.spf import (
+from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.engine import encode_name
+from mailmend.checks.ptr import reverse_name
+from mailmend.checks.result import CheckResult, Status
+from mailmend.checks.spf import (
     Evaluation,
     SPFSyntaxError,
     check_spf,

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from checks.dns import DnsAnswer, Rcode
-from checks.engine import encode_name
-from checks.spf import (
+from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.engine import encode_name
+from mailmend.checks.spf import (
     Evaluation,
     SPFPermError,
     SPFTempError,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from deploys import hostname, hygiene, opendkim, postfix, values
-from deploys.staged import swap_command
+from mailmend.deploys import hostname, hygiene, opendkim, postfix, values
+from mailmend.deploys.staged import swap_command
 from mailmend.hygiene import bounces
 
 # -- host data ------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from checks.host import HostReport, count_statuses
-from checks.result import ListProblem
+from mailmend.checks.host import HostReport, count_statuses
+from mailmend.checks.result import ListProblem
 
 SCHEMA_VERSION = 1
 

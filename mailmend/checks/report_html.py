@@ -14,9 +14,9 @@ from typing import Any
 
 import jinja2
 
-from checks.host import CHECK_ORDER, HostReport, count_statuses
-from checks.report_table import problems
-from checks.result import CheckResult, ListProblem, Status
+from mailmend.checks.host import CHECK_ORDER, HostReport, count_statuses
+from mailmend.checks.report_table import problems
+from mailmend.checks.result import CheckResult, ListProblem, Status
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("checks", "."),

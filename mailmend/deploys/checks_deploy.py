@@ -29,8 +29,8 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
-from deploys import values
-from deploys.facts import DkimPublicKey
+from mailmend.deploys import values
+from mailmend.deploys.facts import DkimPublicKey
 
 DEFAULTS: dict[str, Any] = {
     "mailmend_nameservers": [],  # "IP[:PORT]" strings; empty: /etc/resolv.conf of this machine
@@ -50,7 +50,7 @@ _ONE_LOOP = threading.Lock()  # gevent's cooperative lock once pyinfra has patch
 
 
 def _target(name: str, data: Mapping[str, Any], keys: Mapping[tuple[str, str], str]) -> Any:
-    from checks.host import HostTarget
+    from mailmend.checks.host import HostTarget
 
     ips = tuple(ip for ip in (data.get("public_ipv4"), data.get("public_ipv6")) if ip)
     domains = values.dkim_domains(name, data.get("domains") or [], data["opendkim_key_dir"])
@@ -70,7 +70,7 @@ def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     In ``deploys/mail.py`` the Summary step has read them already in this run; alone
     (``deploys/check.py``) they are read here with the same read-only fact.
     """
-    from deploys.summary import DKIM_RECORDS
+    from mailmend.deploys.summary import DKIM_RECORDS
 
     if host.name in DKIM_RECORDS:
         return {(r.domain, r.selector): r.public_key for r in DKIM_RECORDS[host.name]}
@@ -83,9 +83,9 @@ def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
 
 
 async def _check(target: Any, data: Mapping[str, Any]) -> Any:
-    from checks.blocklists import load_blocklists
-    from checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
-    from checks.host import check_fleet
+    from mailmend.checks.blocklists import load_blocklists
+    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.host import check_fleet
 
     servers: Sequence[str] = data.get("mailmend_nameservers") or []
     nameservers = tuple(parse_nameserver(s) for s in servers) or system_nameservers()
@@ -104,7 +104,7 @@ def run_checks(data: Mapping[str, Any]) -> None:
 
     ``data`` is the host's data with this deploy's defaults, taken when the deploy is planned.
     """
-    from checks.report_table import render_table
+    from mailmend.checks.report_table import render_table
 
     target = _target(host.name, data, _host_keys(data))
     with _ONE_LOOP:  # pyinfra runs hosts as greenlets of one thread: one asyncio loop at a time
@@ -118,7 +118,7 @@ def run_checks(data: Mapping[str, Any]) -> None:
 
 def _fleet_summary() -> None:
     """Once every active host has a report: one line per host, then the totals."""
-    from checks.report_table import render_table
+    from mailmend.checks.report_table import render_table
 
     names = sorted(h.name for h in state.active_hosts)
     if id(state) in _SUMMARY_PRINTED or any(n not in REPORTS for n in names):
@@ -163,7 +163,7 @@ def checks_deploy() -> None:
 
 def _settings(name: str, data: dict[str, Any]) -> dict[str, Any]:
     """Validate what the checks need before anything runs (a bad value stops the deploy)."""
-    from checks.engine import parse_nameserver
+    from mailmend.checks.engine import parse_nameserver
 
     servers = data.get("mailmend_nameservers") or []
     if not isinstance(servers, list):

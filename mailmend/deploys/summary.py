@@ -15,9 +15,9 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
-from checks.dkim import split_txt
-from deploys import opendkim, values
-from deploys.facts import DkimPublicKey
+from mailmend.checks.dkim import split_txt
+from mailmend.deploys import opendkim, values
+from mailmend.deploys.facts import DkimPublicKey
 
 
 @dataclass(frozen=True)

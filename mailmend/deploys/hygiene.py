@@ -41,10 +41,10 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, server
 
-from deploys import live, values
-from deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
-from deploys.postfix import reload_when_newer
-from deploys.staged import sha1_text, staged_config
+from mailmend.deploys import live, values
+from mailmend.deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
+from mailmend.deploys.postfix import reload_when_newer
+from mailmend.deploys.staged import sha1_text, staged_config
 from mailmend.hygiene import bounces
 from mailmend.hygiene import queue as mailqueue
 

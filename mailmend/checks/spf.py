@@ -16,9 +16,9 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from checks.dns import DnsAnswer, Rcode, Resolver
-from checks.ptr import dns_unknown, normalize_name, reverse_name
-from checks.result import CheckResult, Status, worst
+from mailmend.checks.dns import DnsAnswer, Rcode, Resolver
+from mailmend.checks.ptr import dns_unknown, normalize_name, reverse_name
+from mailmend.checks.result import CheckResult, Status, worst
 
 CHECK = "spf"
 MAX_LOOKUPS = 10  # RFC 7208 4.6.4

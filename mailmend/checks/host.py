@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from checks.dkim import check_dkim
-from checks.dmarc import check_dmarc
-from checks.dns import Resolver
-from checks.fcrdns import check_fcrdns
-from checks.ptr import check_ptr
-from checks.result import CheckResult, ListProblem, Status, worst
-from checks.spf import check_spf
+from mailmend.checks.dkim import check_dkim
+from mailmend.checks.dmarc import check_dmarc
+from mailmend.checks.dns import Resolver
+from mailmend.checks.fcrdns import check_fcrdns
+from mailmend.checks.ptr import check_ptr
+from mailmend.checks.result import CheckResult, ListProblem, Status, worst
+from mailmend.checks.spf import check_spf
 
 CHECK_ORDER = ("ptr", "fcrdns", "spf", "dkim", "dmarc", "dnsbl")
 #: Seconds the checks get after the deadline to turn their TIMEOUT answers into results.
@@ -84,7 +84,7 @@ def count_statuses(reports: Sequence[HostReport]) -> dict[str, int]:
 
 
 def _dnsbl() -> Any:
-    return importlib.import_module("checks.dnsbl")
+    return importlib.import_module("mailmend.checks.dnsbl")
 
 
 def _lists_for(blocklists: Sequence[Any], target: str) -> list[Any]:

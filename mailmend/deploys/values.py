@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,8 @@ from mailmend.values import (
     unsafe_char_problem,
 )
 
-#: The templates shipped with the package, resolved from this file, never the cwd.
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+#: The templates shipped with the package (``mailmend/templates``), found by importlib.
+TEMPLATES_DIR = Path(str(resources.files("mailmend.templates")))
 
 #: Options for pyinfra's ``files.template`` (and the tests' renderer): Jinja's
 #: ``StrictUndefined`` and ``keep_trailing_newline`` are pyinfra's own defaults.
@@ -460,7 +461,8 @@ def host_data(data: Any) -> dict[str, Any]:
 # -- sending hygiene ------------------------------------------------------------------------
 
 #: The repository's admin lists, resolved from this file (like the templates), never the cwd.
-SUPPRESSION_DIR = TEMPLATES_DIR.parent / "suppression"
+#: The default (empty) allow/deny lists shipped with the package; a fleet names its own.
+SUPPRESSION_DIR = Path(str(resources.files("mailmend") / "suppression"))
 #: ``policyd-rate-limit``'s daily cap when ``hygiene_sender_limits`` is not set.
 DEFAULT_DAILY_SENDER_LIMIT = 1000
 

@@ -37,10 +37,10 @@ import dns.exception
 import dns.name
 import dns.reversename
 
-from checks.blocklists import Blocklist, Code, Kind, Target
-from checks.dns import DnsAnswer, Rcode, Resolver
-from checks.engine import Engine
-from checks.result import CheckResult, ListProblem, Status
+from mailmend.checks.blocklists import Blocklist, Code, Kind, Target
+from mailmend.checks.dns import DnsAnswer, Rcode, Resolver
+from mailmend.checks.engine import Engine
+from mailmend.checks.result import CheckResult, ListProblem, Status
 
 __all__ = [
     "Health",

@@ -18,8 +18,8 @@ from pyinfra.context import host
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
-from deploys import blocks, values
-from deploys.staged import staged_config
+from mailmend.deploys import blocks, values
+from mailmend.deploys.staged import staged_config
 
 DEFAULTS: dict[str, Any] = {
     "hostname_hosts_file": "/etc/hosts",

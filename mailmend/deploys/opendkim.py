@@ -24,9 +24,9 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server
 
-from deploys import blocks, live, values
-from deploys.facts import MilterSockets
-from deploys.staged import staged_config
+from mailmend.deploys import blocks, live, values
+from mailmend.deploys.facts import MilterSockets
+from mailmend.deploys.staged import staged_config
 
 DEFAULTS: dict[str, Any] = {
     **values.SHARED_DEFAULTS,

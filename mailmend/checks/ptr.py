@@ -11,8 +11,8 @@ import ipaddress
 
 import dns.reversename
 
-from checks.dns import DnsAnswer, Resolver
-from checks.result import CheckResult, Status
+from mailmend.checks.dns import DnsAnswer, Resolver
+from mailmend.checks.result import CheckResult, Status
 
 CHECK = "ptr"
 

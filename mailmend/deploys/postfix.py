@@ -26,8 +26,8 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
-from deploys import live, values
-from deploys.staged import secret_file, staged_config
+from mailmend.deploys import live, values
+from mailmend.deploys.staged import secret_file, staged_config
 from mailmend.hygiene import bounces
 
 DEFAULTS: dict[str, Any] = {

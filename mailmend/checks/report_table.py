@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from checks.escape import visible
-from checks.host import HostReport, count_statuses
-from checks.result import SEVERITY, CheckResult, ListProblem, Status
+from mailmend.checks.escape import visible
+from mailmend.checks.host import HostReport, count_statuses
+from mailmend.checks.result import SEVERITY, CheckResult, ListProblem, Status
 
 _COLOURS = {
     Status.FAIL: "\033[1;31m",

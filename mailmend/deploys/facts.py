@@ -10,7 +10,7 @@ from typing import Any
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.facts import FactBase
 
-from checks.dkim import DkimRecordError, public_key_from_text
+from mailmend.checks.dkim import DkimRecordError, public_key_from_text
 
 
 def parse_dkim_public_key(lines: list[str]) -> str | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-from checks.dns import DnsAnswer, Resolver
-from checks.ptr import dns_unknown, normalize_name, reverse_name
-from checks.result import CheckResult, Status
+from mailmend.checks.dns import DnsAnswer, Resolver
+from mailmend.checks.ptr import dns_unknown, normalize_name, reverse_name
+from mailmend.checks.result import CheckResult, Status
 
 CHECK = "fcrdns"
 MAX_PTR_NAMES = 10  # RFC 7208 5.5 caps the names it follows; so do we

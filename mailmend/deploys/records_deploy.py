@@ -20,7 +20,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
-from deploys import summary, values
+from mailmend.deploys import summary, values
 
 DEFAULTS: dict[str, Any] = {
     "mailmend_nameservers": [],  # "IP[:PORT]"; empty: this machine's resolvers
@@ -63,7 +63,7 @@ def _dkim_keys() -> list[Any]:
 
 
 async def _plan(nameservers: list[str], report_address: str | None) -> str:
-    from checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
     from mailmend.records.plan import build_plan, render_plan
 
     servers = tuple(parse_nameserver(s) for s in nameservers) or system_nameservers()

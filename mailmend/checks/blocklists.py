@@ -128,7 +128,7 @@ _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 def load_blocklists(path: str | Path | None = None) -> tuple[Blocklist, ...]:
     """Load and validate the data file (default: the one shipped in the package)."""
     if path is None:
-        text = resources.files("checks").joinpath("blocklists.toml").read_text("utf-8")
+        text = resources.files("mailmend.checks").joinpath("blocklists.toml").read_text("utf-8")
     else:
         text = Path(path).read_text("utf-8")
     try:

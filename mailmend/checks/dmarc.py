@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from checks.dns import Resolver
-from checks.ptr import dns_unknown, normalize_name
-from checks.result import SEVERITY, CheckResult, Status
+from mailmend.checks.dns import Resolver
+from mailmend.checks.ptr import dns_unknown, normalize_name
+from mailmend.checks.result import SEVERITY, CheckResult, Status
 
 CHECK = "dmarc"
 POLICIES = ("none", "quarantine", "reject")

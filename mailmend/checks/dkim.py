@@ -8,9 +8,9 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from checks.dns import Resolver
-from checks.ptr import dns_unknown, normalize_name
-from checks.result import CheckResult, Status
+from mailmend.checks.dns import Resolver
+from mailmend.checks.ptr import dns_unknown, normalize_name
+from mailmend.checks.result import CheckResult, Status
 
 CHECK = "dkim"
 MIN_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys

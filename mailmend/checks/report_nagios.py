@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from checks.host import HostReport, count_statuses
-from checks.result import ListProblem
+from mailmend.checks.host import HostReport, count_statuses
+from mailmend.checks.result import ListProblem
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

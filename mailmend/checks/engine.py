@@ -45,7 +45,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from checks.dns import DnsAnswer, Rcode
+from mailmend.checks.dns import DnsAnswer, Rcode
 
 __all__ = [
     "Engine",

@@ -1,0 +1,29 @@
+"""The mail deploy: every step, in order. ``pyinfra inventory.py deploys/mail.py`` runs it.
+
+A deploy file of your own reuses it after ``pip install mailmend``::
+
+    from mailmend.deploys import mail_deploy
+
+    mail_deploy()
+"""
+
+from mailmend.deploys.checks_deploy import checks_deploy
+from mailmend.deploys.hostname import hostname_deploy
+from mailmend.deploys.hygiene import hygiene_deploy
+from mailmend.deploys.opendkim import opendkim_deploy
+from mailmend.deploys.postfix import postfix_deploy, postfix_install_deploy
+from mailmend.deploys.records_deploy import records_deploy
+from mailmend.deploys.summary import summary_deploy
+
+
+def mail_deploy() -> None:
+    """Hostname, Postfix (paced), OpenDKIM, hygiene, then the records and checks reports."""
+    hostname_deploy()
+    postfix_install_deploy()
+    # OpenDKIM is configured, restarted and listening before Postfix's main.cf names its socket.
+    opendkim_deploy()
+    postfix_deploy()
+    hygiene_deploy()
+    summary_deploy()
+    records_deploy()
+    checks_deploy()
