@@ -9,13 +9,13 @@ import re
 from dataclasses import dataclass
 
 from mailmend.checks.dns import Resolver
-from mailmend.checks.ptr import dns_unknown, normalize_name
-from mailmend.checks.result import CheckResult, Status
+from mailmend.checks.names import normalize_name
+from mailmend.checks.result import CheckResult, Status, dns_unknown
+from mailmend.checks.txt import txt_strings
 
 CHECK = "dkim"
 MIN_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
 GOOD_BITS = 2048
-TXT_STRING_MAX = 255
 
 
 class DkimRecordError(ValueError):
@@ -117,29 +117,6 @@ def der_rsa_bits(der: bytes) -> int:
         raise DkimRecordError("no RSA modulus")
     modulus = der[inner:inner_end].lstrip(b"\x00")
     return len(modulus) * 8 - (8 - modulus[0].bit_length()) if modulus else 0
-
-
-def split_txt(value: str) -> tuple[str, ...]:
-    """``value`` as TXT character-strings of at most 255 bytes each (joined, they are ``value``).
-
-    Splits on byte boundaries of the UTF-8 form without cutting a character in two. The one
-    splitter of the project: checks' fixes, the deploy's summary and ``mailmend records``.
-    """
-    data = value.encode("utf-8")
-    out: list[str] = []
-    start = 0
-    while start < len(data):
-        end = min(start + TXT_STRING_MAX, len(data))
-        while end < len(data) and (data[end] & 0xC0) == 0x80:
-            end -= 1  # do not cut a multi-byte character
-        out.append(data[start:end].decode("utf-8"))
-        start = end
-    return tuple(out) or ("",)
-
-
-def txt_strings(value: str) -> str:
-    """A TXT value in quoted strings of at most 255 bytes (REFERENCE 3)."""
-    return " ".join(f'"{c}"' for c in split_txt(value))
 
 
 def dkim_record(domain: str, selector: str, public_key_b64: str, key_type: str = "rsa") -> str:

@@ -7,8 +7,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from mailmend.checks.dns import Resolver
-from mailmend.checks.ptr import dns_unknown, normalize_name
-from mailmend.checks.result import SEVERITY, CheckResult, Status
+from mailmend.checks.names import normalize_name
+from mailmend.checks.result import SEVERITY, CheckResult, Status, dns_unknown
 
 CHECK = "dmarc"
 POLICIES = ("none", "quarantine", "reject")

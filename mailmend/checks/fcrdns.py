@@ -10,8 +10,8 @@ import asyncio
 import ipaddress
 
 from mailmend.checks.dns import DnsAnswer, Resolver
-from mailmend.checks.ptr import dns_unknown, normalize_name, reverse_name
-from mailmend.checks.result import CheckResult, Status
+from mailmend.checks.names import normalize_name, reverse_name
+from mailmend.checks.result import CheckResult, Status, dns_unknown
 
 CHECK = "fcrdns"
 MAX_PTR_NAMES = 10  # RFC 7208 5.5 caps the names it follows; so do we

@@ -9,22 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 
-import dns.reversename
-
 from mailmend.checks.dns import DnsAnswer, Resolver
-from mailmend.checks.result import CheckResult, Status
+from mailmend.checks.names import normalize_name, reverse_name
+from mailmend.checks.result import CheckResult, Status, dns_unknown
 
 CHECK = "ptr"
-
-
-def reverse_name(ip: str) -> str:
-    """The PTR query name of an IPv4 or IPv6 address (nibbles for IPv6), absolute."""
-    return str(dns.reversename.from_address(ip).to_text())
-
-
-def normalize_name(name: str) -> str:
-    """Lower case, no trailing dot: the form names are compared in."""
-    return name.strip().rstrip(".").lower()
 
 
 def ip_spellings(ip: str) -> tuple[str, ...]:
@@ -63,17 +52,6 @@ def looks_generic(ptr_name: str, ip: str) -> bool:
 
 def ask_provider(ip: str, fqdn: str) -> str:
     return f"ask your VPS provider to set the PTR of {ip} to {normalize_name(fqdn)}"
-
-
-def dns_unknown(check: str, subject: str, answer: DnsAnswer) -> CheckResult:
-    """The result for a question DNS could not answer (SERVFAIL, TIMEOUT, REFUSED, ...)."""
-    return CheckResult(
-        check=check,
-        status=Status.UNKNOWN,
-        subject=subject,
-        summary=f"DNS could not answer {answer.rdtype} {answer.name}: {answer.rcode.value}",
-        fix="retry later, or ask another resolver (--nameserver)",
-    )
 
 
 async def check_ptr(resolver: Resolver, ip: str, fqdn: str) -> CheckResult:

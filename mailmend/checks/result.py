@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mailmend.checks.dns import DnsAnswer
+
 
 class Status(StrEnum):
     """Outcome of one check. Order of severity: fail > unknown > warn > pass."""
@@ -71,3 +73,14 @@ class ListProblem:
 def worst(statuses: list[Status]) -> Status:
     """The most severe status of a list (pass for an empty list)."""
     return max(statuses, key=SEVERITY.__getitem__, default=Status.PASS)
+
+
+def dns_unknown(check: str, subject: str, answer: DnsAnswer) -> CheckResult:
+    """The result for a question DNS could not answer (SERVFAIL, TIMEOUT, REFUSED, ...)."""
+    return CheckResult(
+        check=check,
+        status=Status.UNKNOWN,
+        subject=subject,
+        summary=f"DNS could not answer {answer.rdtype} {answer.name}: {answer.rcode.value}",
+        fix="retry later, or ask another resolver (--nameserver)",
+    )

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailmend.checks.dns import DnsAnswer, Rcode, Resolver
-from mailmend.checks.ptr import dns_unknown, normalize_name, reverse_name
-from mailmend.checks.result import CheckResult, Status, worst
+from mailmend.checks.names import normalize_name, reverse_name
+from mailmend.checks.result import CheckResult, Status, dns_unknown, worst
 
 CHECK = "spf"
 MAX_LOOKUPS = 10  # RFC 7208 4.6.4

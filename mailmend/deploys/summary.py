@@ -15,7 +15,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
-from mailmend.checks.dkim import split_txt
+from mailmend.checks.txt import split_txt
 from mailmend.deploys import opendkim, values
 from mailmend.deploys.facts import DkimPublicKey
 
@@ -37,7 +37,7 @@ class DkimRecord:
 
     @property
     def strings(self) -> tuple[str, ...]:
-        """The value in TXT strings of at most 255 bytes (:func:`checks.dkim.split_txt`)."""
+        """The value in TXT strings of at most 255 bytes (:func:`mailmend.checks.txt.split_txt`)."""
         return split_txt(self.value)
 
     def zone_line(self) -> str:

@@ -18,7 +18,7 @@ from mailmend.checks.dmarc import (
     needs_authorisation,
     parse_record,
 )
-from mailmend.checks.ptr import normalize_name
+from mailmend.checks.names import normalize_name
 
 __all__ = [
     "DmarcProposal",

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mailmend.checks.dkim import key_name, split_txt
+from mailmend.checks.dkim import key_name
 from mailmend.checks.dmarc import dmarc_name, is_dmarc
 from mailmend.checks.dns import DnsAnswer, Resolver
-from mailmend.checks.ptr import normalize_name, reverse_name
+from mailmend.checks.names import normalize_name, reverse_name
+from mailmend.checks.txt import split_txt
 from mailmend.fleet import Fleet
 from mailmend.records.dkim import DkimPublicKey, same_key
 from mailmend.records.dmarc import authorisations, propose_dmarc

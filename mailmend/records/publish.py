@@ -35,10 +35,10 @@ import dns.rrset
 import dns.tsig
 import dns.update
 
-from mailmend.checks.dkim import split_txt
 from mailmend.checks.dns import Resolver
 from mailmend.checks.engine import Nameserver
-from mailmend.checks.ptr import normalize_name
+from mailmend.checks.names import normalize_name
+from mailmend.checks.txt import split_txt
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.tsig import TsigKey
 

@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from mailmend.checks.dns import DnsAnswer, Resolver
-from mailmend.checks.ptr import normalize_name
+from mailmend.checks.names import normalize_name
 from mailmend.checks.spf import (
     MAX_LOOKUPS,
     Evaluation,

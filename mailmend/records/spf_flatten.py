@@ -19,7 +19,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from mailmend.checks.dns import DnsAnswer, Resolver
-from mailmend.checks.ptr import normalize_name
+from mailmend.checks.names import normalize_name
 from mailmend.checks.spf import (
     MAX_MX_OR_PTR_NAMES,
     Mechanism,

@@ -17,7 +17,7 @@ from pathlib import Path
 import imapclient
 
 from mailmend import imap
-from mailmend.checks.dkim import txt_strings
+from mailmend.checks.txt import txt_strings
 from sandbox.control import Sandbox
 from sandbox.scenario import SandboxHost
 from tests.conftest import run_pyinfra

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailmend.checks.blocklists import Target, load_blocklists
-from mailmend.checks.dkim import txt_strings
+from mailmend.checks.txt import txt_strings
 from sandbox.control import Sandbox
 from sandbox.dns import REVERSE_ZONE6, reverse_zone
 from sandbox.scenario import Net, Scenario

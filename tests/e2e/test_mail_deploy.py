@@ -30,7 +30,7 @@ import dns.message
 import dns.query
 import pytest
 
-from mailmend.checks.dkim import txt_strings
+from mailmend.checks.txt import txt_strings
 from sandbox.control import Sandbox
 from sandbox.receiver import Received
 from sandbox.scenario import SandboxHost

@@ -14,10 +14,10 @@ import dns.rdata
 import dns.update
 import pytest
 
-from mailmend.checks.dkim import split_txt
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.result import Status
 from mailmend.checks.spf import Evaluation, check_spf, evaluate, parse_record
+from mailmend.checks.txt import split_txt
 from mailmend.records.spf import SpfProposal, propose_spf
 from mailmend.records.tsig import load_key_file
 from sandbox.control import Sandbox

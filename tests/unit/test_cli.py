@@ -15,7 +15,7 @@ import pytest
 from mailmend import cli
 from mailmend.checks.dns import Rcode, Resolver
 from mailmend.checks.host import FleetReport
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
 
 D = "example.com"

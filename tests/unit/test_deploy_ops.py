@@ -18,7 +18,7 @@ from pyinfra.facts.files import Directory, File, Sha1File
 from pyinfra.facts.server import Hostname, Os, Which
 from pyinfra.operations import server
 
-from mailmend.checks.dkim import split_txt
+from mailmend.checks.txt import split_txt
 from mailmend.deploys import opendkim, staged, summary, values
 from mailmend.deploys.facts import DkimPublicKey, parse_dkim_public_key
 

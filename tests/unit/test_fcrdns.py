@@ -8,7 +8,7 @@ import pytest
 
 from mailmend.checks.dns import Rcode
 from mailmend.checks.fcrdns import check_fcrdns
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from mailmend.checks.result import CheckResult, Status
 from tests.unit.test_ptr import FQDN, IP, IP6, FakeResolver
 

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from mailmend.checks.dns import DnsAnswer, Rcode
-from mailmend.checks.ptr import check_ptr, ip_spellings, looks_generic, reverse_name
+from mailmend.checks.names import reverse_name
+from mailmend.checks.ptr import check_ptr, ip_spellings, looks_generic
 from mailmend.checks.result import CheckResult, Status
 
 IP = "203.0.113.7"

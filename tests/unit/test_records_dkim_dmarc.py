@@ -8,7 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailmend.checks.dkim import parse_key_record, split_txt
+from mailmend.checks.dkim import parse_key_record
+from mailmend.checks.txt import split_txt
 from mailmend.fleet import HostSpec
 from mailmend.records.dkim import (
     DkimKeyError,

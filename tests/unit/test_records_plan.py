@@ -13,7 +13,7 @@ import dns.update
 import dns.zone
 
 from mailmend.checks.dns import Rcode
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from mailmend.records.dkim import DkimPublicKey, public_key
 from mailmend.records.plan import (
     Action,

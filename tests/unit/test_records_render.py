@@ -12,7 +12,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from mailmend.records.escape import visible
 from mailmend.records.plan import (
     Action,

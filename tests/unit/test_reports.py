@@ -21,7 +21,7 @@ from mailmend.checks.host import (
     check_host,
     count_statuses,
 )
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from mailmend.checks.report_html import render_html
 from mailmend.checks.report_json import render_json, report_document
 from mailmend.checks.report_nagios import render_nagios

@@ -9,7 +9,7 @@ import pytest
 
 from mailmend.checks.dns import DnsAnswer, Rcode
 from mailmend.checks.engine import encode_name
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from mailmend.checks.result import CheckResult, Status
 from mailmend.checks.spf import (
     Evaluation,
