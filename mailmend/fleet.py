@@ -72,6 +72,11 @@ class HostSpec:
     bind_address: str | None = None
     postfix_main_cf: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
     groups: tuple[str, ...] = ()
+    #: Where the VPS lives and how to reach its provider's API (``mailmend ptr``): the
+    #: credentials are a reference (env:NAME / file:/path), never the token itself.
+    vps_provider: str | None = None
+    vps_credentials: str | None = None
+    vps_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,19 @@ class FleetSettings:
     #: DNS resolvers the checks ask from the admin's machine, "IP" or "IP:PORT" (empty: the
     #: system's). ``mailmend check --fleet`` and ``deploys/check.py`` use them.
     nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """The ``[dns]`` table: the DNS provider ``records --apply --provider`` writes through.
+
+    ``options`` are the provider's plain settings (dns-lexicon option names, e.g.
+    ``pdns_server``); ``credentials`` maps option names to references (env:NAME, file:/path).
+    """
+
+    provider: str | None = None
+    options: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
+    credentials: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,7 @@ class Fleet:
     settings: FleetSettings
     hosts: tuple[HostSpec, ...]
     warnings: tuple[Problem, ...]
+    dns: DnsSettings = field(default_factory=DnsSettings)
 
 
 class FleetError(Exception):
@@ -372,6 +391,9 @@ _HOST_CHECKERS: dict[str, _Checker] = {
     "bind_address": _validated(v.ip_problem, v.canonical_ip),
     "postfix_main_cf": _postfix_main_cf,
     "groups": _group_list,
+    "vps_provider": _validated(v.vps_provider_problem),
+    "vps_credentials": _validated(v.secret_reference_problem),
+    "vps_endpoint": _validated(v.api_endpoint_problem),
 }
 
 #: The keys a ``[hosts.NAME]`` table accepts.
@@ -381,7 +403,7 @@ SHARED_KEYS: tuple[str, ...] = tuple(k for k in HOST_KEYS if k != "groups")
 #: The keys of ``[fleet]``.
 FLEET_KEYS: tuple[str, ...] = tuple(f.name for f in fields(FleetSettings))
 #: The top-level tables.
-TOP_LEVEL_KEYS: tuple[str, ...] = ("fleet", "defaults", "groups", "hosts")
+TOP_LEVEL_KEYS: tuple[str, ...] = ("fleet", "defaults", "groups", "hosts", "dns")
 
 
 @dataclass
@@ -436,6 +458,39 @@ def _settings(raw: object, report: _Report) -> FleetSettings:
         )
     return FleetSettings(
         sandbox=bool(sandbox), dmarc_report_address=_opt_str(address), nameservers=servers or ()
+    )
+
+
+def _dns(raw: object, report: _Report) -> DnsSettings:
+    at = _At(report, None, "dns")
+    table = _table(raw, at)
+    if table is None:
+        return DnsSettings()
+    table = _checked_keys(table, at, ["provider", "options", "credentials"])
+    provider = None
+    if "provider" in table:
+        provider = _validated(v.option_name_problem)(table["provider"], at.sub("provider"))
+    maps: dict[str, dict[str, str]] = {}
+    for key, value_problem in (
+        ("options", lambda s: None),
+        ("credentials", v.secret_reference_problem),
+    ):
+        maps[key] = {}
+        sub = _table(table.get(key, {}), at.sub(key)) or {}
+        for name, raw_value in sub.items():
+            reason = v.option_name_problem(name)
+            if reason:
+                at.sub(key).error(reason)
+                continue
+            checked = _opt_str(_validated(value_problem)(raw_value, at.sub(key).sub(name)))
+            if checked is not None:
+                maps[key][name] = checked
+    if (maps["options"] or maps["credentials"]) and provider is None:
+        at.sub("provider").error('missing: name the provider, like provider = "powerdns"')
+    return DnsSettings(
+        provider=_opt_str(provider),
+        options=MappingProxyType(maps["options"]),
+        credentials=MappingProxyType(maps["credentials"]),
     )
 
 
@@ -517,6 +572,8 @@ def _host(
         at.sub("domains").warn("sends for no domain: no DKIM signing")
     if "relay_credentials" in merged and "relay_host" not in merged:
         at.sub("relay_credentials").warn("ignored: no relay_host is set")
+    if "vps_credentials" in merged and "vps_provider" not in merged:
+        at.sub("vps_credentials").warn("ignored: no vps_provider is set")
     _check_host_domains(merged.get("domains", ()), at.sub("domains"))
     if not {"ssh_host", "hostname"} <= merged.keys():
         return None, merged
@@ -597,6 +654,7 @@ def validate_fleet_data(data: Mapping[str, Any], path: str = DEFAULT_FLEET_FILE)
     table = _checked_keys(dict(data), top, list(TOP_LEVEL_KEYS))
     settings = _settings(table.get("fleet", {}), report)
     report.sandbox = settings.sandbox
+    dns_settings = _dns(table.get("dns", {}), report)
     defaults = _layer(table.get("defaults", {}), top.sub("defaults"), SHARED_KEYS)
     groups = _groups(table.get("groups", {}), report)
     hosts_at = top.sub("hosts")
@@ -619,7 +677,7 @@ def validate_fleet_data(data: Mapping[str, Any], path: str = DEFAULT_FLEET_FILE)
     _check_group_names(groups, merged_hosts, report)
     if report.errors:
         raise FleetError(report.errors)
-    return Fleet(path, settings, tuple(hosts), tuple(report.warnings))
+    return Fleet(path, settings, tuple(hosts), tuple(report.warnings), dns_settings)
 
 
 def parse_fleet(text: str, path: str = DEFAULT_FLEET_FILE) -> Fleet:

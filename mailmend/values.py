@@ -419,8 +419,8 @@ def normalize_relay_host(value: str) -> str:
     return f"{text}:{port}" if port is not None else text
 
 
-def relay_credentials_problem(value: str) -> str | None:
-    """A reference to the relay secret, ``env:NAME`` or ``file:/absolute/path``."""
+def secret_reference_problem(value: str, example: str = "/etc/mailmend/secret") -> str | None:
+    """A reference to a secret, ``env:NAME`` or ``file:/absolute/path`` (never the secret)."""
     kind, sep, rest = value.partition(":")
     if sep and kind == "env":
         if _ENV_NAME.match(rest):
@@ -429,13 +429,55 @@ def relay_credentials_problem(value: str) -> str | None:
     if sep and kind == "file":
         if rest.startswith("/") and len(rest) > 1:
             return None
-        return (
-            f"the file reference {rest!r} must be an absolute path, like file:/etc/mailmend/relay"
-        )
+        return f"the file reference {rest!r} must be an absolute path, like file:{example}"
     return (
         "must be a reference, env:NAME or file:/absolute/path (secrets never go in the "
-        "fleet file; put the user:password in that variable or file)"
+        "fleet file; put the secret in that variable or file)"
     )
+
+
+def relay_credentials_problem(value: str) -> str | None:
+    """A reference to the relay secret, ``env:NAME`` or ``file:/absolute/path``."""
+    problem = secret_reference_problem(value, "/etc/mailmend/relay")
+    return problem and problem.replace("put the secret in", "put the user:password in")
+
+
+#: VPS providers ``mailmend ptr`` sets reverse DNS at (fleet key ``vps_provider``).
+VPS_PROVIDERS = ("hostinger", "hetzner", "linode", "ovh", "vultr", "digitalocean")
+_OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*\Z")
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def vps_provider_problem(value: str) -> str | None:
+    if value in VPS_PROVIDERS:
+        return None
+    return f"{value!r} is not a provider mailmend knows; use one of {', '.join(VPS_PROVIDERS)}"
+
+
+def option_name_problem(value: str) -> str | None:
+    if _OPTION_NAME.match(value):
+        return None
+    return f"{value!r} is not an option name (lower case letters, digits, _ and -)"
+
+
+def api_endpoint_problem(value: str) -> str | None:
+    """An API base URL: https, or http to a loopback address only (a token never travels
+    unencrypted off this machine); or a named endpoint such as ``ovh-eu``."""
+    if _OPTION_NAME.match(value):
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{value!r} is not an http(s) URL or an endpoint name like ovh-eu"
+    if parts.scheme == "http":
+        host = parts.hostname
+        ip = _ip_or_none(host)
+        if not (host in _LOOPBACK_NAMES or (ip is not None and ip.is_loopback)):
+            return f"{value!r}: plain http only to a loopback address; use https"
+    if parts.username or parts.password or parts.query:
+        return f"{value!r}: no credentials or query in the URL; give them by reference"
+    return None
 
 
 def email_problem(value: str) -> str | None:

@@ -1,0 +1,307 @@
+"""Publish a ``mailmend records`` plan through a DNS provider's API (dns-lexicon).
+
+The guarantees of the RFC 2136 path (:mod:`mailmend.records.publish`), as far as an HTTP API
+allows them:
+
+* only the plan's changes are written; the other records at a name (site verifications) stay;
+* each zone's rrsets are read again from the API right before writing; if one is not what the
+  plan read, nothing is written to that zone ("changed since it was read"). Unlike RFC 2136
+  prerequisites, no provider API makes the write itself conditional: a change made in the
+  second between that re-read and the write is not detected;
+* a TXT record longer than 255 bytes is sent as several character-strings (2048-bit DKIM
+  keys), in the form the provider takes (:data:`TXT_STYLE`);
+* after writing, the records are read back through the API, then asked in DNS;
+* the outcome is per zone: a refused zone leaves the other zones' outcome intact, and a zone
+  where only some writes went through says which ones did.
+
+Example::
+
+    provider = DnsProvider("powerdns", {"pdns_server": "http://127.0.0.1:8081"},
+                           {"auth_token": "env:PDNS_API_KEY"})
+    outcomes = publish(plan, provider, timeout=10)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.exception
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import requests
+
+from checks.dkim import split_txt
+from mailmend.providers.secrets import (
+    AuthRefused,
+    ProviderError,
+    Unavailable,
+    http_deadline,
+    http_error,
+    redact,
+    resolve_all,
+)
+from mailmend.records.plan import Plan, RecordChange
+
+#: How a provider takes a TXT record's character-strings in lexicon's ``content``:
+#: "zone" = zone-file strings without the outer quotes (lexicon adds them: ``a" "b``);
+#: "joined" = the whole text, the provider splits it. Only powerdns was tested (sandbox).
+TXT_STYLE = {"powerdns": "zone"}
+
+
+class StaleZone(ProviderError):
+    pass
+
+
+@dataclass(frozen=True)
+class DnsProvider:
+    """A lexicon provider, its plain options and its credentials (option -> reference)."""
+
+    name: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    credentials: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ZoneOutcome:
+    zone: str
+    records: list[RecordChange]
+    status: str = "pending"  # applied | refused | partial
+    message: str = ""
+    written: list[str] = field(default_factory=list)
+    api_failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "applied" and not self.api_failures
+
+
+def encode_txt(provider: str, value: str) -> str:
+    if TXT_STYLE.get(provider) != "zone":
+        return value
+    return '" "'.join(_escape(s) for s in split_txt(value))
+
+
+def decode_txt(provider: str, content: str) -> str:
+    if TXT_STYLE.get(provider) != "zone":
+        return content
+    try:
+        rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, f'"{content}"')
+    except dns.exception.DNSException:
+        return content
+    return b"".join(rd.strings).decode("utf-8", errors="replace")  # type: ignore[attr-defined]
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _content(provider: str, rdtype: str, value: str) -> str:
+    if rdtype == "TXT":
+        return encode_txt(provider, value)
+    return value
+
+
+def _text(provider: str, rdtype: str, record: Mapping[str, Any]) -> str:
+    content = str(record.get("content", ""))
+    if rdtype == "TXT":
+        return decode_txt(provider, content)
+    return content.rstrip(".") if rdtype in ("PTR", "CNAME", "MX", "NS") else content
+
+
+class Session:
+    """One authenticated lexicon provider object for one zone (reads are fresh per session)."""
+
+    def __init__(self, provider: DnsProvider, secrets: Mapping[str, str], zone: str, ttl: int):
+        module = importlib.import_module(f"lexicon._private.providers.{provider.name}")
+        from lexicon.config import ConfigResolver
+
+        config = ConfigResolver().with_dict(  # type: ignore[no-untyped-call]
+            {
+                "provider_name": provider.name,
+                "domain": zone,
+                "ttl": ttl,
+                provider.name: {**provider.options, **secrets},
+            }
+        )
+        self.provider = provider.name
+        self.zone = zone
+        self.api = module.Provider(config)
+        self.api.authenticate()
+
+    def rrset(self, name: str, rdtype: str) -> list[dict[str, Any]]:
+        records = self.api.list_records(rdtype, name)
+        return [r for r in records if str(r.get("name", "")).rstrip(".") == name]
+
+    def texts(self, name: str, rdtype: str) -> list[str]:
+        return sorted(_text(self.provider, rdtype, r) for r in self.rrset(name, rdtype))
+
+
+def load_provider(name: str) -> None:
+    """Refuse a provider lexicon does not have (exit 2 before anything is sent)."""
+    try:
+        importlib.import_module(f"lexicon._private.providers.{name}")
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("lexicon"):
+            raise ProviderError(
+                f"dns-lexicon has no provider {name!r}, or it is not installed: "
+                "pip install 'mailmend[providers]'"
+            ) from None
+        raise ProviderError(
+            f"the {name} provider needs the Python package {err.name}: pip install it"
+        ) from None
+
+
+@contextmanager
+def provider_errors(what: str) -> Iterator[None]:
+    """Any failure of a provider library as one :class:`ProviderError` line."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except requests.RequestException as err:
+        raise http_error(err, what) from None
+    except Exception as err:  # noqa: BLE001 - lexicon providers raise bare Exception
+        text = redact(str(err)).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ProviderError(f"{what}: {text}") from None
+
+
+def find_zone(name: str, open_session: Any, cache: dict[str, Session | None]) -> Session:
+    """The provider's zone holding ``name``: the longest suffix the API authenticates."""
+    labels = name.split(".")
+    for i in range(len(labels) - 1):
+        candidate = ".".join(labels[i:])
+        if candidate not in cache:
+            try:
+                with provider_errors(f"zone {candidate}"):
+                    cache[candidate] = open_session(candidate)
+            except (AuthRefused, Unavailable):
+                raise
+            except ProviderError:
+                cache[candidate] = None
+        found = cache[candidate]
+        if found is not None:
+            return found
+    raise ProviderError(f"the provider holds no zone for {name}: give --zone")
+
+
+def publish(
+    plan: Plan,
+    provider: DnsProvider,
+    *,
+    zone: str | None = None,
+    timeout: float = 10.0,
+) -> list[ZoneOutcome]:
+    """Write ``plan.changes()`` zone by zone; raises only before any write (credentials,
+    unreachable API, no zone), otherwise each zone has its outcome."""
+    secrets = resolve_all(provider.credentials, f"DNS provider {provider.name}")
+    changes = plan.changes()
+
+    def open_session(zone_name: str) -> Session:
+        return Session(provider, secrets, zone_name, plan.ttl)
+
+    with http_deadline(timeout):
+        cache: dict[str, Session | None] = {}
+        groups: dict[str, list[RecordChange]] = {}
+        for record in changes:
+            if zone:
+                groups.setdefault(zone, []).append(record)
+            else:
+                found = find_zone(record.name, open_session, cache)
+                groups.setdefault(found.zone, []).append(record)
+        outcomes = []
+        for zone_name, records in groups.items():
+            outcome = ZoneOutcome(zone_name, records)
+            try:
+                with provider_errors(f"zone {zone_name}"):
+                    _publish_zone(open_session(zone_name), records, outcome)
+                    _check_api(open_session(zone_name), records, outcome)
+            except ProviderError as err:
+                outcome.status = "partial" if outcome.written else "refused"
+                outcome.message = str(err)
+            outcomes.append(outcome)
+        return outcomes
+
+
+def _publish_zone(session: Session, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:
+    by_rrset: dict[tuple[str, str], list[RecordChange]] = {}
+    for record in records:
+        by_rrset.setdefault((record.name, record.rdtype), []).append(record)
+    current: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (name, rdtype), group in by_rrset.items():
+        rrset = session.rrset(name, rdtype)
+        now = sorted(_text(session.provider, rdtype, r) for r in rrset)
+        read = sorted(group[0].rrset)
+        if now != read:
+            raise StaleZone(
+                f"{rdtype} {name} changed since it was read (read {len(read)} record(s), "
+                f"now {len(now)}): nothing was written to zone {session.zone}; run records again"
+            )
+        current[(name, rdtype)] = rrset
+    for (name, rdtype), group in by_rrset.items():
+        for record in group:
+            for old in record.remove:
+                for listed in current[(name, rdtype)]:
+                    if _text(session.provider, rdtype, listed) == old:
+                        session.api.delete_record(identifier=listed.get("id"))
+                        outcome.written.append(f"deleted {rdtype} {name} (old value)")
+            session.api.create_record(
+                rdtype, name, _content(session.provider, rdtype, record.value or "")
+            )
+            outcome.written.append(f"added {rdtype} {name}")
+    outcome.status = "applied"
+
+
+def _check_api(session: Session, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:
+    """Read back through the API: each new value is there, each replaced one is gone."""
+    for record in records:
+        have = session.texts(record.name, record.rdtype)
+        if record.value not in have:
+            outcome.api_failures.append(
+                f"{record.rdtype} {record.name}: the API does not list the new record"
+            )
+        elif any(old in have for old in record.remove if old != record.value):
+            outcome.api_failures.append(
+                f"{record.rdtype} {record.name}: the API still lists the old record"
+            )
+
+
+async def verify_dns(
+    check: Callable[[Sequence[RecordChange]], Awaitable[list[str]]],
+    records: Sequence[RecordChange],
+    deadline: float,
+    interval: float = 1.0,
+) -> list[str]:
+    """Ask DNS (``check``: a fresh resolver each call) until every change shows or the
+    deadline passes; the failures of the last round (empty: all visible)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while True:
+        failures = await check(records)
+        if not failures or loop.time() + interval > end:
+            return failures
+        await asyncio.sleep(interval)
+
+
+def outcome_lines(outcome: ZoneOutcome, dns_failures: Sequence[str] = ()) -> list[str]:
+    """What ``records --apply --provider`` says of one zone (stderr)."""
+    n = len(outcome.records)
+    if outcome.status == "refused":
+        return [f"zone {outcome.zone}: not changed: {outcome.message}"]
+    if outcome.status == "partial":
+        done = "; ".join(outcome.written)
+        return [
+            f"zone {outcome.zone}: PARTLY CHANGED: {outcome.message}",
+            f"zone {outcome.zone}: already done at the provider: {done}; run records again",
+        ]
+    lines = [f"zone {outcome.zone}: {n} change(s) written through the API"]
+    lines += [f"zone {outcome.zone}: {failure}" for failure in outcome.api_failures]
+    lines += [f"zone {outcome.zone}: not visible in DNS: {failure}" for failure in dns_failures]
+    if not outcome.api_failures and not dns_failures:
+        lines[0] += ", verified through the API and in DNS"
+    return lines

@@ -1,0 +1,143 @@
+"""Provider credentials by reference, errors in one line, and no secret in any output.
+
+Credentials are ``env:NAME`` or ``file:/path`` references (:func:`mailmend.values.read_secret`);
+every secret read is remembered so that :func:`redact` and the log filter installed by
+:func:`debug_logging` replace it with ``***`` wherever it would appear (``--debug`` included).
+
+Provider libraries speak HTTP through ``requests`` and some never set a timeout: inside
+:func:`http_deadline` every request without one gets the given timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from mailmend.values import SecretError, read_secret
+
+_SECRETS: set[str] = set()
+
+
+class ProviderError(Exception):
+    """The provider refused or failed: one line (exit 1). ``done`` says what was already
+    changed at the provider before the failure (empty: nothing)."""
+
+    done: tuple[str, ...] = ()
+
+
+class AuthRefused(ProviderError):
+    pass
+
+
+class NotFound(ProviderError):
+    pass
+
+
+class RateLimited(ProviderError):
+    pass
+
+
+class Unavailable(ProviderError):
+    pass
+
+
+class BadCredentials(ProviderError):
+    """A reference that cannot be read (exit 2: nothing was sent)."""
+
+
+def resolve(reference: str, what: str) -> str:
+    """The secret behind ``reference``; remembered for :func:`redact`."""
+    try:
+        secret = read_secret(reference)
+    except SecretError as err:
+        raise BadCredentials(f"{what}: {err}") from None
+    _SECRETS.add(secret)
+    return secret
+
+
+def resolve_all(references: Mapping[str, str], what: str) -> dict[str, str]:
+    return {key: resolve(ref, f"{what} {key}") for key, ref in references.items()}
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            message = str(record.msg)
+        record.msg, record.args = redact(message), None
+        return True
+
+
+def debug_logging(enabled: bool) -> None:
+    """``--debug``: the provider libraries' and urllib3's debug log on stderr, secrets
+    replaced by ``***``."""
+    if not enabled:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Redact())
+    handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+def _host(err: requests.RequestException) -> str:
+    url = err.request.url if err.request is not None and err.request.url else ""
+    return urlsplit(str(url)).netloc or "the provider"
+
+
+def http_error(err: requests.RequestException, what: str) -> ProviderError:
+    """One line for a failed HTTP request: status and reason, never the URL's query or body."""
+    response = err.response
+    if response is None:
+        if isinstance(err, requests.Timeout):
+            return Unavailable(f"{what}: {_host(err)} did not answer in time")
+        return Unavailable(f"{what}: cannot reach {_host(err)} ({type(err).__name__})")
+    return status_error(response.status_code, what)
+
+
+def status_error(status: int, what: str, detail: str = "") -> ProviderError:
+    extra = f": {redact(detail)}" if detail else ""
+    if status in (401, 403):
+        return AuthRefused(
+            f"{what}: the provider refused the credentials (HTTP {status}{extra}); "
+            "check the token the reference points at"
+        )
+    if status == 404:
+        return NotFound(f"{what}: not found at the provider (HTTP 404{extra})")
+    if status == 429:
+        return RateLimited(f"{what}: rate limited by the provider (HTTP 429); try again later")
+    if status >= 500:
+        return Unavailable(f"{what}: provider outage (HTTP {status}{extra}); try again later")
+    return ProviderError(f"{what}: the provider refused the request (HTTP {status}{extra})")
+
+
+@contextmanager
+def http_deadline(seconds: float) -> Iterator[None]:
+    """Every ``requests`` call without a timeout made inside gets ``seconds``."""
+    original: Callable[..., Any] = requests.Session.request
+
+    def request(self: requests.Session, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = seconds
+        return original(self, *args, **kwargs)
+
+    requests.Session.request = request  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        requests.Session.request = original  # type: ignore[method-assign]
