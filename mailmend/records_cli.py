@@ -29,6 +29,7 @@ from mailmend.checks.engine import (
 )
 from mailmend.cli import DEFAULT_DEADLINE, print_fleet_warnings, seconds
 from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
+from mailmend.providers import records_apply
 from mailmend.records.dkim import DkimKeyError, DkimPublicKey, fetch_genkey_txt, read_genkey_txt
 from mailmend.records.plan import (
     DEFAULT_TTL,
@@ -107,6 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pub.add_argument("--server", metavar="IP[:PORT]", help="primary nameserver that takes updates")
     pub.add_argument("--tsig-key", metavar="FILE", help='BIND key file: key "NAME" { ... };')
     pub.add_argument("--zone", metavar="ZONE", help="the zone to update (default: found by SOA)")
+    records_apply.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,8 +125,12 @@ def _run(args: argparse.Namespace) -> int:
     fleet = _fleet(args.fleet)
     server = _nameserver(args.server, "--server") if args.server else None
     key = _key(args.tsig_key) if args.tsig_key else None
-    if args.apply and (server is None or key is None):
-        raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE")
+    try:
+        provider = records_apply.provider_from(args, fleet)
+    except records_apply.UsageError as err:
+        raise _Usage(str(err)) from None
+    if args.apply and provider is None and (server is None or key is None):
+        raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
     keys = list(_dkim_keys(args, fleet))
     # Who answers "what is published": --nameserver, else the fleet's own nameservers (a
     # sandbox fleet must name its DNS server), else the primary, else this machine's resolver.
@@ -157,12 +163,14 @@ def _run(args: argparse.Namespace) -> int:
     code = EXIT_FAIL if plan.blocked else EXIT_OK
     changes = plan.changes()
     if not args.apply:
-        if changes and server is not None:
+        if changes and (server is not None or provider is not None):
             print(f"dry run: {len(changes)} change(s) not sent; add --apply", file=sys.stderr)
         return code
     if not changes:
         print("nothing to publish", file=sys.stderr)
         return code
+    if provider is not None:
+        return records_apply.apply(args, plan, provider, readers, code)
     assert server is not None and key is not None
     return _apply(args, plan, server, key, code)
 

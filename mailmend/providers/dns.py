@@ -171,14 +171,14 @@ def provider_errors(what: str) -> Iterator[None]:
         raise ProviderError(f"{what}: {text}") from None
 
 
-def find_zone(name: str, open_session: Any, cache: dict[str, Session | None]) -> Session:
+def find_zone(name: str, open_session: Any, cache: dict[str, Session | None], what: str) -> Session:
     """The provider's zone holding ``name``: the longest suffix the API authenticates."""
     labels = name.split(".")
     for i in range(len(labels) - 1):
         candidate = ".".join(labels[i:])
         if candidate not in cache:
             try:
-                with provider_errors(f"zone {candidate}"):
+                with provider_errors(what):
                     cache[candidate] = open_session(candidate)
             except (AuthRefused, Unavailable):
                 raise
@@ -212,7 +212,7 @@ def publish(
             if zone:
                 groups.setdefault(zone, []).append(record)
             else:
-                found = find_zone(record.name, open_session, cache)
+                found = find_zone(record.name, open_session, cache, f"{provider.name} API")
                 groups.setdefault(found.zone, []).append(record)
         outcomes = []
         for zone_name, records in groups.items():
