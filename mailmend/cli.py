@@ -455,6 +455,18 @@ def _queue_run(args: argparse.Namespace) -> int:
     return queue_cli.run(args)
 
 
+def _ptr_arguments(parser: argparse.ArgumentParser) -> None:
+    from mailmend.providers import cli as ptr_cli
+
+    ptr_cli.add_arguments(parser)
+
+
+def _ptr_run(args: argparse.Namespace) -> int:
+    from mailmend.providers import cli as ptr_cli
+
+    return ptr_cli.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "check": Command(
         "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
@@ -468,6 +480,11 @@ COMMANDS: dict[str, Command] = {
         "triage each host's mail queue; --hold SENDER holds that sender's mail",
         _queue_arguments,
         _queue_run,
+    ),
+    "ptr": Command(
+        "each host's PTR record: plan from DNS; --apply sets it through the VPS provider's API",
+        _ptr_arguments,
+        _ptr_run,
     ),
 }
 

@@ -189,10 +189,12 @@ class SandboxDns:
         (self.dir / "zones.list").write_text("\n".join(sorted(zones)) + "\n")
 
     def configure(self, scn: Scenario) -> dict[str, list[Record]]:
-        """Write ``scn``'s zone files and knot.conf (TSIG updates for the mail domains)."""
+        """Write ``scn``'s zone files and knot.conf (TSIG updates for the mail domains, and for
+        the reverse zones: the VPS provider stand-ins publish the PTRs they are asked for)."""
         zones = scenario_zones(scn)
         self.write_zones(zones)
-        self.conf.write_text(self.render_knot_conf({h.domain for h in scn.hosts}))
+        updatable = {h.domain for h in scn.hosts} | {z for z in zones if z.endswith(".arpa")}
+        self.conf.write_text(self.render_knot_conf(updatable))
         return zones
 
     def serve(self, scn: Scenario, timeout: float = 15.0) -> None:

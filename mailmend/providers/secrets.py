@@ -57,8 +57,14 @@ def resolve(reference: str, what: str) -> str:
         secret = read_secret(reference)
     except SecretError as err:
         raise BadCredentials(f"{what}: {err}") from None
-    _SECRETS.add(secret)
+    remember(secret)
     return secret
+
+
+def remember(secret: str) -> None:
+    """Keep ``secret`` (or a part of one) out of every message and log line."""
+    if secret:
+        _SECRETS.add(secret)
 
 
 def resolve_all(references: Mapping[str, str], what: str) -> dict[str, str]:
