@@ -1,6 +1,6 @@
 """Provider credentials by reference, errors in one line, and no secret in any output.
 
-Credentials are ``env:NAME`` or ``file:/path`` references (:func:`mailmend.values.read_secret`);
+Credentials are ``env:NAME`` or ``file:/path`` references (:func:`mailmend.secretref.resolve`);
 every secret read is remembered so that :func:`redact` and the log filter installed by
 :func:`debug_logging` replace it with ``***`` wherever it would appear (``--debug`` included).
 
@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mailmend.values import SecretError, read_secret
+from mailmend.records.escape import visible
+from mailmend.secretref import SecretRefError
+from mailmend.secretref import resolve as resolve_reference
 
 _SECRETS: set[str] = set()
 
@@ -54,9 +56,13 @@ class BadCredentials(ProviderError):
 def resolve(reference: str, what: str) -> str:
     """The secret behind ``reference``; remembered for :func:`redact`."""
     try:
-        secret = read_secret(reference)
-    except SecretError as err:
+        secret = resolve_reference(reference)
+    except SecretRefError as err:
         raise BadCredentials(f"{what}: {err}") from None
+    if not secret or any(ord(c) < 32 or ord(c) == 127 for c in secret):
+        raise BadCredentials(
+            f"{what}: the secret in {reference} is empty or has control characters"
+        )
     remember(secret)
     return secret
 
@@ -117,7 +123,7 @@ def http_error(err: requests.RequestException, what: str) -> ProviderError:
 
 
 def status_error(status: int, what: str, detail: str = "") -> ProviderError:
-    extra = f": {redact(detail)}" if detail else ""
+    extra = f": {visible(redact(detail))[:200]}" if detail else ""  # the provider's text: hostile
     if status in (401, 403):
         return AuthRefused(
             f"{what}: the provider refused the credentials (HTTP {status}{extra}); "

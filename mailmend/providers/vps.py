@@ -27,7 +27,6 @@ from mailmend.providers.secrets import (
     remember,
     status_error,
 )
-from mailmend.records.escape import visible
 
 DEFAULT_ENDPOINTS = {
     "hostinger": "https://developers.hostinger.com",
@@ -61,7 +60,7 @@ def _not_found(provider: str, ip: str) -> NotFound:
 
 
 def _detail(text: object) -> str:
-    return visible(redact(str(text)))[:200]
+    return redact(str(text))
 
 
 @contextmanager

@@ -1,0 +1,150 @@
+"""Provider support without a network: fleet keys, TXT strings for PowerDNS, secrets kept out
+of messages and logs, HTTP errors as one line, and the PTR plan's states."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from checks.dns import Rcode
+from checks.ptr import reverse_name
+from mailmend import values as v
+from mailmend.fleet import FleetError, HostSpec, parse_fleet
+from mailmend.providers import secrets
+from mailmend.providers.dns import decode_txt, encode_txt
+from mailmend.providers.ptr import State, plan_host
+from tests.unit.test_ptr import FakeResolver
+
+IP = "203.0.113.7"
+HOST = """
+[hosts.mx1]
+ssh_host = "203.0.113.7"
+hostname = "mx1.example.com"
+public_ipv4 = "203.0.113.7"
+"""
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("https://api.hetzner.cloud/v1", True),
+        ("http://127.0.0.1:8081", True),
+        ("http://localhost:8081/v1", True),
+        ("ovh-eu", True),
+        ("http://api.example.com/v1", False),  # a token would travel in clear
+        ("https://user:pw@api.example.com", False),
+        ("https://api.example.com/v1?token=abc", False),
+        ("ftp://api.example.com", False),
+    ],
+)
+def test_api_endpoints(value: str, ok: bool) -> None:
+    assert (v.api_endpoint_problem(value) is None) is ok
+
+
+def test_vps_keys_and_dns_table_are_validated() -> None:
+    fleet = parse_fleet(
+        HOST
+        + 'vps_provider = "linode"\nvps_credentials = "env:LINODE_TOKEN"\n'
+        + '[dns]\nprovider = "powerdns"\noptions = { pdns_server = "http://127.0.0.1:8081" }\n'
+        + 'credentials = { auth_token = "file:/etc/mailmend/pdns" }\n'
+    )
+    host = fleet.hosts[0]
+    assert (host.vps_provider, host.vps_credentials) == ("linode", "env:LINODE_TOKEN")
+    assert fleet.dns.provider == "powerdns"
+    assert dict(fleet.dns.credentials) == {"auth_token": "file:/etc/mailmend/pdns"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('vps_provider = "aws"', "'aws' is not a provider mailmend knows"),
+        ('vps_credentials = "hunter2"\nvps_provider = "vultr"', "must be a reference"),
+        ('[dns]\nprovider = "powerdns"\ncredentials = { auth_token = "s3cret" }', "reference"),
+        ('[dns]\noptions = { pdns_server = "x" }', "missing: name the provider"),
+        ('[dns]\nprovider = "powerdns"\nsecret = "x"', "unknown key 'secret'"),
+    ],
+)
+def test_bad_provider_keys_are_refused(extra: str, message: str) -> None:
+    with pytest.raises(FleetError) as err:
+        parse_fleet(HOST + extra + "\n")
+    assert message in str(err.value)
+    assert "hunter2" not in str(err.value) and "s3cret" not in str(err.value)
+
+
+def test_credentials_without_a_provider_are_a_warning() -> None:
+    fleet = parse_fleet(HOST + 'vps_credentials = "env:X"\n')
+    assert any("ignored: no vps_provider" in str(w) for w in fleet.warnings)
+
+
+def test_powerdns_txt_strings_round_trip() -> None:
+    value = "v=DKIM1; k=rsa; p=" + "A" * 392  # a 2048-bit key's length
+    content = encode_txt("powerdns", value)
+    assert content.count('" "') == 1  # two character-strings, lexicon adds the outer quotes
+    assert decode_txt("powerdns", content) == value
+    odd = 'a "quoted" \\ text'
+    assert decode_txt("powerdns", encode_txt("powerdns", odd)) == odd
+    assert encode_txt("cloudflare", value) == value  # the provider splits it
+
+
+def test_secrets_never_reach_messages_or_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MAILMEND_TEST_TOKEN", "tok-0123456789abcdef")
+    assert secrets.resolve("env:MAILMEND_TEST_TOKEN", "test") == "tok-0123456789abcdef"
+    assert (
+        secrets.redact("Authorization: Bearer tok-0123456789abcdef") == "Authorization: Bearer ***"
+    )
+    record = logging.LogRecord(
+        "x", logging.DEBUG, "f", 1, "headers %s", ({"t": "tok-0123456789abcdef"},), None
+    )
+    assert secrets._Redact().filter(record) and "tok-0123456789abcdef" not in record.getMessage()
+    with pytest.raises(secrets.BadCredentials, match="environment variable NOPE_UNSET is not set"):
+        secrets.resolve("env:NOPE_UNSET", "test")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "text"),
+    [
+        (401, secrets.AuthRefused, "refused the credentials (HTTP 401: line1\\010line2)"),
+        (403, secrets.AuthRefused, "refused the credentials (HTTP 403: "),
+        (404, secrets.NotFound, "not found at the provider (HTTP 404: "),
+        (429, secrets.RateLimited, "rate limited by the provider (HTTP 429); try again later"),
+        (503, secrets.Unavailable, "provider outage (HTTP 503: line1\\010line2); try again"),
+        (422, secrets.ProviderError, "refused the request (HTTP 422: "),
+    ],
+)
+def test_http_statuses_are_one_line(status: int, kind: type[Exception], text: str) -> None:
+    err = secrets.status_error(status, "vultr: x", "line1\nline2")
+    assert type(err) is kind and text in str(err) and "\n" not in str(err)
+
+
+def host(**keys: object) -> HostSpec:
+    base: dict[str, object] = {"name": "mx1", "ssh_host": IP, "hostname": "mx1.example.com",
+                               "public_ipv4": IP, "vps_provider": "hetzner"}  # fmt: skip
+    return HostSpec(**{**base, **keys})  # type: ignore[arg-type]
+
+
+FWD = ("mx1.example.com", "A")
+REV = (reverse_name(IP), "PTR")
+
+
+@pytest.mark.parametrize(
+    ("zone", "keys", "state"),
+    [
+        ({FWD: (IP,), REV: ("mx1.example.com.",)}, {}, State.KEEP),
+        ({FWD: (IP,)}, {}, State.SET),
+        ({FWD: (IP,), REV: ("ip-203-0-113-7.provider.test.",)}, {}, State.SET),
+        ({FWD: ("198.51.100.1",)}, {}, State.BLOCKED),
+        ({}, {}, State.BLOCKED),
+        ({FWD: (IP,)}, {"vps_provider": None}, State.MANUAL),
+        ({FWD: (IP,)}, {"vps_provider": "digitalocean"}, State.RENAME),
+        ({FWD: (IP,), REV: Rcode.SERVFAIL}, {}, State.UNKNOWN),
+    ],
+)
+def test_ptr_plan_states(zone: dict, keys: dict[str, object], state: State) -> None:  # type: ignore[type-arg]
+    (plan,) = asyncio.run(plan_host(FakeResolver(zone), host(**keys)))
+    assert plan.state is state
+    if state is State.BLOCKED:
+        assert "publish its A record first (mailmend records --apply)" in plan.note
