@@ -151,6 +151,12 @@ def run_check(args: argparse.Namespace) -> int:
             raise UsageError(f"DQS key: {err}") from None
     progress = _progress if sys.stderr.isatty() else None
     run = asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
+    if getattr(args, "vps_providers", None):  # PTR fixes name `mailmend ptr` (docs/ptr.md)
+        from mailmend.providers.ptr import point_fixes_at_ptr
+
+        providers, fleet_path = args.vps_providers
+        for report in run.hosts:
+            point_fixes_at_ptr(report.results, report.name, providers.get(report.name), fleet_path)
     colour = args.output is None and _colour_ok()
     text, code = render(run.hosts, args.format, colour=colour, lists=run.lists)
     if args.output:
@@ -265,6 +271,7 @@ def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
     except FleetError as err:
         raise UsageError(str(err)) from None
     print_fleet_warnings(fleet, "check")
+    args.vps_providers = {h.name: h.vps_provider for h in fleet.hosts}, str(path)
     targets = targets_from_fleet(fleet)
     if not args.nameserver:  # the fleet's resolvers, unless --nameserver says otherwise
         args.nameserver = list(fleet.settings.nameservers)

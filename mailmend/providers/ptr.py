@@ -22,6 +22,7 @@ from enum import StrEnum
 
 from checks.dns import Resolver
 from checks.ptr import normalize_name, reverse_name
+from checks.result import CheckResult
 from mailmend.fleet import HostSpec
 from mailmend.records.escape import visible
 
@@ -151,3 +152,23 @@ class Summary:
     @property
     def pending(self) -> bool:
         return any(o.result == "pending" for o in self.outcomes)
+
+
+_ASK = "ask your VPS provider"
+
+
+def point_fixes_at_ptr(
+    results: list[CheckResult], host: str, provider: str | None, fleet_path: str
+) -> None:
+    """``mailmend check``: where the host's provider is known, a PTR or FCrDNS fix that says
+    "ask your VPS provider" names the command that does it (in place)."""
+    if provider is None:
+        return
+    command = f"mailmend ptr --fleet {fleet_path} --host {host} --apply"
+    for i, result in enumerate(results):
+        if result.check in ("ptr", "fcrdns") and result.fix and result.fix.startswith(_ASK):
+            detail = result.fix[len(_ASK) :].strip()
+            how = f"it asks {provider} {detail}"
+            if provider == "digitalocean":
+                how = "with --rename-droplet it renames the droplet: DigitalOcean's PTR follows it"
+            results[i] = replace(result, fix=f"run {command} ({how})")

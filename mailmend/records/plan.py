@@ -154,6 +154,7 @@ class Sender:
     ipv4: str | None = None
     ipv6: str | None = None
     domains: tuple[tuple[str, str], ...] = ()
+    vps_provider: str | None = None  # where `mailmend ptr` sets its PTR (fleet key)
 
     @property
     def ips(self) -> tuple[str, ...]:
@@ -168,6 +169,7 @@ def senders_from_fleet(fleet: Fleet) -> list[Sender]:
             h.public_ipv4,
             h.public_ipv6,
             tuple((normalize_name(d.name), d.selector) for d in h.domains),
+            h.vps_provider,
         )
         for h in fleet.hosts
     ]
@@ -371,7 +373,7 @@ async def _host_plan(reader: _Reader, sender: Sender) -> HostPlan:
         if ip is None:
             continue
         records.append(await _address(reader, sender.fqdn, rdtype, ip))
-        records.append(await _ptr(reader, sender.fqdn, ip))
+        records.append(await _ptr(reader, sender, ip))
     return HostPlan(sender.name, sender.fqdn, tuple(records))
 
 
@@ -389,7 +391,8 @@ async def _address(reader: _Reader, fqdn: str, rdtype: str, ip: str) -> RecordCh
     return RecordChange(kind, fqdn, rdtype, action, want, have, have, "", notes)
 
 
-async def _ptr(reader: _Reader, fqdn: str, ip: str) -> RecordChange:
+async def _ptr(reader: _Reader, sender: Sender, ip: str) -> RecordChange:
+    fqdn = sender.fqdn
     name = normalize_name(reverse_name(ip))
     answer = await reader.get(name, "PTR")
     have = tuple(normalize_name(r) for r in answer.records)
@@ -397,6 +400,11 @@ async def _ptr(reader: _Reader, fqdn: str, ip: str) -> RecordChange:
         return RecordChange("ptr", name, "PTR", Action.KEEP, fqdn, (), have)
     now = f" (now: {', '.join(have)})" if have else " (now: none)" if answer.ok else ""
     reason = f"ask the VPS provider: set PTR of {ip} to {fqdn}{now}"
+    if sender.vps_provider:
+        reason = (
+            f"run mailmend ptr --host {sender.name} --apply: sets PTR of {ip} to {fqdn} "
+            f"through {sender.vps_provider}{now}"
+        )
     return RecordChange("ptr", name, "PTR", Action.ASK, fqdn, have, have, reason)
 
 

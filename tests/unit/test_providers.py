@@ -148,3 +148,35 @@ def test_ptr_plan_states(zone: dict, keys: dict[str, object], state: State) -> N
     assert plan.state is state
     if state is State.BLOCKED:
         assert "publish its A record first (mailmend records --apply)" in plan.note
+
+
+def test_check_fixes_name_mailmend_ptr_where_the_provider_is_known() -> None:
+    from checks.ptr import evaluate_ptr
+    from mailmend.providers.ptr import point_fixes_at_ptr
+
+    missing = evaluate_ptr(
+        asyncio.run(FakeResolver({}).query(reverse_name(IP), "PTR")), IP, "mx1.example.com"
+    )
+    assert missing.fix == f"ask your VPS provider to set the PTR of {IP} to mx1.example.com"
+    results = [missing]
+    point_fixes_at_ptr(results, "mx1", None, "fleet.toml")
+    assert results == [missing]  # no provider known: the fix stays
+    point_fixes_at_ptr(results, "mx1", "hetzner", "fleet.toml")
+    assert results[0].fix == (
+        "run mailmend ptr --fleet fleet.toml --host mx1 --apply (it asks hetzner to set the PTR "
+        f"of {IP} to mx1.example.com)"
+    )
+
+
+def test_records_plan_points_at_mailmend_ptr() -> None:
+    from mailmend.records.plan import Sender, _ptr, _Reader
+
+    resolver = FakeResolver({FWD: (IP,)})
+    sender = Sender("mx1", "mx1.example.com", IP, vps_provider="vultr")
+    change = asyncio.run(_ptr(_Reader(resolver), sender, IP))
+    assert change.reason == (
+        f"run mailmend ptr --host mx1 --apply: sets PTR of {IP} to mx1.example.com through "
+        "vultr (now: none)"
+    )
+    plain = asyncio.run(_ptr(_Reader(resolver), Sender("mx1", "mx1.example.com", IP), IP))
+    assert plain.reason.startswith("ask the VPS provider: set PTR of")
