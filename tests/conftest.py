@@ -79,3 +79,22 @@ def run_mailmend(*args: str, timeout: float = 60) -> subprocess.CompletedProcess
         check=False,
         env=CLI_ENV,
     )
+
+
+def genkey_txt(directory: Path, selector: str, bits: int = 2048) -> Path:
+    """A fresh RSA key's public half as opendkim-genkey writes ``SELECTOR.txt`` (the records
+    tests hand it over with ``--dkim-txt``, without running the mail deploy)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    b64 = "p=" + base64.b64encode(der).decode()
+    chunks = " ".join(f'"{b64[i : i + 250]}"' for i in range(0, len(b64), 250))
+    path = directory / f"{selector}.txt"
+    path.write_text(f'{selector}._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; " {chunks} )\n')
+    return path

@@ -162,6 +162,8 @@ def _apply_one(
 def _outcome_line(outcome: PtrOutcome) -> str:
     p = outcome.plan
     head = f"{p.host} {p.ip}"
+    if outcome.result == "done" and p.state is State.RENAME:
+        return f"{head}: droplet renamed to {p.fqdn}; its PTR follows, seen in DNS (FCrDNS holds)"
     if outcome.result == "done":
         return f"{head}: PTR set to {p.fqdn} through {p.provider}, seen in DNS (FCrDNS holds)"
     return f"{head}: {outcome.message}"

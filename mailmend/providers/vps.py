@@ -12,8 +12,8 @@ renames the droplet, and :mod:`mailmend.providers.ptr` calls it only with an exp
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,16 +59,25 @@ def _not_found(provider: str, ip: str) -> NotFound:
     return NotFound(f"{provider}: no server with the IP {ip} in this account")
 
 
-def _detail(text: object) -> str:
-    return redact(str(text))
-
-
 @contextmanager
 def _http(what: str) -> Iterator[None]:
     try:
         yield
     except requests.RequestException as err:
         raise http_error(err, what) from None
+
+
+@contextmanager
+def _client_errors(
+    what: str, kind: type[Exception], status_and_detail: Callable[[Any], tuple[int, str]]
+) -> Iterator[None]:
+    """A client library's exception ``kind`` as one line (its status and its own text)."""
+    try:
+        with _http(what):
+            yield
+    except kind as err:
+        status, detail = status_and_detail(err)
+        raise status_error(status, what, redact(detail)) from None
 
 
 class Hostinger:
@@ -83,18 +92,12 @@ class Hostinger:
         self.client = ApiClient(Configuration(host=endpoint, access_token=token))
         self.timeout = timeout
 
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def _errors(self, what: str) -> AbstractContextManager[None]:
         from hostinger_api.exceptions import ApiException
 
-        try:
-            with _http(what):
-                yield
-        except ApiException as err:
-            body = _json(err.body)
-            raise status_error(
-                int(err.status or 0), what, _detail(body.get("message", ""))
-            ) from None
+        return _client_errors(
+            what, ApiException, lambda e: (int(e.status or 0), _json(e.body).get("message", ""))
+        )
 
     def find(self, ip: str) -> Target:
         from hostinger_api.api.vps_virtual_machine_api import VPSVirtualMachineApi
@@ -132,18 +135,17 @@ class Hetzner:
 
         self.client = Client(token=token, api_endpoint=endpoint, timeout=timeout)
 
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def _errors(self, what: str) -> AbstractContextManager[None]:
         from hcloud import APIException
 
         statuses = {"unauthorized": 401, "forbidden": 403, "not_found": 404}
         statuses |= {"rate_limit_exceeded": 429, "service_error": 503, "unavailable": 503}
-        try:
-            with _http(what):
-                yield
-        except APIException as err:
-            status = err.code if isinstance(err.code, int) else statuses.get(str(err.code), 400)
-            raise status_error(status, what, _detail(err.message)) from None
+
+        def convert(err: Any) -> tuple[int, str]:
+            code = err.code
+            return code if isinstance(code, int) else statuses.get(str(code), 400), err.message
+
+        return _client_errors(what, APIException, convert)
 
     def find(self, ip: str) -> Target:
         with self._errors("hetzner: listing servers"):
@@ -174,16 +176,12 @@ class Linode:
         self.client = LinodeClient(token, base_url=endpoint, retry_max=2)
         self.timeout = timeout
 
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def _errors(self, what: str) -> AbstractContextManager[None]:
         from linode_api4.errors import ApiError
 
-        try:
-            with _http(what):
-                yield
-        except ApiError as err:
-            reasons = "; ".join(str(r) for r in err.errors)
-            raise status_error(int(err.status or 0), what, _detail(reasons)) from None
+        return _client_errors(
+            what, ApiError, lambda e: (int(e.status or 0), "; ".join(map(str, e.errors)))
+        )
 
     def find(self, ip: str) -> Target:
         from linode_api4 import IPAddress
@@ -245,7 +243,7 @@ class Ovh:
             if isinstance(err, ovh_errors.HTTPError | ovh_errors.NetworkError):
                 raise ProviderError(f"{what}: cannot reach the OVH API") from None
             message = err.args[0] if err.args else type(err).__name__
-            raise status_error(status or 400, what, _detail(message)) from None
+            raise status_error(status or 400, what, redact(str(message))) from None
 
     def find(self, ip: str) -> Target:
         with self._errors(f"ovh: looking up {ip}"):
@@ -279,7 +277,8 @@ class Vultr:
             )
         if not response.ok:
             body = _json(response.text)
-            raise status_error(response.status_code, what, _detail(body.get("error", "")))
+            text = body.get("error") or body.get("message") or ""  # Vultr / DigitalOcean
+            raise status_error(response.status_code, what, redact(str(text)))
         return _json(response.text) if response.content else {}
 
     def find(self, ip: str) -> Target:
@@ -310,7 +309,9 @@ class DigitalOcean:
         self.vultr_like = Vultr(token, endpoint, timeout)
 
     def find(self, ip: str) -> Target:
-        found = self.vultr_like._call("digitalocean: listing droplets", "GET", "/droplets")
+        found = self.vultr_like._call(
+            "digitalocean: listing droplets", "GET", "/droplets", params={"per_page": 200}
+        )
         for droplet in found.get("droplets", []):
             networks = droplet.get("networks", {})
             for net in [*networks.get("v4", []), *networks.get("v6", [])]:

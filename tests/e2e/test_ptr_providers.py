@@ -173,34 +173,30 @@ def test_server_not_found_by_its_ip(
     ]
 
 
-@pytest.mark.parametrize("provider", sorted(STANDINS))
-def test_provider_outage_is_one_line(
-    sandbox: Sandbox, fresh: SandboxHost, tmp_path: Path, provider: str
-) -> None:
-    api = standin(sandbox, provider, mode="outage")
-    try:
-        done = run_ptr(sandbox, tmp_path, provider, api.url, "--apply")
-    finally:
-        api.close()
-    assert done.returncode == 1
-    (line,) = done.stderr.splitlines()
-    assert "provider outage (HTTP 5" in line and line.endswith("try again later: not changed")
-    assert ptr(sandbox, fresh.public_ipv4) == []
+FAILURES = {
+    "outage": "provider outage (HTTP 5",
+    "rate_limit": "rate limited by the provider (HTTP 429); try again later: not changed",
+}
 
 
-@pytest.mark.parametrize("provider", ["hostinger", "linode", "ovh", "vultr"])
-def test_rate_limit_is_one_line(
-    sandbox: Sandbox, fresh: SandboxHost, tmp_path: Path, provider: str
-) -> None:
+@pytest.mark.parametrize(
+    ("provider", "mode"),
+    [(p, "outage") for p in sorted(STANDINS)]
     # hcloud retries rate_limit_exceeded itself, 5 times over about 30 s: not run here.
-    api = standin(sandbox, provider, mode="rate_limit")
+    + [(p, "rate_limit") for p in sorted(STANDINS) if p != "hetzner"],
+)
+def test_outage_and_rate_limit_are_one_line(
+    sandbox: Sandbox, fresh: SandboxHost, tmp_path: Path, provider: str, mode: str
+) -> None:
+    api = standin(sandbox, provider, mode=mode)
     try:
         done = run_ptr(sandbox, tmp_path, provider, api.url, "--apply")
     finally:
         api.close()
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
-    assert "rate limited by the provider (HTTP 429); try again later: not changed" in line
+    assert FAILURES[mode] in line and line.endswith("try again later: not changed"), line
+    assert ptr(sandbox, fresh.public_ipv4) == []
 
 
 def test_accepted_but_not_in_dns_is_pending_exit_3(
@@ -249,3 +245,28 @@ def test_the_stand_ins_refuse_an_rdns_without_its_forward_record(sandbox: Sandbo
     finally:
         api.close()
     assert err.value.status == 400 and "does not resolve" in err.value.errors[0]
+
+
+def test_digitalocean_renames_the_droplet_only_with_the_flag(
+    sandbox: Sandbox, fresh: SandboxHost, tmp_path: Path
+) -> None:
+    from tests.providers_standin.digitalocean import DigitalOceanStandIn
+
+    droplet = Machine(1002, "ubuntu-s-1vcpu-1gb-fra1-01", fresh.public_ipv4)
+    api = DigitalOceanStandIn(sandbox, [droplet], "do-token-" + "z" * 20)
+    try:
+        plain = run_ptr(sandbox, tmp_path, "digitalocean", api.url, "--apply", token=api.token)
+        assert plain.returncode == 1
+        assert "rename   mx2" in plain.stdout and "--rename-droplet does it" in plain.stdout
+        assert "nothing set: 1 PTR(s) need you first" in plain.stderr
+        assert [r.method for r in api.requests] == []  # no call without the flag
+        done = run_ptr(
+            sandbox, tmp_path, "digitalocean", api.url, "--apply", "--rename-droplet",
+            token=api.token,
+        )  # fmt: skip
+    finally:
+        api.close()
+    assert done.returncode == 0, done.stderr
+    assert f"droplet renamed to {fresh.fqdn}; its PTR follows, seen in DNS" in done.stderr
+    assert ("POST", "/v2/droplets/1002/actions") in [(r.method, r.path) for r in api.requests]
+    assert droplet.name == fresh.fqdn and ptr(sandbox, fresh.public_ipv4) == [fresh.fqdn + "."]

@@ -8,15 +8,12 @@ fleet's [dns] table), a record changed behind our back, a wrong API key, --debug
 from __future__ import annotations
 
 import asyncio
-import base64
 import subprocess
 from pathlib import Path
 
 import dns.message
 import dns.query
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from checks.engine import Engine, EngineConfig, parse_nameserver
 from mailmend.fleet import load_fleet
@@ -24,7 +21,7 @@ from mailmend.providers.dns import DnsProvider, Session, publish
 from mailmend.records.dkim import read_genkey_txt
 from mailmend.records.plan import Plan, build_plan, senders_from_fleet
 from sandbox.control import Sandbox
-from tests.conftest import CLI_ENV, MAILMEND
+from tests.conftest import CLI_ENV, MAILMEND, genkey_txt
 
 pytestmark = pytest.mark.end_to_end
 
@@ -37,15 +34,7 @@ def keys(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     out: dict[str, Path] = {}
     tmp = tmp_path_factory.mktemp("dkim-pdns")
     for h in sandbox.hosts():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        b64 = "p=" + base64.b64encode(der).decode()
-        chunks = " ".join(f'"{b64[i : i + 250]}"' for i in range(0, len(b64), 250))
-        path = tmp / f"{h.selector}.txt"
-        path.write_text(f'{h.selector}._domainkey IN TXT ( "v=DKIM1; k=rsa; " {chunks} )\n')
-        out[f"{h.domain}:{h.selector}"] = path
+        out[f"{h.domain}:{h.selector}"] = genkey_txt(tmp, h.selector, 2048)
     return out
 
 

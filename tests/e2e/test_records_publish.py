@@ -20,8 +20,6 @@ import dns.rcode
 import dns.rdata
 import dns.update
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailmend import records_cli
 from mailmend.checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver
@@ -31,6 +29,7 @@ from mailmend.records.plan import Action, Plan, build_plan, senders_from_fleet
 from mailmend.records.publish import StaleRecord, prepare, publish, read_rrset, send
 from mailmend.records.tsig import load_key_file
 from sandbox.control import Sandbox
+from tests.conftest import genkey_txt
 
 pytestmark = pytest.mark.end_to_end
 
@@ -45,17 +44,7 @@ def keys(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     hosts = sandbox.hosts()
     for h in hosts:
         bits = 4096 if h is hosts[-1] else 2048
-        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        der = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        b64 = "p=" + base64.b64encode(der).decode()
-        chunks = " ".join(f'"{b64[i : i + 250]}"' for i in range(0, len(b64), 250))
-        path = tmp / f"{h.selector}.txt"
-        path.write_text(
-            f'{h.selector}._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; " {chunks} )\n'
-        )
-        out[f"{h.domain}:{h.selector}"] = path
+        out[f"{h.domain}:{h.selector}"] = genkey_txt(tmp, h.selector, bits)
     return out
 
 

@@ -180,3 +180,78 @@ def test_records_plan_points_at_mailmend_ptr() -> None:
     )
     plain = asyncio.run(_ptr(_Reader(resolver), Sender("mx1", "mx1.example.com", IP), IP))
     assert plain.reason.startswith("ask the VPS provider: set PTR of")
+
+
+class _FakeApi:
+    """A lexicon provider whose create fails after the delete (an outage mid-zone)."""
+
+    def __init__(self, store: dict[str, list[str]], fail_create: bool) -> None:
+        self.store, self.fail_create = store, fail_create
+
+    def delete_record(self, identifier: str) -> None:
+        name, _, value = identifier.partition("=")
+        self.store[name].remove(value)
+
+    def create_record(self, rtype: str, name: str, content: str) -> None:
+        if self.fail_create:
+            import requests
+
+            response = requests.Response()
+            response.status_code = 503
+            raise requests.HTTPError(response=response)
+        self.store.setdefault(name, []).append(content)
+
+
+def _fake_sessions(
+    monkeypatch: pytest.MonkeyPatch, store: dict[str, list[str]], fail: bool
+) -> None:
+    from mailmend.providers import dns as provider_dns
+
+    class FakeSession:
+        def __init__(self, provider: object, secrets: object, zone: str, ttl: int) -> None:
+            self.provider, self.zone = "fake", zone
+            self.api = _FakeApi(store, fail)
+
+        def rrset(self, name: str, rdtype: str) -> list[dict[str, str]]:
+            return [{"name": name, "content": c, "id": f"{name}={c}"} for c in store.get(name, [])]
+
+        def texts(self, name: str, rdtype: str) -> list[str]:
+            return sorted(store.get(name, []))
+
+    monkeypatch.setattr(provider_dns, "Session", FakeSession)
+
+
+def _dmarc_plan(old: str, new: str) -> object:
+    from mailmend.records.plan import Action, DomainPlan, Plan, RecordChange
+
+    change = RecordChange("dmarc", "_dmarc.example.com", "TXT", Action.CHANGE, new, (old,), (old,))
+    return Plan(domains=(DomainPlan("example.com", (change,)),), hosts=())
+
+
+def test_a_zone_half_written_says_what_was_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailmend.providers.dns import DnsProvider, outcome_lines, publish
+
+    old, new = "v=DMARC1; p=none", "v=DMARC1; p=quarantine"
+    store = {"_dmarc.example.com": [old]}
+    _fake_sessions(monkeypatch, store, fail=True)
+    (outcome,) = publish(_dmarc_plan(old, new), DnsProvider("fake"), zone="example.com")  # type: ignore[arg-type]
+    assert outcome.status == "partial" and outcome.written == [
+        "deleted TXT _dmarc.example.com (old value)"
+    ]
+    lines = outcome_lines(outcome)
+    assert lines[0].startswith(
+        "zone example.com: PARTLY CHANGED: zone example.com: provider outage (HTTP 503)"
+    )
+    assert "already done at the provider: deleted TXT _dmarc.example.com (old value)" in lines[1]
+
+
+def test_a_record_changed_since_the_plan_stops_the_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailmend.providers.dns import DnsProvider, publish
+
+    old, new = "v=DMARC1; p=none", "v=DMARC1; p=quarantine"
+    store = {"_dmarc.example.com": ["v=DMARC1; p=none; fo=1"]}  # someone else's change
+    _fake_sessions(monkeypatch, store, fail=False)
+    (outcome,) = publish(_dmarc_plan(old, new), DnsProvider("fake"), zone="example.com")  # type: ignore[arg-type]
+    assert outcome.status == "refused" and outcome.written == []
+    assert "changed since it was read" in outcome.message
+    assert store == {"_dmarc.example.com": ["v=DMARC1; p=none; fo=1"]}
