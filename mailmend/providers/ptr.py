@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from checks.dns import Resolver
+from checks.escape import visible
 from checks.ptr import normalize_name, reverse_name
 from checks.result import CheckResult
 from mailmend.fleet import HostSpec
-from mailmend.records.escape import visible
 
 
 class State(StrEnum):

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mailmend.records.escape import visible
+from checks.escape import visible
 from mailmend.secretref import SecretRefError
 from mailmend.secretref import resolve as resolve_reference
 
