@@ -129,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
         provider = records_apply.provider_from(args, fleet)
     except records_apply.UsageError as err:
         raise _Usage(str(err)) from None
+    if provider is not None and (server is not None or key is not None):
+        raise _Usage("give --provider (an API) or --server/--tsig-key (RFC 2136), not both")
     if args.apply and provider is None and (server is None or key is None):
         raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
     keys = list(_dkim_keys(args, fleet))

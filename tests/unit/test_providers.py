@@ -255,3 +255,40 @@ def test_a_record_changed_since_the_plan_stops_the_zone(monkeypatch: pytest.Monk
     assert outcome.status == "refused" and outcome.written == []
     assert "changed since it was read" in outcome.message
     assert store == {"_dmarc.example.com": ["v=DMARC1; p=none; fo=1"]}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--provider", "powerdns", "--server", "127.0.0.1", "--tsig-key", "k"], "not both"),
+        (
+            ["--provider-credential", "auth_token=s3cret", "--provider", "powerdns"],
+            "must be a reference",
+        ),
+        (["--provider-option", "pdns_server=x"], "need --provider NAME"),
+        (
+            ["--provider", "no_such_provider_xyz"],
+            "dns-lexicon has no provider 'no_such_provider_xyz'",
+        ),
+    ],
+)
+def test_records_provider_options_are_checked_first(
+    tmp_path: object, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    from pathlib import Path
+
+    from mailmend import records_cli
+
+    assert isinstance(tmp_path, Path)
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(HOST)
+    key = tmp_path / "k"
+    key.write_text('key "k" { algorithm hmac-sha256; secret "AAAA"; };\n')
+    parser = argparse.ArgumentParser()
+    records_cli.add_arguments(parser)
+    argv = [a if a != "k" else str(key) for a in argv]
+    assert records_cli.run(parser.parse_args(["--fleet", str(fleet), *argv])) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if ": warning: " not in line]  # fleet warnings
+    assert len(errors) == 1 and message in errors[0] and "s3cret" not in err
