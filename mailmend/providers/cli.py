@@ -18,8 +18,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver, system_nameservers
-from checks.ptr import normalize_name, reverse_name
+from mailmend.checks.engine import (
+    Engine,
+    EngineConfig,
+    Nameserver,
+    parse_nameserver,
+    system_nameservers,
+)
+from mailmend.checks.ptr import normalize_name, reverse_name
 from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
 from mailmend.providers.ptr import (
     PtrOutcome,

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from checks.dns import Resolver
-from checks.escape import visible
-from checks.ptr import normalize_name, reverse_name
-from checks.result import CheckResult
+from mailmend.checks.dns import Resolver
+from mailmend.checks.escape import visible
+from mailmend.checks.ptr import normalize_name, reverse_name
+from mailmend.checks.result import CheckResult
 from mailmend.fleet import HostSpec
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from checks.engine import Engine, EngineConfig, Nameserver
+from mailmend.checks.engine import Engine, EngineConfig, Nameserver
 from mailmend.fleet import Fleet
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.publish import verify

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from checks.escape import visible
+from mailmend.checks.escape import visible
 from mailmend.secretref import SecretRefError
 from mailmend.secretref import resolve as resolve_reference
 

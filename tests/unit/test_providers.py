@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from checks.dns import Rcode
-from checks.ptr import reverse_name
 from mailmend import values as v
+from mailmend.checks.dns import Rcode
+from mailmend.checks.ptr import reverse_name
 from mailmend.fleet import FleetError, HostSpec, parse_fleet
 from mailmend.providers import secrets
 from mailmend.providers.dns import decode_txt, encode_txt
@@ -151,7 +151,7 @@ def test_ptr_plan_states(zone: dict, keys: dict[str, object], state: State) -> N
 
 
 def test_check_fixes_name_mailmend_ptr_where_the_provider_is_known() -> None:
-    from checks.ptr import evaluate_ptr
+    from mailmend.checks.ptr import evaluate_ptr
     from mailmend.providers.ptr import point_fixes_at_ptr
 
     missing = evaluate_ptr(
