@@ -25,7 +25,7 @@ from mailmend.checks.engine import (
     parse_nameserver,
     system_nameservers,
 )
-from mailmend.checks.ptr import normalize_name, reverse_name
+from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
 from mailmend.providers.ptr import (
     PtrOutcome,

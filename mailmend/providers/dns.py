@@ -36,7 +36,7 @@ import dns.rdataclass
 import dns.rdatatype
 import requests
 
-from mailmend.checks.dkim import split_txt
+from mailmend.checks.txt import split_txt
 from mailmend.providers.secrets import (
     AuthRefused,
     ProviderError,

@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from mailmend.checks.dns import Resolver
 from mailmend.checks.escape import visible
-from mailmend.checks.ptr import normalize_name, reverse_name
+from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.checks.result import CheckResult
 from mailmend.fleet import HostSpec
 

@@ -10,7 +10,7 @@ import pytest
 
 from mailmend import values as v
 from mailmend.checks.dns import Rcode
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from mailmend.fleet import FleetError, HostSpec, parse_fleet
 from mailmend.providers import secrets
 from mailmend.providers.dns import decode_txt, encode_txt
