@@ -136,6 +136,11 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         "--format", choices=FORMATS, default="table", help="report format (default table)"
     )
     out.add_argument("--output", metavar="FILE", help="write the report here instead of stdout")
+    out.add_argument(
+        "--dmarc-db", metavar="FILE",
+        help="with --format html: add a DMARC section per domain from this report database "
+        "(default: mailmend dmarc's, when it exists)",
+    )  # fmt: skip
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -158,7 +163,8 @@ def run_check(args: argparse.Namespace) -> int:
         for report in run.hosts:
             point_fixes_at_ptr(report.results, report.name, providers.get(report.name), fleet_path)
     colour = args.output is None and _colour_ok()
-    text, code = render(run.hosts, args.format, colour=colour, lists=run.lists)
+    extra = _dmarc_sections(args, targets) if args.format == "html" else None
+    text, code = render(run.hosts, args.format, colour=colour, lists=run.lists, extra_html=extra)
     if args.output:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
@@ -230,6 +236,16 @@ async def open_resolver(nameservers: list[str], timeout: float | None) -> AsyncI
         raise UsageError(str(err)) from None
     async with Engine(config) as engine:
         yield engine
+
+
+def _dmarc_sections(args: argparse.Namespace, targets: list[HostTarget]) -> Any:
+    """The DMARC sections of the HTML report (None without a report database)."""
+    from mailmend.dmarc import cli as dmarc_cli
+
+    try:
+        return dmarc_cli.check_sections(args, targets)
+    except dmarc_cli.DmarcUsage as err:
+        raise UsageError(str(err)) from None
 
 
 def _load_blocklists() -> Sequence[Any]:
@@ -415,9 +431,11 @@ def render(
     *,
     colour: bool = False,
     lists: Sequence[ListProblem] = (),
+    extra_html: Any = None,
 ) -> tuple[str, int]:
     """The report text in ``fmt`` and the exit code that goes with it. Broken ``lists``
-    are shown once, for the fleet, and never change the exit code."""
+    are shown once, for the fleet, and never change the exit code; ``extra_html`` (the
+    DMARC sections) ends the HTML page."""
     if fmt == "nagios":
         from mailmend.checks.report_nagios import render_nagios
 
@@ -429,7 +447,7 @@ def render(
     if fmt == "html":
         from mailmend.checks.report_html import render_html
 
-        return render_html(reports, lists=lists), exit_code(reports)
+        return render_html(reports, lists=lists, extra_html=extra_html), exit_code(reports)
     from mailmend.checks.report_table import render_table
 
     return render_table(reports, colour, lists), exit_code(reports)
@@ -474,6 +492,18 @@ def _ptr_run(args: argparse.Namespace) -> int:
     return ptr_cli.run(args)
 
 
+def _dmarc_arguments(parser: argparse.ArgumentParser) -> None:
+    from mailmend.dmarc import cli as dmarc_cli
+
+    dmarc_cli.add_arguments(parser)
+
+
+def _dmarc_run(args: argparse.Namespace) -> int:
+    from mailmend.dmarc import cli as dmarc_cli
+
+    return dmarc_cli.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "check": Command(
         "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
@@ -492,6 +522,11 @@ COMMANDS: dict[str, Command] = {
         "each host's PTR record: plan from DNS; --apply sets it through the VPS provider's API",
         _ptr_arguments,
         _ptr_run,
+    ),
+    "dmarc": Command(
+        "DMARC aggregate reports: fetch (IMAP), import (files), sources (who sends as a domain)",
+        _dmarc_arguments,
+        _dmarc_run,
     ),
 }
 

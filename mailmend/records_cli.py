@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,9 +29,11 @@ from mailmend.checks.engine import (
     system_nameservers,
 )
 from mailmend.cli import DEFAULT_DEADLINE, print_fleet_warnings, seconds
+from mailmend.dmarc import cli as dmarc_cli
 from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
 from mailmend.providers import records_apply
 from mailmend.records.dkim import DkimKeyError, DkimPublicKey, fetch_genkey_txt, read_genkey_txt
+from mailmend.records.dmarc import StageChoice
 from mailmend.records.plan import (
     DEFAULT_TTL,
     Plan,
@@ -89,8 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     want = parser.add_argument_group("what to propose")
     want.add_argument(
-        "--dmarc-stage", choices=("quarantine", "reject"),
-        help="move published DMARC policies to this stage (other tags kept)",
+        "--dmarc-stage", choices=("quarantine", "reject", "auto"),
+        help="move published DMARC policies to this stage (other tags kept); auto: one step "
+        "forward where the DMARC reports show it is safe (docs/dmarc.md)",
     )  # fmt: skip
     want.add_argument(
         "--replace-malformed", action="store_true",
@@ -103,6 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--format", choices=FORMATS, default="plan", help="plan (default), zone or json"
     )
+    dmarc_cli.add_stage_arguments(parser)
     pub = parser.add_argument_group("publishing (RFC 2136 dynamic update, TSIG)")
     pub.add_argument("--apply", action="store_true", help="send the changes (default: dry run)")
     pub.add_argument("--server", metavar="IP[:PORT]", help="primary nameserver that takes updates")
@@ -134,6 +139,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.apply and provider is None and (server is None or key is None):
         raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
     keys = list(_dkim_keys(args, fleet))
+    if args.dmarc_stage == "auto":
+        try:
+            args.dmarc_conn = dmarc_cli.stage_db(args)
+        except dmarc_cli.DmarcUsage as err:
+            raise _Usage(str(err)) from None
     # Who answers "what is published": --nameserver, else the fleet's own nameservers (a
     # sandbox fleet must name its DNS server), else the primary, else this machine's resolver.
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
@@ -301,18 +311,39 @@ async def _plan(
     config = EngineConfig(nameservers=tuple(readers), timeout=args.timeout)
     async with Engine(config) as engine:
         give_up = asyncio.get_running_loop().call_later(args.deadline, engine.abandon)
+        stage: str | dict[str, StageChoice] | None = args.dmarc_stage
+        if stage == "auto":
+            stage = await _auto_stages(args, engine, fleet)
         plan = await build_plan(
             engine,
             senders_from_fleet(fleet),
             dkim_keys=keys,
             report_address=fleet.settings.dmarc_report_address,
-            dmarc_stage=args.dmarc_stage,
+            dmarc_stage=stage,
             replace_malformed=args.replace_malformed,
             ttl=args.ttl,
         )
         give_up.cancel()
         silent = engine.silent_nameservers()
         return plan, silent if len(silent) == len(readers) else ()
+
+
+async def _auto_stages(
+    args: argparse.Namespace, engine: Engine, fleet: Fleet
+) -> dict[str, StageChoice]:
+    """``--dmarc-stage auto``: each fleet domain's choice from its reports."""
+    from mailmend.dmarc.sources import fleet_addresses
+    from mailmend.dmarc.staging import decide_domains, stage_choice
+
+    domains = sorted({d.name for h in fleet.hosts for d in h.domains})
+    try:
+        decisions = await decide_domains(
+            engine, args.dmarc_conn, domains, fleet_addresses(fleet.hosts),
+            dmarc_cli.stage_rule(args), int(time.time()),
+        )  # fmt: skip
+    finally:
+        args.dmarc_conn.close()
+    return {domain: stage_choice(decision) for domain, decision in decisions.items()}
 
 
 async def _verify(server: Nameserver, args: argparse.Namespace, plan: Plan) -> list[str]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from mailmend.checks.host import CHECK_ORDER, HostReport, count_statuses
 from mailmend.checks.report_table import problems
@@ -153,8 +154,10 @@ def render_html(
     generated: datetime | None = None,
     *,
     lists: Sequence[ListProblem] = (),
+    extra_html: markupsafe.Markup | None = None,
 ) -> str:
-    """The page; ``lists`` (broken blocklists) get a section of their own, under the grid."""
+    """The page; ``lists`` (broken blocklists) get a section of their own, under the grid;
+    ``extra_html`` (rendered by an autoescaping template: the DMARC sections) goes at its end."""
     cols = columns(reports)
     ordered = problems(reports)
     views = []
@@ -174,4 +177,5 @@ def render_html(
     return template.render(
         generated=when, hosts=views, columns=cols, summary=count_statuses(reports),
         host_counts=host_counts, cards=CARDS, icons=ICONS, lists=lists,
+        extra=extra_html or "",
     )  # fmt: skip

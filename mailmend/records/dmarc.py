@@ -7,7 +7,9 @@ of the published record is kept in its order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from mailmend.checks.dmarc import (
     POLICIES,
@@ -23,6 +25,7 @@ from mailmend.checks.names import normalize_name
 __all__ = [
     "DmarcProposal",
     "ReportAuthorisation",
+    "StageChoice",
     "authorisations",
     "propose_dmarc",
     "render_tags",
@@ -41,6 +44,21 @@ class ReportAuthorisation:
         return authorisation_name(self.domain, self.report_domain)
 
     value = "v=DMARC1"
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    """Where ``--dmarc-stage auto`` puts a domain, from its reports (``mailmend.dmarc``).
+
+    ``stage`` None keeps the published policy; ``pct`` sets the pct= tag (100 removes it,
+    None leaves it). ``headline`` and ``reasons`` say why; ``detail`` is the decision as JSON.
+    """
+
+    stage: str | None
+    pct: int | None = None
+    headline: str = ""
+    reasons: tuple[str, ...] = ()
+    detail: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,10 +93,12 @@ def propose_dmarc(
     report_address: str | None,
     stage: str | None = None,
     replace_malformed: bool = False,
+    pct: int | None = None,
 ) -> DmarcProposal:
     """The DMARC record for ``domain`` given the TXT records at ``_dmarc.DOMAIN``.
 
-    ``stage`` (quarantine or reject) moves the policy forward, keeping the other tags.
+    ``stage`` (quarantine or reject) moves the policy forward, keeping the other tags;
+    ``pct`` (a step of a pct= ramp) sets pct=, 100 removes it.
     """
     name = dmarc_name(domain)
     published = tuple(r for r in txt_records if is_dmarc(r))
@@ -108,6 +128,12 @@ def propose_dmarc(
         notes.append(f"p={current} -> p={stage}: watch the reports for legitimate mail failing")
     elif stage and stage != current:
         notes.append(f"p={current} is already past p={stage}: not moved back")
+    if pct is not None and tags.get("pct", "100") != str(pct):
+        if pct == 100:
+            tags.pop("pct", None)
+        else:
+            tags["pct"] = str(pct)
+        notes.append(f"pct={pct}: the policy applies to that share of failing mail")
     if not record.addresses("rua") and report_address:
         tags["rua"] = f"mailto:{report_address}"
         notes.append("rua= added: without reports nobody sees who sends as the domain")

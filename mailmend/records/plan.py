@@ -27,7 +27,7 @@ from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.checks.txt import split_txt
 from mailmend.fleet import Fleet
 from mailmend.records.dkim import DkimPublicKey, same_key
-from mailmend.records.dmarc import authorisations, propose_dmarc
+from mailmend.records.dmarc import StageChoice, authorisations, propose_dmarc
 from mailmend.records.escape import visible, zone_name
 from mailmend.records.spf import SpfDnsError, SpfProposal, propose_spf
 
@@ -63,6 +63,7 @@ class RecordChange:
     reason: str = ""
     notes: tuple[str, ...] = ()
     ttl: int | None = None  # the published rrset's TTL, when read (see Plan.with_ttls)
+    stage: StageChoice | None = None  # dmarc: the --dmarc-stage auto decision
 
     @property
     def publishable(self) -> bool:
@@ -205,13 +206,14 @@ async def build_plan(
     *,
     dkim_keys: Iterable[DkimPublicKey] = (),
     report_address: str | None = None,
-    dmarc_stage: str | None = None,
+    dmarc_stage: str | Mapping[str, StageChoice] | None = None,
     replace_malformed: bool = False,
     ttl: int = DEFAULT_TTL,
 ) -> Plan:
     """What every domain and host of ``senders`` must publish, against what is published now.
 
     ``dkim_keys`` are the hosts' public keys (a (domain, selector) without one is skipped).
+    ``dmarc_stage`` is one stage for every domain, or a choice per domain (``auto``).
     """
     reader = _Reader(resolver)
     keys = {(k.domain, k.selector): k for k in dkim_keys}
@@ -242,7 +244,7 @@ async def _domain_plan(
     keys: Mapping[tuple[str, str], DkimPublicKey],
     fleet_domains: list[str],
     report_address: str | None,
-    dmarc_stage: str | None,
+    dmarc_stage: str | Mapping[str, StageChoice] | None,
     replace_malformed: bool,
 ) -> DomainPlan:
     mine = [s for s in senders if any(d == domain for d, _ in s.domains)]
@@ -253,7 +255,8 @@ async def _domain_plan(
     records.append(await _spf(reader, domain, ips, replace_malformed, problems))
     for selector in selectors:
         records.append(await _dkim(reader, domain, selector, keys.get((domain, selector))))
-    dmarc = await _dmarc(reader, domain, report_address, dmarc_stage, replace_malformed)
+    stage = dmarc_stage.get(domain) if isinstance(dmarc_stage, Mapping) else dmarc_stage
+    dmarc = await _dmarc(reader, domain, report_address, stage, replace_malformed)
     records.append(dmarc)
     if dmarc.action is Action.BLOCKED:
         problems.append(dmarc.reason)
@@ -329,19 +332,27 @@ async def _dkim(
 
 
 async def _dmarc(
-    reader: _Reader, domain: str, report_address: str | None, stage: str | None, replace: bool
+    reader: _Reader,
+    domain: str,
+    report_address: str | None,
+    stage: str | StageChoice | None,
+    replace: bool,
 ) -> RecordChange:
     name = dmarc_name(domain)
     answer = await reader.get(name, "TXT")
     if not answer.ok:
         return RecordChange("dmarc", name, "TXT", Action.BLOCKED, reason=_unanswered(answer))
-    proposal = propose_dmarc(domain, answer.records, report_address, stage, replace)
+    choice = stage if isinstance(stage, StageChoice) else None
+    policy, pct = (choice.stage, choice.pct) if choice else (stage, None)
+    assert not isinstance(policy, StageChoice)
+    proposal = propose_dmarc(domain, answer.records, report_address, policy, replace, pct)
     if proposal.value is None:
         return RecordChange(
             "dmarc", name, "TXT", Action.BLOCKED, None, proposal.published, answer.records,
-            proposal.problem or "", proposal.notes,
+            proposal.problem or "", proposal.notes, stage=choice,
         )  # fmt: skip
-    return _compare("dmarc", name, answer, proposal.published, proposal.value, proposal.notes)
+    change = _compare("dmarc", name, answer, proposal.published, proposal.value, proposal.notes)
+    return dataclasses.replace(change, stage=choice)
 
 
 async def _authorisation(
@@ -502,6 +513,9 @@ def _plan_lines(record: RecordChange) -> list[str]:
         lines = [f"{head}: {visible(record.reason)}"]
     if record.action is not Action.KEEP:
         lines += [f"            note: {visible(n)}" for n in record.notes]
+    if record.stage is not None:
+        lines.append(f"            stage (from the reports): {visible(record.stage.headline)}")
+        lines += [f"              - {visible(r)}" for r in record.stage.reasons]
     return lines
 
 
@@ -520,6 +534,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "published": list(r.rrset),
             "reason": r.reason or None,
             "notes": list(r.notes),
+            **({"stage": dict(r.stage.detail)} if r.stage is not None else {}),
         }
 
     return {

@@ -1,0 +1,97 @@
+"""``mailmend dmarc`` and ``records --dmarc-stage auto`` on the command line: exit codes, one-line
+errors, nothing changed on bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mailmend.cli import main
+from mailmend.dmarc.cli import DmarcUsage, parse_since
+from tests.dmarc_reports import BOMB, Row, gzipped, report_xml
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def test_parse_since() -> None:
+    assert parse_since("30d", NOW) == datetime(2026, 10, 30, 12, 0, tzinfo=UTC)
+    assert parse_since("12h", NOW) == datetime(2026, 11, 29, 0, 0, tzinfo=UTC)
+    assert parse_since("2w", NOW) == datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
+    assert parse_since("2026-11-01", NOW) == datetime(2026, 11, 1, tzinfo=UTC)
+    for bad in ("yesterday", "30", "-3d", "2026-13-01", ""):
+        with pytest.raises(DmarcUsage, match="give a duration like 30d"):
+            parse_since(bad, NOW)
+
+
+def reports(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    today = int(datetime.now(UTC).timestamp())
+    xml = report_xml("google.com", "g-1", "alpha.example", [Row("192.0.2.11", 7)], begin=today)
+    (folder / "g.xml.gz").write_bytes(gzipped(xml))
+    return folder
+
+
+def test_import_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "db" / "watch.db")
+    folder = reports(tmp_path)
+    assert main(["dmarc", "import", "--db", db, str(folder)]) == 0
+    assert capsys.readouterr().out == (
+        "1 new report(s) (1 records), 0 already kept, 0 refused, from 1 input(s)\n"
+    )
+    (folder / "bomb.xml").write_bytes(BOMB)
+    assert main(["dmarc", "import", "--db", db, str(folder)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "0 new report(s) (0 records), 1 already kept, 1 refused, from 2 input(s)\n"
+    assert err.endswith("bomb.xml: XML entity declaration 'a' refused (entity expansion)\n")
+
+
+def test_bad_input_is_one_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "db" / "watch.db"
+    folder = reports(tmp_path)
+    cases = [
+        ["dmarc", "import", "--db", str(db), str(folder), str(tmp_path / "missing")],
+        ["dmarc", "sources", "--db", str(db), "--since", "last week"],
+        ["dmarc", "fetch", "--imap", "bad host:99999", "--imap-user", "u", "--imap-password",
+         "env:X", "--db", str(db)],
+        ["records", "--fleet", str(tmp_path / "nofleet.toml"), "--dmarc-stage", "auto"],
+    ]  # fmt: skip
+    for argv in cases:
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1, (argv, err)
+    assert not db.exists()  # the first case read nothing: one path was missing
+
+
+def test_records_auto_needs_a_report_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        '[fleet]\n[hosts.mx1]\nssh_host = "192.0.2.11"\nhostname = "mx1.example.com"\n'
+        'public_ipv4 = "192.0.2.11"\ndomains = [{ name = "example.com", selector = "mx1" }]\n'
+    )
+    missing = tmp_path / "none.db"
+    argv = ["records", "--fleet", str(fleet), "--dmarc-stage", "auto", "--dmarc-db", str(missing)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"no report database at {missing}: import reports first" in err
+    assert not missing.exists()
+
+
+def test_sources_json_without_dns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "db" / "watch.db")
+    assert main(["dmarc", "import", "--db", db, str(reports(tmp_path))]) == 0
+    capsys.readouterr()
+    argv = ["dmarc", "sources", "--db", db, "--format", "json", "--nameserver", "127.0.0.1:9",
+            "--timeout", "0.2", "--deadline", "0.5"]  # fmt: skip
+    assert main(argv) == 0
+    (domain,) = json.loads(capsys.readouterr().out)["domains"]
+    (source,) = domain["sources"]
+    assert (source["ip"], source["class"], source["messages"]) == ("192.0.2.11", "unknown", 7)
+    assert source["detail"]  # says why DNS could not tell
