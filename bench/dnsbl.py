@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,8 +206,12 @@ def write_zones(data: Dataset, directory: Path) -> None:
         (directory / f"{zone}.zone").write_text("\n".join(lines) + "\n")
 
 
-def start_knot(directory: Path, port: int) -> subprocess.Popen[bytes]:
-    zones = "".join(f"  - domain: {z}\n    file: {directory}/{z}.zone\n" for z in ZONES)
+def start_knot(
+    directory: Path, port: int, names: Sequence[str] = ZONES, probe: str | None = None
+) -> subprocess.Popen[bytes]:
+    """Knot on 127.0.0.1:``port`` serving ``directory/ZONE.zone`` for each of ``names``;
+    ready when ``probe`` (an A record) answers."""
+    zones = "".join(f"  - domain: {z}\n    file: {directory}/{z}.zone\n" for z in names)
     conf = directory / "knot.conf"
     conf.write_text(
         "server:\n"
@@ -220,15 +224,15 @@ def start_knot(directory: Path, port: int) -> subprocess.Popen[bytes]:
         "zone:\n" + zones
     )
     proc = subprocess.Popen(["/usr/sbin/knotd", "-c", str(conf)], stderr=subprocess.PIPE)
-    _wait_ready(port)
+    _wait_ready(port, probe or f"2.0.0.127.{ZONES[-1]}.")
     return proc
 
 
-def _wait_ready(port: int, timeout: float = 15.0) -> None:
+def _wait_ready(port: int, probe: str, timeout: float = 15.0) -> None:
     import dns.message
     import dns.query
 
-    query = dns.message.make_query(f"2.0.0.127.{ZONES[-1]}.", "A")
+    query = dns.message.make_query(probe, "A")
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
@@ -246,7 +250,7 @@ def start_proxy(directory: Path, listen: int, upstream: int) -> subprocess.Popen
     binary = directory / "delayproxy"
     subprocess.run(["gcc", "-O2", "-o", str(binary), str(src)], check=True)
     proc = subprocess.Popen([str(binary), str(listen), str(upstream), str(DELAY_MS)])
-    _wait_ready(listen)
+    _wait_ready(listen, f"2.0.0.127.{ZONES[-1]}.")
     return proc
 
 
