@@ -20,7 +20,7 @@ from mailmend.checks.report_table import problems
 from mailmend.checks.result import CheckResult, ListProblem, Status
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("checks", "."),
+    loader=jinja2.PackageLoader("mailmend.checks", "."),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
