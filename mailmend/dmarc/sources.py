@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from mailmend.checks.dns import Resolver
-from mailmend.checks.ptr import normalize_name, reverse_name
+from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.checks.spf import Evaluation, SPFError, evaluate, fetch_record
 from mailmend.dmarc.db import SourceStats
 

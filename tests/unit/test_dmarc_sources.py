@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from mailmend.checks.dns import DnsAnswer, Rcode
-from mailmend.checks.ptr import reverse_name
+from mailmend.checks.names import reverse_name
 from mailmend.dmarc.db import DomainReports, SourceStats
 from mailmend.dmarc.sources import Classification, Source, SourceClass, classify_all
 from mailmend.dmarc.stage import DAY, StageRule, decide
