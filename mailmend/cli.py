@@ -145,17 +145,7 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     targets = targets_from_args(args)
-    blocklists = None if args.no_dnsbl else _load_blocklists()
-    dqs_key = dqs_key_from_args(args)
-    if dqs_key is not None and blocklists is not None:
-        from mailmend.checks.dnsbl import validate_dqs_key
-
-        try:
-            validate_dqs_key(dqs_key)
-        except ValueError as err:
-            raise UsageError(f"DQS key: {err}") from None
-    progress = _progress if sys.stderr.isatty() else None
-    run = asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
+    run = check_reports(args, targets)
     if getattr(args, "vps_providers", None):  # PTR fixes name `mailmend ptr` (docs/ptr.md)
         from mailmend.providers.ptr import point_fixes_at_ptr
 
@@ -173,6 +163,22 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return code
+
+
+def check_reports(args: argparse.Namespace, targets: list[HostTarget]) -> FleetReport:
+    """Run the checks of ``mailmend check`` (``args`` as :func:`add_check_arguments` makes
+    them) on ``targets``; ``mailmend watch`` runs them the same way."""
+    blocklists = None if args.no_dnsbl else _load_blocklists()
+    dqs_key = dqs_key_from_args(args)
+    if dqs_key is not None and blocklists is not None:
+        from mailmend.checks.dnsbl import validate_dqs_key
+
+        try:
+            validate_dqs_key(dqs_key)
+        except ValueError as err:
+            raise UsageError(f"DQS key: {err}") from None
+    progress = _progress if sys.stderr.isatty() else None
+    return asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
 
 
 def dqs_key_from_args(args: argparse.Namespace) -> str | None:
@@ -504,6 +510,18 @@ def _dmarc_run(args: argparse.Namespace) -> int:
     return dmarc_cli.run(args)
 
 
+def _watch_arguments(parser: argparse.ArgumentParser) -> None:
+    from mailmend.watch import cli as watch_cli
+
+    watch_cli.add_arguments(parser)
+
+
+def _watch_run(args: argparse.Namespace) -> int:
+    from mailmend.watch import cli as watch_cli
+
+    return watch_cli.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "check": Command(
         "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
@@ -527,6 +545,11 @@ COMMANDS: dict[str, Command] = {
         "DMARC aggregate reports: fetch (IMAP), import (files), sources (who sends as a domain)",
         _dmarc_arguments,
         _dmarc_run,
+    ),
+    "watch": Command(
+        "keep checking the fleet: history in SQLite, alerts on change, Prometheus metrics",
+        _watch_arguments,
+        _watch_run,
     ),
 }
 

@@ -88,6 +88,8 @@ class FleetSettings:
     #: DNS resolvers the checks ask from the admin's machine, "IP" or "IP:PORT" (empty: the
     #: system's). ``mailmend check --fleet`` and ``deploys/check.py`` use them.
     nameservers: tuple[str, ...] = ()
+    #: The host ``deploys/watch.py`` installs ``mailmend watch`` on (a [hosts.NAME] name).
+    monitor_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -456,8 +458,16 @@ def _settings(raw: object, report: _Report) -> FleetSettings:
             'a sandbox fleet must name its DNS server (nameservers = ["127.B.9.53"]); '
             "regenerate it with `python -m sandbox down` then `python -m sandbox up`"
         )
+    monitor = None
+    if "monitor_host" in table:
+        monitor = _validated(v.inventory_name_problem)(
+            table["monitor_host"], at.sub("monitor_host")
+        )
     return FleetSettings(
-        sandbox=bool(sandbox), dmarc_report_address=_opt_str(address), nameservers=servers or ()
+        sandbox=bool(sandbox),
+        dmarc_report_address=_opt_str(address),
+        nameservers=servers or (),
+        monitor_host=_opt_str(monitor),
     )
 
 
@@ -647,6 +657,14 @@ def _check_group_names(
             )
 
 
+def _check_monitor_host(name: str | None, hosts: Mapping[str, object], report: _Report) -> None:
+    if name is None or name in hosts:
+        return
+    close = difflib.get_close_matches(name, list(hosts), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"hosts: {', '.join(hosts) or 'none'}"
+    _At(report, None, "fleet.monitor_host").error(f"{name!r} is not a host of this fleet; {hint}")
+
+
 def validate_fleet_data(data: Mapping[str, Any], path: str = DEFAULT_FLEET_FILE) -> Fleet:
     """Validate an already-decoded fleet file (the dict ``tomllib`` returns)."""
     report = _Report(path)
@@ -675,6 +693,7 @@ def validate_fleet_data(data: Mapping[str, Any], path: str = DEFAULT_FLEET_FILE)
             hosts.append(host)
     _check_fleet(merged_hosts, report)
     _check_group_names(groups, merged_hosts, report)
+    _check_monitor_host(settings.monitor_host, merged_hosts, report)
     if report.errors:
         raise FleetError(report.errors)
     return Fleet(path, settings, tuple(hosts), tuple(report.warnings), dns_settings)

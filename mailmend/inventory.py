@@ -59,6 +59,9 @@ def groups_of(fleet: Fleet) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         # Fleet-wide settings the check deploy reads (deploys/checks_deploy.py).
         data["mailmend_nameservers"] = list(fleet.settings.nameservers)
         data["mailmend_dmarc_report_address"] = fleet.settings.dmarc_report_address
+        # deploys/watch.py: the host that runs `mailmend watch`, and the file it watches by.
+        data["mailmend_monitor_host"] = fleet.settings.monitor_host
+        data["mailmend_fleet_file"] = str(Path(fleet.path).resolve())
         entry = (spec.name, data)
         groups[ALL_GROUP].append(entry)
         for g in spec.groups:

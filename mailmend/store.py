@@ -123,6 +123,8 @@ def exclusive(path: Path, component: str) -> Iterator[None]:
 
 
 def _make_parent(path: Path) -> None:
+    if path.parent.exists() and not path.parent.is_dir():
+        raise StoreError(f"cannot use {path}: {path.parent} is not a directory")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as err:

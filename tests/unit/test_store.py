@@ -251,6 +251,9 @@ def test_unwritable_path_is_one_line(tmp_path: Path) -> None:
         open_db(blocker / "sub" / "watch.db", "watch", [V1])
     assert str(err.value).startswith(f"cannot create the directory of {blocker}/sub/watch.db")
     assert "\n" not in str(err.value)
+    with pytest.raises(StoreError) as err:
+        open_db(blocker / "watch.db", "watch", [V1])
+    assert str(err.value) == f"cannot use {blocker}/watch.db: {blocker} is not a directory"
 
 
 def test_directory_as_database_is_refused(tmp_path: Path) -> None:
