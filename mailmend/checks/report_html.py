@@ -19,13 +19,19 @@ from mailmend.checks.host import CHECK_ORDER, HostReport, count_statuses
 from mailmend.checks.report_table import problems
 from mailmend.checks.result import CheckResult, ListProblem, Status
 
-_ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("mailmend.checks", "."),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+
+def html_templates(package: str) -> jinja2.Environment:
+    """The templates shipped in ``package``: everything autoescaped, no undefined value."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader(package, "."),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+_ENV = html_templates("mailmend.checks")
 TEMPLATE = "report.html.j2"
 
 

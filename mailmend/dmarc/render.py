@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import jinja2
 import markupsafe
 
 from mailmend.checks.escape import visible
+from mailmend.checks.report_html import html_templates
 from mailmend.dmarc.db import DomainReports
 from mailmend.dmarc.sources import Source
 from mailmend.dmarc.stage import StageDecision
@@ -25,13 +25,7 @@ JSON_VERSION = 1
 MAX_CELL = 60
 DISPOSITIONS = ("none", "quarantine", "reject")
 
-ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("mailmend.dmarc", "."),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+ENV = html_templates("mailmend.dmarc")
 
 
 @dataclass(frozen=True)
