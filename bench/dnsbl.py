@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from mailmend.checks.dns import Rcode
-from mailmend.checks.engine import Engine, EngineConfig, EngineStats, Nameserver
+from mailmend.checks.engine import Engine, EngineConfig, EngineStats
+from mailmend.checks.nameservers import Nameserver
 
 ROOT = Path(__file__).resolve().parent.parent
 ZONES = [f"bl{i}.bench.test" for i in range(6)]

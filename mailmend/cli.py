@@ -231,7 +231,8 @@ async def _check(
 @asynccontextmanager
 async def open_resolver(nameservers: list[str], timeout: float | None) -> AsyncIterator[Resolver]:
     """The DNS engine on the given nameservers (default: the system's)."""
-    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig
+    from mailmend.checks.nameservers import parse_nameserver, system_nameservers
 
     try:
         servers = tuple(parse_nameserver(n) for n in nameservers) or system_nameservers()

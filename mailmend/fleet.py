@@ -506,7 +506,7 @@ def _dns(raw: object, report: _Report) -> DnsSettings:
 
 def _nameservers(raw: object, at: _At) -> tuple[str, ...] | None:
     """``["IP", "IP:PORT", "[IPv6]:PORT"]``: resolvers the checks ask, IP literals only."""
-    from mailmend.checks.engine import parse_nameserver
+    from mailmend.checks.nameservers import parse_nameserver
 
     if not isinstance(raw, list) or not raw:
         at.error(f'must be a non-empty array like ["127.0.0.1", "192.0.2.53:5353"], not {raw!r}')

@@ -21,13 +21,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from mailmend.checks.engine import (
-    Engine,
-    EngineConfig,
-    Nameserver,
-    parse_nameserver,
-    system_nameservers,
-)
+from mailmend.checks.engine import Engine, EngineConfig
+from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
 from mailmend.cli import DEFAULT_DEADLINE, print_fleet_warnings, seconds
 from mailmend.dmarc import cli as dmarc_cli
 from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet

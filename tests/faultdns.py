@@ -26,7 +26,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from mailmend.checks.engine import Nameserver
+from mailmend.checks.nameservers import Nameserver
 
 Handler = Callable[[dns.message.Message, str], dns.message.Message | None]
 

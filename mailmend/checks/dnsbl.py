@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,7 +38,6 @@ import dns.reversename
 
 from mailmend.checks.blocklists import Blocklist, Code, Kind, Target
 from mailmend.checks.dns import DnsAnswer, Rcode, Resolver
-from mailmend.checks.engine import Engine
 from mailmend.checks.result import CheckResult, ListProblem, Status
 
 __all__ = [
@@ -137,9 +135,7 @@ def _normalize_domain(domain: str) -> str:
 
 
 async def _ask(resolver: Resolver, names: Sequence[str]) -> list[DnsAnswer]:
-    if isinstance(resolver, Engine):
-        return await resolver.query_many([(name, "A") for name in names])
-    return list(await asyncio.gather(*(resolver.query(name, "A") for name in names)))
+    return await resolver.query_many([(name, "A") for name in names])
 
 
 def _applies(bl: Blocklist, target: Target, version: int = 4) -> bool:

@@ -84,8 +84,9 @@ def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
 
 async def _check(target: Any, data: Mapping[str, Any]) -> Any:
     from mailmend.checks.blocklists import load_blocklists
-    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig
     from mailmend.checks.host import check_fleet
+    from mailmend.checks.nameservers import parse_nameserver, system_nameservers
 
     servers: Sequence[str] = data.get("mailmend_nameservers") or []
     nameservers = tuple(parse_nameserver(s) for s in servers) or system_nameservers()
@@ -163,7 +164,7 @@ def checks_deploy() -> None:
 
 def _settings(name: str, data: dict[str, Any]) -> dict[str, Any]:
     """Validate what the checks need before anything runs (a bad value stops the deploy)."""
-    from mailmend.checks.engine import parse_nameserver
+    from mailmend.checks.nameservers import parse_nameserver
 
     servers = data.get("mailmend_nameservers") or []
     if not isinstance(servers, list):

@@ -63,7 +63,8 @@ def _dkim_keys() -> list[Any]:
 
 
 async def _plan(nameservers: list[str], report_address: str | None) -> str:
-    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig
+    from mailmend.checks.nameservers import parse_nameserver, system_nameservers
     from mailmend.records.plan import build_plan, render_plan
 
     servers = tuple(parse_nameserver(s) for s in nameservers) or system_nameservers()

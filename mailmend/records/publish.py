@@ -36,8 +36,8 @@ import dns.tsig
 import dns.update
 
 from mailmend.checks.dns import Resolver
-from mailmend.checks.engine import Nameserver
 from mailmend.checks.names import normalize_name
+from mailmend.checks.nameservers import Nameserver
 from mailmend.checks.txt import split_txt
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.tsig import TsigKey

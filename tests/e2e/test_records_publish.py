@@ -22,7 +22,8 @@ import dns.update
 import pytest
 
 from mailmend import records_cli
-from mailmend.checks.engine import Engine, EngineConfig, Nameserver, parse_nameserver
+from mailmend.checks.engine import Engine, EngineConfig
+from mailmend.checks.nameservers import Nameserver, parse_nameserver
 from mailmend.fleet import load_fleet
 from mailmend.records.dkim import DkimPublicKey
 from mailmend.records.plan import Action, Plan, build_plan, senders_from_fleet

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from mailmend.checks.blocklists import Blocklist, load_blocklists
-from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.dns import DnsAnswer, Rcode, Resolver
 from mailmend.checks.dnsbl import (
     Health,
     check_domain,
@@ -31,7 +31,7 @@ IP = "203.0.113.7"
 ZEN_NAME = "7.113.0.203.zen.spamhaus.org."
 
 
-class FakeResolver:
+class FakeResolver(Resolver):
     """Answers from a table; NXDOMAIN for the rest. Records every question."""
 
     def __init__(

@@ -15,15 +15,9 @@ import dns.rrset
 import pytest
 
 from mailmend.checks.dns import Rcode
-from mailmend.checks.engine import (
-    Engine,
-    EngineConfig,
-    Nameserver,
-    build_query,
-    encode_name,
-    parse_nameserver,
-    parse_response,
-)
+from mailmend.checks.engine import Engine, EngineConfig
+from mailmend.checks.nameservers import Nameserver, parse_nameserver
+from mailmend.checks.wire import build_query, encode_name, parse_response
 from tests.faultdns import (
     FakeDns,
     ScriptedUdpDns,

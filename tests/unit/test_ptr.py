@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mailmend.checks.dns import DnsAnswer, Rcode
+from mailmend.checks.dns import DnsAnswer, Rcode, Resolver
 from mailmend.checks.names import reverse_name
 from mailmend.checks.ptr import check_ptr, ip_spellings, looks_generic
 from mailmend.checks.result import CheckResult, Status
@@ -16,7 +16,7 @@ IP6 = "2001:db8::25"
 FQDN = "mx1.example.com"
 
 
-class FakeResolver:
+class FakeResolver(Resolver):
     """Answers from a dict of (name, type) -> records or rcode; anything else is NXDOMAIN."""
 
     def __init__(self, zone: dict[tuple[str, str], tuple[str, ...] | Rcode]) -> None:

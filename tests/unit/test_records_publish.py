@@ -7,7 +7,7 @@ import dns.rrset
 import dns.update
 import pytest
 
-from mailmend.checks.engine import Nameserver
+from mailmend.checks.nameservers import Nameserver
 from mailmend.records import publish
 from mailmend.records.plan import Action, RecordChange
 from mailmend.records.publish import APPLIED, NOT_APPLIED, UNKNOWN, ZoneUpdate, settle

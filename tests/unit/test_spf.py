@@ -8,7 +8,6 @@ import ipaddress
 import pytest
 
 from mailmend.checks.dns import DnsAnswer, Rcode
-from mailmend.checks.engine import encode_name
 from mailmend.checks.names import reverse_name
 from mailmend.checks.result import CheckResult, Status
 from mailmend.checks.spf import (
@@ -22,6 +21,7 @@ from mailmend.checks.spf import (
     suggest_record,
     truncate_name,
 )
+from mailmend.checks.wire import encode_name
 from tests.unit.test_ptr import IP, IP6, FakeResolver
 
 D = "example.com"

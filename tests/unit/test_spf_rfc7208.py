@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mailmend.checks.dns import DnsAnswer, Rcode
-from mailmend.checks.engine import encode_name
+from mailmend.checks.dns import DnsAnswer, Rcode, Resolver
 from mailmend.checks.spf import (
     Evaluation,
     SPFPermError,
@@ -30,6 +29,7 @@ from mailmend.checks.spf import (
     fetch_record,
     valid_domain,
 )
+from mailmend.checks.wire import encode_name
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = Path(__file__).with_name("rfc7208") / "rfc7208-tests.yml"
@@ -68,7 +68,7 @@ def load_cases() -> list[Case]:
     return cases
 
 
-class SuiteResolver:
+class SuiteResolver(Resolver):
     """Serves one scenario's zone data the way the suite's reference driver does: a name not
     in the data is NXDOMAIN (``error.*`` names time out), a name in it without the asked type is
     NODATA unless it is marked ``TIMEOUT``, a CNAME is followed once, and SPF-type records stand
