@@ -18,14 +18,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailmend.checks.engine import (
-    Engine,
-    EngineConfig,
-    Nameserver,
-    parse_nameserver,
-    system_nameservers,
-)
+from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.names import normalize_name, reverse_name
+from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
 from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
 from mailmend.providers.ptr import (
     PtrOutcome,

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mailmend.checks.engine import Engine, EngineConfig, Nameserver
+from mailmend.checks.engine import Engine, EngineConfig
+from mailmend.checks.nameservers import Nameserver
 from mailmend.fleet import Fleet
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.publish import verify

@@ -15,7 +15,8 @@ import dns.message
 import dns.query
 import pytest
 
-from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver
+from mailmend.checks.engine import Engine, EngineConfig
+from mailmend.checks.nameservers import parse_nameserver
 from mailmend.fleet import load_fleet
 from mailmend.providers.dns import DnsProvider, Session, publish
 from mailmend.records.dkim import read_genkey_txt
