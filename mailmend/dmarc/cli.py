@@ -188,7 +188,8 @@ def check_sections(args: argparse.Namespace, targets: Sequence[Any]) -> Any:
 async def _fleet_views(
     args: argparse.Namespace, conn: Any, domains: list[str], fleet: dict[str, str]
 ) -> list[Any]:
-    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig
+    from mailmend.checks.nameservers import parse_nameserver, system_nameservers
     from mailmend.dmarc.staging import fleet_views
 
     try:
@@ -389,7 +390,8 @@ def _fleet(path_text: str | None) -> Any:
 
 
 async def _classify(args: argparse.Namespace, fleet: Any, stats: Sequence[Any]) -> list[Any]:
-    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig
+    from mailmend.checks.nameservers import parse_nameserver, system_nameservers
     from mailmend.dmarc.sources import classify_all, fleet_addresses
 
     texts = args.nameserver or (list(fleet.settings.nameservers) if fleet else [])

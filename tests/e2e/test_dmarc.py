@@ -189,7 +189,7 @@ def test_sources_classifies_fleet_service_and_unknown(mailbox: Sandbox, db: Path
 
 
 def txt(sb: Sandbox, name: str) -> list[str]:
-    from mailmend.checks.engine import parse_nameserver
+    from mailmend.checks.nameservers import parse_nameserver
 
     rrset = read_rrset(name, "TXT", parse_nameserver(sb.net.dns))
     return sorted(b"".join(rd.strings).decode() for rd in rrset or ())
