@@ -523,6 +523,18 @@ def _watch_run(args: argparse.Namespace) -> int:
     return watch_cli.run(args)
 
 
+def _mail_test_arguments(parser: argparse.ArgumentParser) -> None:
+    from mailmend.mailtest import cli
+
+    cli.add_arguments(parser)
+
+
+def _mail_test_run(args: argparse.Namespace) -> int:
+    from mailmend.mailtest import cli
+
+    return cli.run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "check": Command(
         "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
@@ -551,6 +563,11 @@ COMMANDS: dict[str, Command] = {
         "keep checking the fleet: history in SQLite, alerts on change, Prometheus metrics",
         _watch_arguments,
         _watch_run,
+    ),
+    "mail-test": Command(
+        "send a test message from each host and read the receiver's verdict over IMAPS",
+        _mail_test_arguments,
+        _mail_test_run,
     ),
 }
 
