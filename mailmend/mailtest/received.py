@@ -59,7 +59,7 @@ def auth_results(msg: Message) -> AuthResults | None:
     authserv = headers[0].split(";", 1)[0].split()[0] if headers[0].strip() else ""
     found: list[MethodResult] = []
     for header in headers:
-        ident, _sep, rest = header.partition(";")
+        ident, _sep, rest = header.partition(";")  # an authserv-id has no comment
         if not ident.split() or ident.split()[0].lower() != authserv.lower():
             continue
         for clause in _clauses(rest):
@@ -70,10 +70,25 @@ def auth_results(msg: Message) -> AuthResults | None:
     return AuthResults(authserv, tuple(found))
 
 
+def _split_outside_comments(text: str) -> list[str]:
+    """``text`` split on ';' outside (RFC 5322) comments: ``dkim=pass (2048-bit key; x)``."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif ch == ";" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
 def _clauses(rest: str) -> list[str]:
     """Result clauses: split on ';', and on a new method inside one clause (Gmail)."""
     out: list[str] = []
-    for part in rest.split(";"):
+    for part in _split_outside_comments(rest):
         starts = [m.start(1) for m in _METHOD.finditer(" " + part)]
         bounds = [max(s - 1, 0) for s in starts] + [len(part)]
         if not starts:

@@ -19,6 +19,7 @@ import imapclient
 from mailmend import imap
 from mailmend.checks.txt import txt_strings
 from sandbox.control import Sandbox
+from sandbox.mailbox import mailbox_root
 from sandbox.scenario import SandboxHost
 from tests.conftest import run_pyinfra
 
@@ -91,3 +92,33 @@ def wait_for_subject(
     finally:
         client.logout()
     raise AssertionError(f"no message with subject {subject!r} in {user}'s mailbox")
+
+
+SPAMASSASSIN_WRAPPER = """#!/bin/sh
+# SpamAssassin from the sandbox provider's image, run on a throwaway overlay of it (the
+# image stays untouched): what an admin's machine with spamassassin installed runs.
+set -eu
+work=$(mktemp -d)
+mkdir "$work/u" "$work/w" "$work/r"
+status=0
+unshare --mount --propagation private sh -c '
+    mount -t overlay overlay -o "lowerdir=$1,upperdir=$2/u,workdir=$2/w" "$2/r"
+    mount -t proc proc "$2/r/proc"
+    mount --bind /dev "$2/r/dev"
+    shift 2
+    exec chroot "$0" /usr/bin/spamassassin "$@"
+' "$work/r" "{image}" "$work" "$@" || status=$?
+rm -rf "$work"
+exit $status
+"""
+
+
+def spamassassin_on_path(bin_dir: Path) -> dict[str, str]:
+    """An environment whose PATH has ``spamassassin`` (the provider image's, see above)."""
+    from tests.conftest import CLI_ENV
+
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "spamassassin"
+    wrapper.write_text(SPAMASSASSIN_WRAPPER.replace("{image}", str(mailbox_root())))
+    wrapper.chmod(0o755)
+    return {**CLI_ENV, "PATH": f"{bin_dir}:{CLI_ENV.get('PATH', '/usr/bin:/bin')}"}

@@ -16,8 +16,14 @@ import pytest
 from mailmend import imap
 from sandbox.control import Sandbox
 from sandbox.scenario import SandboxHost
-from tests.conftest import run_mailmend
-from tests.e2e.mailflow import deploy_mail, mail_records, mailbox, publish
+from tests.conftest import MAILMEND, run_mailmend
+from tests.e2e.mailflow import (
+    deploy_mail,
+    mail_records,
+    mailbox,
+    publish,
+    spamassassin_on_path,
+)
 
 pytestmark = pytest.mark.end_to_end
 
@@ -244,3 +250,25 @@ def test_keep_leaves_the_message_in_the_mailbox(sandbox: Sandbox, fleet: Path) -
     client.delete_messages([uid])
     client.expunge()
     client.logout()
+
+
+def test_lint_scores_with_local_spamassassin(sandbox: Sandbox, tmp_path: Path) -> None:
+    """--lint sends nothing; SpamAssassin (the provider image's, as if installed here) names
+    GTUBE with its points and description."""
+    h = sandbox.hosts()[0]
+    env = spamassassin_on_path(tmp_path / "bin")
+    eml = _eml(tmp_path, h, "lint", GTUBE, unsubscribe=False)
+    before = _submissions(sandbox)
+    proc = subprocess.run(
+        [str(MAILMEND), "mail-test", "--message", str(eml), "--lint", "--format", "json"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    local = next(c for c in report["checks"] if c["check"] == "content")
+    assert local["subject"] == "local" and local["status"] == "fail"
+    assert "GTUBE" in local["rules"]
+    assert "1000 GTUBE: BODY: Generic Test for Unsolicited Bulk Email" in local["details"]
+    unsub = next(c for c in report["checks"] if c["subject"] == "List-Unsubscribe")
+    assert unsub["status"] == "warn"
+    assert _submissions(sandbox) == before
