@@ -31,7 +31,7 @@ def _spam_extra(
 
 def _rules_text(rules: Sequence[SpamRule]) -> tuple[str, ...]:
     return tuple(
-        f"{r.points if r.points is not None else '?'} {r.name}"
+        f"{'?' if r.points is None else format(r.points, 'g')} {r.name}"
         + (f": {r.description}" if r.description else "")
         for r in rules
     )
@@ -114,11 +114,16 @@ def parse_local(output: str) -> CheckResult:
     head = _DETAILS.search(output)
     rules: list[SpamRule] = []
     if head:
-        table = output[head.end() :].split("----", 1)[-1]
+        # The rule table ends at the first blank line (with report_safe, the report may be
+        # there twice: in the wrapped message and appended).
+        table = output[head.end() :].split("----", 1)[-1].split("\n\n", 1)[0]
         for line in table.splitlines():
             match = _TABLE_LINE.match(line)
             if match:
                 rules.append(SpamRule(match[2], float(match[1]), match[3].strip()))
+            elif line.startswith((" ", "\t")) and line.strip() and rules:
+                last = rules[-1]
+                rules[-1] = SpamRule(last.name, last.points, f"{last.description} {line.strip()}")
     if head is None:
         return CheckResult("content", Status.UNKNOWN, "local", "spamassassin printed no report")
     score, required = float(head[1]), float(head[2])

@@ -137,11 +137,14 @@ def test_local_spamassassin_report_table() -> None:
         "-0.0 NO_RECEIVED            Informational: message has no Received headers\n"
         " 0.0 MSGID_SHORT            Message-ID is unusually short\n"
         "1000 GTUBE                  BODY: Generic Test for Unsolicited Bulk Email\n"
+        "\nContent analysis details:   (1000.0 points, 5.0 required)\n"
+        "---- ---------------------- ----\n"
+        "1000 GTUBE                  BODY: Generic Test for Unsolicited Bulk Email\n"
     )
     result = content.parse_local(output)
     assert result.status is Status.FAIL
     assert result.extra["rules"] == ["NO_RECEIVED", "MSGID_SHORT", "GTUBE"]
-    assert "1000.0 GTUBE: BODY: Generic Test for Unsolicited Bulk Email" in result.details
+    assert "1000 GTUBE: BODY: Generic Test for Unsolicited Bulk Email" in result.details
 
 
 # --- mailmend's own verdict ---------------------------------------------------------------------
