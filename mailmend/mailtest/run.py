@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -92,6 +93,11 @@ async def run_all(
     report_address: str | None,
     progress: Callable[[str], None] | None = None,
 ) -> list[MessageReport]:
+    # Each message holds a thread while it waits (SSH, IMAP polling): one thread per message
+    # and its judging, or hosts would queue behind the default pool (cores + 4 threads).
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=2 * len(jobs) + 2, thread_name_prefix="mail-test")
+    loop.set_default_executor(pool)
     tasks = [
         _one(job, mailbox, to, resolver, message, timeout, keep, report_address, progress)
         for job in jobs
