@@ -303,3 +303,39 @@ def test_receiver_verdict_without_the_key_and_spf_elsewhere() -> None:
         "dmarc": "fail",
     }
     assert 'reason="key not found in DNS"' in ar.get("dkim")[0].text
+
+
+def test_every_message_waits_in_its_own_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the default pool (cores + 4 threads) made hosts wait behind each other."""
+    import threading
+    import time
+
+    from mailmend.fleet import HostSpec
+    from mailmend.mailtest import run
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def wait(*_args: object) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+
+    monkeypatch.setattr(run, "_submit", lambda *_a: None)
+    monkeypatch.setattr(run, "_wait", wait)
+    monkeypatch.setattr(run, "_queue_note", lambda *_a: None)
+    jobs = [
+        run.Job(
+            HostSpec(f"mx{i}", "127.0.0.1", hostname=f"mx{i}.alpha.example"), "alpha.example", "s"
+        )
+        for i in range(12)
+    ]
+    box = run.Mailbox("127.0.0.1", 993, "u", "p", None)
+    reports = asyncio.run(
+        run.run_all(jobs, box, "t@inbox.test", FakeResolver({}), message=None, timeout=1,
+                    keep=False, report_address=None)
+    )  # fmt: skip
+    assert peak[0] == 12
+    assert [r.status for r in reports] == [Status.UNKNOWN] * 12
