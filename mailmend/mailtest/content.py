@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from checks.result import CheckResult, Status
+from mailmend.checks.result import CheckResult, Status
 from mailmend.mailtest.received import Hop, SpamRule, SpamVerdict
 
 LOCAL_SA_TIMEOUT = 60.0

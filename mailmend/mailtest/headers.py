@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 from email.message import EmailMessage, Message
 
-from checks.result import CheckResult, Status
+from mailmend.checks.result import CheckResult, Status
 
 CHECK = "headers"
 LARGE_BYTES = 1_000_000  # over this, many receivers clip or score the message

@@ -12,10 +12,10 @@ from typing import Any
 
 import jinja2
 
-from checks.report_html import ICONS
-from checks.result import SEVERITY, CheckResult, Status
+from mailmend.checks.escape import visible
+from mailmend.checks.report_html import ICONS
+from mailmend.checks.result import SEVERITY, CheckResult, Status
 from mailmend.mailtest.run import MessageReport
-from mailmend.records.escape import visible
 
 SCHEMA_VERSION = 1
 _WIDTH = 7

@@ -25,9 +25,9 @@ from pathlib import Path
 import imapclient
 import imapclient.exceptions
 
-from checks.dns import Resolver
-from checks.result import CheckResult, Status, worst
 from mailmend import imap
+from mailmend.checks.dns import Resolver
+from mailmend.checks.result import CheckResult, Status, worst
 from mailmend.fleet import HostSpec
 from mailmend.mailtest import content, headers, received, verdict
 from mailmend.mailtest.message import TOKEN_HEADER, Outgoing, builtin_message, new_token, prepare

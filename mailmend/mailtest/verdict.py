@@ -17,11 +17,17 @@ from email.message import Message
 
 import dkim
 
-from checks import spf as spf_mod
-from checks.dkim import check_dkim
-from checks.dmarc import DmarcRecordError, dmarc_name, is_dmarc, parse_record, suggested_record
-from checks.dns import Resolver
-from checks.result import CheckResult, Status, worst
+from mailmend.checks import spf as spf_mod
+from mailmend.checks.dkim import check_dkim
+from mailmend.checks.dmarc import (
+    DmarcRecordError,
+    dmarc_name,
+    is_dmarc,
+    parse_record,
+    suggested_record,
+)
+from mailmend.checks.dns import Resolver
+from mailmend.checks.result import CheckResult, Status, worst
 from mailmend.mailtest.message import address_of, domain_of
 from mailmend.mailtest.received import AuthResults, Hop
 

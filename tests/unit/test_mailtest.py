@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from checks.dns import Rcode
-from checks.result import CheckResult, Status
+from mailmend.checks.dns import Rcode
+from mailmend.checks.result import CheckResult, Status
 from mailmend.mailtest import content, headers, received, report, verdict
 from mailmend.mailtest.message import (
     TOKEN_HEADER,
@@ -339,3 +339,18 @@ def test_every_message_waits_in_its_own_thread(monkeypatch: pytest.MonkeyPatch) 
     )  # fmt: skip
     assert peak[0] == 12
     assert [r.status for r in reports] == [Status.UNKNOWN] * 12
+
+
+def test_the_installed_command_runs_outside_the_repository(tmp_path: Path) -> None:
+    """Regression: the HTML report's templates were looked up as the package ``checks``,
+    which only the repository's top-level link provides."""
+    import subprocess
+    import sys
+
+    mailmend = Path(sys.executable).with_name("mailmend")
+    proc = subprocess.run(
+        [str(mailmend), "mail-test", "--message", str(GOOD), "--lint", "--format", "json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stderr
+    assert '"command": "mail-test --lint"' in proc.stdout
