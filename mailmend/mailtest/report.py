@@ -66,16 +66,7 @@ def render_table(reports: Sequence[MessageReport]) -> str:
             f"{rep.status.value.upper():<{_WIDTH}}  {visible(rep.host)}  {visible(rep.domain)} -> "
             f"{visible(rep.to)}  ({where}; token {rep.token})"
         )
-        ordered = sorted(rep.results, key=lambda r: -SEVERITY[r.status])
-        for result in ordered:
-            lines.append(
-                f"  {result.status.value.upper():<{_WIDTH}}  {result.check:<8} "
-                f"{visible(result.subject)}: {visible(result.summary)}"
-            )
-            if result.status is not Status.PASS:
-                lines += [f"{'':{_WIDTH + 14}}{visible(d)}" for d in result.details[:8]]
-                if result.fix:
-                    lines.append(f"{'':{_WIDTH + 4}}fix: {visible(result.fix)}")
+        lines += _result_lines(rep.results)
         lines.append("")
     c = counts(reports)
     lines.append(
@@ -86,7 +77,12 @@ def render_table(reports: Sequence[MessageReport]) -> str:
 
 
 def lint_table(results: Sequence[CheckResult], path: str) -> str:
-    lines = [f"{visible(path)}:"]
+    return "\n".join([f"{visible(path)}:", *_result_lines(results)]) + "\n"
+
+
+def _result_lines(results: Sequence[CheckResult]) -> list[str]:
+    """Most severe first; problems with their details and fix. Outside text made visible."""
+    lines = []
     for result in sorted(results, key=lambda r: -SEVERITY[r.status]):
         lines.append(
             f"  {result.status.value.upper():<{_WIDTH}}  {result.check:<8} "
@@ -96,7 +92,7 @@ def lint_table(results: Sequence[CheckResult], path: str) -> str:
             lines += [f"{'':{_WIDTH + 14}}{visible(d)}" for d in result.details[:12]]
             if result.fix:
                 lines.append(f"{'':{_WIDTH + 4}}fix: {visible(result.fix)}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # --- JSON --------------------------------------------------------------------------------------
