@@ -382,7 +382,7 @@ def dkim_keys_from_args(
 ) -> dict[tuple[str, str], str]:
     """``--dkim-key DOMAIN:SELECTOR=FILE`` values: (domain, selector) -> base64 public key."""
     from mailmend import values
-    from mailmend.checks.dkim import DkimRecordError, public_key_from_text
+    from mailmend.checks.dkim_key import DkimRecordError, parse_key_text
 
     keys: dict[tuple[str, str], str] = {}
     for text in texts:
@@ -394,7 +394,8 @@ def dkim_keys_from_args(
         if key not in domains:
             raise UsageError(f"--dkim-key: {pair} is not one of the --domain DOMAIN:SELECTOR")
         try:
-            keys[key] = public_key_from_text(read_key_file(path, "--dkim-key").decode("utf-8"))
+            text = read_key_file(path, "--dkim-key").decode("utf-8")
+            keys[key] = parse_key_text(text, *key).public_key_b64
         except OSError as err:
             raise UsageError(f"--dkim-key: cannot read {path}: {err.strerror}") from None
         except (DkimRecordError, UnicodeDecodeError) as err:

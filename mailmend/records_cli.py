@@ -21,13 +21,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from mailmend.checks.dkim_key import DkimPublicKey
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
 from mailmend.cli import DEFAULT_DEADLINE, print_fleet_warnings, seconds
 from mailmend.dmarc import cli as dmarc_cli
 from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
 from mailmend.providers import records_apply
-from mailmend.records.dkim import DkimKeyError, DkimPublicKey, fetch_genkey_txt, read_genkey_txt
+from mailmend.records.dkim import DkimKeyError, fetch_genkey_txt, read_genkey_txt
 from mailmend.records.dmarc import StageChoice
 from mailmend.records.plan import (
     DEFAULT_TTL,

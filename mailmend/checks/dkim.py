@@ -3,70 +3,20 @@ enough and, when the host's key is known, is the host's key (RFC 6376 3.6.1)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-from dataclasses import dataclass
-
+from mailmend.checks.dkim_key import (
+    DkimPublicKey,
+    DkimRecordError,
+    key_name,
+    parse_key_text,
+    parse_record,
+)
 from mailmend.checks.dns import Resolver
-from mailmend.checks.names import normalize_name
 from mailmend.checks.result import CheckResult, Status, dns_unknown
 from mailmend.checks.txt import txt_strings
 
 CHECK = "dkim"
 MIN_BITS = 1024  # RFC 8301: verifiers must not accept smaller keys
 GOOD_BITS = 2048
-
-
-class DkimRecordError(ValueError):
-    """The TXT record is not a usable DKIM key record."""
-
-
-@dataclass(frozen=True)
-class DkimKey:
-    tags: dict[str, str]
-    key_type: str  # rsa or ed25519
-    public_key: bytes  # empty when revoked
-    testing: bool
-
-
-def key_name(domain: str, selector: str) -> str:
-    return f"{selector}._domainkey.{normalize_name(domain)}"
-
-
-def parse_tags(text: str) -> dict[str, str]:
-    """``tag=value; ...`` with whitespace around tags ignored; a repeated tag is an error."""
-    tags: dict[str, str] = {}
-    for part in text.split(";"):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise DkimRecordError(f"{part.strip()!r} is not tag=value")
-        if name in tags:
-            raise DkimRecordError(f"tag {name}= appears twice")
-        tags[name] = value.strip()
-    return tags
-
-
-def parse_key_record(text: str) -> DkimKey:
-    """Parse a DKIM key record; raises :class:`DkimRecordError`."""
-    tags = parse_tags(text)
-    if "v" in tags and (tags["v"] != "DKIM1" or next(iter(tags)) != "v"):
-        raise DkimRecordError("v= must be the first tag and be DKIM1")
-    if "p" not in tags:
-        raise DkimRecordError("no p= tag (the public key)")
-    key_type = tags.get("k", "rsa").lower()
-    if key_type not in ("rsa", "ed25519"):
-        raise DkimRecordError(f"unknown key type k={key_type}")
-    data = "".join(tags["p"].split())
-    try:
-        public_key = base64.b64decode(data, validate=True)
-    except binascii.Error:
-        raise DkimRecordError("p= is not valid base64") from None
-    testing = "y" in [f.strip() for f in tags.get("t", "").split(":")]
-    return DkimKey(tags, key_type, public_key, testing)
 
 
 def rsa_key_bits(der: bytes) -> int:
@@ -121,31 +71,8 @@ def der_rsa_bits(der: bytes) -> int:
 
 def dkim_record(domain: str, selector: str, public_key_b64: str, key_type: str = "rsa") -> str:
     """The zone-file line that publishes a DKIM key."""
-    value = f"v=DKIM1; k={key_type}; p={''.join(public_key_b64.split())}"
-    return f"{key_name(domain, selector)}. TXT {txt_strings(value)}"
-
-
-def public_key_from_text(text: str) -> str:
-    """The base64 ``p=`` value of a key record in zone-file form (opendkim-genkey's
-    ``SELECTOR.txt``, quoted strings joined), of a bare ``v=DKIM1; ...; p=...`` record, or of
-    a bare base64 key. Raises :class:`DkimRecordError`.
-
-    >>> public_key_from_text('mx1._domainkey IN TXT ( "v=DKIM1; k=rsa; " "p=QUJD" )')
-    'QUJD'
-    """
-    strings = re.findall(r'"([^"]*)"', text)
-    value = "".join(strings) if strings else text.strip()
-    if "=" not in value.rstrip("="):
-        data = "".join(value.split())
-    else:
-        data = "".join(parse_key_record(value).tags["p"].split())
-    try:
-        base64.b64decode(data, validate=True)
-    except binascii.Error:
-        raise DkimRecordError("the public key is not valid base64") from None
-    if not data:
-        raise DkimRecordError("no public key (empty p=)")
-    return data
+    key = DkimPublicKey(domain, selector, "".join(public_key_b64.split()), key_type)
+    return f"{key.fqdn} TXT {txt_strings(key.value())}"
 
 
 async def check_dkim(
@@ -175,18 +102,18 @@ async def check_dkim(
             fix=f"keep one record: {publish}",
         )
     try:
-        key = parse_key_record(records[0])
+        key = parse_record(records[0], domain, selector)
     except DkimRecordError as err:
         return _result(Status.FAIL, name, f"invalid DKIM record at {name}: {err}", fix=publish)
     return _judge(name, key, expected_public_key_b64, publish)
 
 
-def _judge(name: str, key: DkimKey, expected: str | None, publish: str) -> CheckResult:
-    if not key.public_key:
+def _judge(name: str, key: DkimPublicKey, expected: str | None, publish: str) -> CheckResult:
+    if key.revoked:
         return _result(
             Status.FAIL, name, f"the DKIM key at {name} is revoked (empty p=)", fix=publish
         )
-    if expected is not None and not _same_key(key.public_key, expected):
+    if expected is not None and not _matches(key, expected):
         return _result(
             Status.FAIL,
             name,
@@ -199,7 +126,7 @@ def _judge(name: str, key: DkimKey, expected: str | None, publish: str) -> Check
         status = Status.WARN if key.testing else Status.PASS
         return _result(status, name, f"ed25519 DKIM key at {name}", tuple(details))
     try:
-        bits = rsa_key_bits(key.public_key)
+        bits = rsa_key_bits(key.key_bytes())
     except DkimRecordError as err:
         return _result(Status.FAIL, name, f"invalid DKIM key at {name}: {err}", fix=publish)
     bigger = "generate a 2048-bit key (opendkim-genkey -b 2048) under a new selector"
@@ -221,11 +148,13 @@ def _judge(name: str, key: DkimKey, expected: str | None, publish: str) -> Check
     return _result(Status.PASS, name, f"{bits}-bit RSA DKIM key at {name}")
 
 
-def _same_key(published: bytes, expected_b64: str) -> bool:
+def _matches(published: DkimPublicKey, expected: str) -> bool:
+    """The published key is the host's (``expected``: the key as the host or --dkim-key has it)."""
     try:
-        return published == base64.b64decode("".join(expected_b64.split()), validate=True)
-    except binascii.Error:
+        host_key = parse_key_text(expected, published.domain, published.selector)
+    except DkimRecordError:
         return False
+    return published.same_key(host_key)
 
 
 def _result(

@@ -3,9 +3,9 @@
 The checks run on the admin's machine (the pyinfra controller): every DNS question goes from
 here, through ``mailmend_nameservers`` (host data, ``["IP[:PORT]", ...]``; empty: the system's
 resolvers), with the Spamhaus DQS key from ``$MAILMEND_DQS_KEY``. On the host, at most one
-read-only command runs: the :class:`deploys.facts.DkimPublicKey` fact reads the public half of
-each DKIM key (``KEY_DIR/DOMAIN/SELECTOR.txt``) so the published record can be compared with it.
-Nothing is ever changed.
+read-only command runs: the :class:`mailmend.deploys.facts.HostDkimPublicKey` fact reads the
+public half of each DKIM key (``KEY_DIR/DOMAIN/SELECTOR.txt``) so the published record can be
+compared with it. Nothing is ever changed.
 
 The checks run inside an operation that yields no command, at execution time: after every
 operation placed before them in the same run (``deploys/mail.py`` ends with
@@ -29,8 +29,9 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
+from mailmend.checks.dkim_key import KEY_DIR
 from mailmend.deploys import values
-from mailmend.deploys.facts import DkimPublicKey
+from mailmend.deploys.facts import HostDkimPublicKey
 
 DEFAULTS: dict[str, Any] = {
     "mailmend_nameservers": [],  # "IP[:PORT]" strings; empty: /etc/resolv.conf of this machine
@@ -38,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "mailmend_check_timeout": 1.5,  # seconds per DNS attempt
     "mailmend_check_deadline": 60.0,  # seconds for one host's checks
     "mailmend_dmarc_report_address": None,
-    "opendkim_key_dir": "/etc/opendkim/keys",
+    "opendkim_key_dir": KEY_DIR,
     "domains": [],
 }
 DQS_ENV = "MAILMEND_DQS_KEY"
@@ -73,10 +74,10 @@ def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     from mailmend.deploys.summary import DKIM_RECORDS
 
     if host.name in DKIM_RECORDS:
-        return {(r.domain, r.selector): r.public_key for r in DKIM_RECORDS[host.name]}
+        return {(r.domain, r.selector): r.public_key_b64 for r in DKIM_RECORDS[host.name]}
     keys: dict[tuple[str, str], str] = {}
     for d in values.dkim_domains(host.name, data.get("domains") or [], data["opendkim_key_dir"]):
-        key = host.get_fact(DkimPublicKey, txt=d.txt_record, private_key=d.private_key)
+        key = host.get_fact(HostDkimPublicKey, txt=d.txt_record, private_key=d.private_key)
         if key:
             keys[(d.name, d.selector)] = key
     return keys

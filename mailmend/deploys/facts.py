@@ -10,23 +10,25 @@ from typing import Any
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.facts import FactBase
 
-from mailmend.checks.dkim import DkimRecordError, public_key_from_text
+from mailmend.checks.dkim_key import DkimRecordError, parse_key_text
 
 
 def parse_dkim_public_key(lines: list[str]) -> str | None:
-    """The base64 ``p=`` value from opendkim-genkey's ``SELECTOR.txt`` (or a bare ``p=...``).
+    """The base64 ``p=`` value from opendkim-genkey's ``SELECTOR.txt`` (or a bare ``p=...``);
+    None when there is no key.
 
     >>> parse_dkim_public_key(['mx1._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; "',
     ...                         '\\t  "p=MIIBIjAN" "BgkqhkiG" )  ; ----- DKIM key mx1'])
     'MIIBIjANBgkqhkiG'
     """
     try:
-        return public_key_from_text("\n".join(lines))  # the checks' parser: one for the project
+        key = parse_key_text("\n".join(lines), domain="", selector="")  # the one parser
     except DkimRecordError:
         return None
+    return key.public_key_b64
 
 
-class DkimPublicKey(FactBase[Any]):
+class HostDkimPublicKey(FactBase[Any]):
     """
     The public half of a DKIM key as the base64 ``p=`` value, or ``None`` when there is none.
 
@@ -36,7 +38,7 @@ class DkimPublicKey(FactBase[Any]):
 
     .. code:: python
 
-        host.get_fact(DkimPublicKey, txt="/etc/opendkim/keys/example.com/mx1.txt",
+        host.get_fact(HostDkimPublicKey, txt="/etc/opendkim/keys/example.com/mx1.txt",
                       private_key="/etc/opendkim/keys/example.com/mx1.private")
         "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA..."
     """

@@ -24,6 +24,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server
 
+from mailmend.checks.dkim_key import KEY_DIR
 from mailmend.deploys import blocks, live, values
 from mailmend.deploys.facts import MilterSockets
 from mailmend.deploys.staged import staged_config
@@ -31,7 +32,7 @@ from mailmend.deploys.staged import staged_config
 DEFAULTS: dict[str, Any] = {
     **values.SHARED_DEFAULTS,
     "opendkim_key_bits": 2048,
-    "opendkim_key_dir": "/etc/opendkim/keys",
+    "opendkim_key_dir": KEY_DIR,
     "opendkim_table_dir": "/etc/opendkim",
     "opendkim_config_file": "/etc/opendkim.conf",
     "opendkim_staging_dir": "/etc/opendkim/mailmend-staging",

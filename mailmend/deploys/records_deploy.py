@@ -20,6 +20,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
+from mailmend.checks.dkim_key import DkimPublicKey
 from mailmend.deploys import summary, values
 
 DEFAULTS: dict[str, Any] = {
@@ -51,15 +52,9 @@ def _senders() -> list[Any]:
     return out
 
 
-def _dkim_keys() -> list[Any]:
+def _dkim_keys() -> list[DkimPublicKey]:
     """The public keys the summary step read from every host (never the private halves)."""
-    from mailmend.records.dkim import public_key
-
-    keys = []
-    for records in summary.DKIM_RECORDS.values():
-        for record in records:
-            keys.append(public_key(record.domain, record.selector, record.public_key))
-    return keys
+    return [key for keys in summary.DKIM_RECORDS.values() for key in keys]
 
 
 async def _plan(nameservers: list[str], report_address: str | None) -> str:

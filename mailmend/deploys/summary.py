@@ -8,45 +8,18 @@ and runs no command on the host, so it never counts as a change.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
 
 from pyinfra.api.command import StringCommand
 from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
-from mailmend.checks.txt import split_txt
+from mailmend.checks.dkim_key import DkimPublicKey, parse_key_text
 from mailmend.deploys import opendkim, values
-from mailmend.deploys.facts import DkimPublicKey
-
-
-@dataclass(frozen=True)
-class DkimRecord:
-    domain: str
-    selector: str
-    public_key: str  # base64, the p= value (the public half only)
-
-    @property
-    def name(self) -> str:
-        """Absolute, with the trailing dot."""
-        return f"{self.selector}._domainkey.{self.domain}."
-
-    @property
-    def value(self) -> str:
-        return f"v=DKIM1; k=rsa; p={self.public_key}"
-
-    @property
-    def strings(self) -> tuple[str, ...]:
-        """The value in TXT strings of at most 255 bytes (:func:`mailmend.checks.txt.split_txt`)."""
-        return split_txt(self.value)
-
-    def zone_line(self) -> str:
-        quoted = " ".join(f'"{s}"' for s in self.strings)
-        return f"{self.name} IN TXT ( {quoted} )"
-
+from mailmend.deploys.facts import HostDkimPublicKey
 
 #: Filled while the deploy executes: inventory host name -> its DKIM records.
-DKIM_RECORDS: dict[str, tuple[DkimRecord, ...]] = {}
+DKIM_RECORDS: dict[str, tuple[DkimPublicKey, ...]] = {}
 
 
 @operation()
@@ -59,13 +32,15 @@ def dkim_summary(ctx: values.OpenDkimContext) -> Generator[StringCommand, None, 
     if not state.is_executing:  # the keys may not exist before the deploy runs
         host.noop("DKIM records are printed once the keys exist")
         return
-    records: list[DkimRecord] = []
+    records: list[DkimPublicKey] = []
     for domain in ctx.domains:
-        key = host.get_fact(DkimPublicKey, txt=domain.txt_record, private_key=domain.private_key)
+        key = host.get_fact(
+            HostDkimPublicKey, txt=domain.txt_record, private_key=domain.private_key
+        )
         if key is None:
             host.log(f"no DKIM public key for {domain.record_name} yet ({domain.txt_record})")
             continue
-        records.append(DkimRecord(domain.name, domain.selector, key))
+        records.append(parse_key_text(key, domain.name, domain.selector))
     DKIM_RECORDS[host.name] = tuple(records)
     for record in records:
         host.log(f"publish: {record.zone_line()}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmend import secretref
+from mailmend.checks.dkim_key import key_files
 from mailmend.values import MANAGED_POSTFIX_KEYS as MANAGED_POSTFIX_KEYS  # the one list
 from mailmend.values import (
     fqdn_problem,
@@ -409,14 +410,14 @@ def dkim_domains(host: str, value: object, key_root: str) -> tuple[DkimDomain, .
         if name in seen:
             raise DeployValueError(host, f"{where}.name", f"{name} is listed twice")
         seen.add(name)
-        key_dir = f"{key_root.rstrip('/')}/{name}"
+        key_dir, private_key, txt_record = key_files(name, selector, key_root)
         out.append(
             DkimDomain(
                 name=name,
                 selector=selector,
                 key_dir=key_dir,
-                private_key=f"{key_dir}/{selector}.private",
-                txt_record=f"{key_dir}/{selector}.txt",
+                private_key=private_key,
+                txt_record=txt_record,
             )
         )
     return tuple(out)

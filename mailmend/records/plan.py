@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mailmend.checks.dkim import key_name
+from mailmend.checks.dkim_key import DkimPublicKey, DkimRecordError, key_name, parse_record
 from mailmend.checks.dmarc import dmarc_name, is_dmarc
 from mailmend.checks.dns import DnsAnswer, Resolver
 from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.checks.txt import split_txt
 from mailmend.fleet import Fleet
-from mailmend.records.dkim import DkimPublicKey, same_key
 from mailmend.records.dmarc import StageChoice, authorisations, propose_dmarc
 from mailmend.records.escape import visible, zone_name
 from mailmend.records.spf import SpfDnsError, SpfProposal, propose_spf
@@ -312,6 +311,15 @@ async def _spf(
     return _compare("spf", domain, answer, proposal.published, proposal.value, notes)
 
 
+def _published_is(value: str, key: DkimPublicKey) -> bool:
+    """The published record ``value`` carries ``key`` (same type and key, not revoked)."""
+    try:
+        published = parse_record(value, key.domain, key.selector)
+    except DkimRecordError:
+        return False
+    return published.same_key(key)
+
+
 async def _dkim(
     reader: _Reader, domain: str, selector: str, key: DkimPublicKey | None
 ) -> RecordChange:
@@ -323,7 +331,7 @@ async def _dkim(
     if not answer.ok:
         return RecordChange("dkim", name, "TXT", Action.BLOCKED, reason=_unanswered(answer))
     ours = tuple(r for r in answer.records if "p=" in r or r.startswith("v=DKIM1"))
-    if len(ours) == 1 and same_key(ours[0], key):
+    if len(ours) == 1 and _published_is(ours[0], key):
         return RecordChange("dkim", name, "TXT", Action.KEEP, ours[0], (), answer.records)
     notes = (
         ("the published key is not the host's key: signatures fail until replaced",) if ours else ()

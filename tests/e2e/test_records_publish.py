@@ -22,10 +22,10 @@ import dns.update
 import pytest
 
 from mailmend import records_cli
+from mailmend.checks.dkim_key import DkimPublicKey
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver, parse_nameserver
 from mailmend.fleet import load_fleet
-from mailmend.records.dkim import DkimPublicKey
 from mailmend.records.plan import Action, Plan, build_plan, senders_from_fleet
 from mailmend.records.publish import StaleRecord, prepare, publish, read_rrset, send
 from mailmend.records.tsig import load_key_file

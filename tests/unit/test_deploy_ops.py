@@ -20,7 +20,7 @@ from pyinfra.operations import server
 
 from mailmend.checks.txt import split_txt
 from mailmend.deploys import opendkim, staged, summary, values
-from mailmend.deploys.facts import DkimPublicKey, parse_dkim_public_key
+from mailmend.deploys.facts import HostDkimPublicKey, parse_dkim_public_key
 
 DOMAIN = values.DkimDomain(
     name="example.com",
@@ -221,7 +221,7 @@ def test_public_key_is_parsed_from_opendkim_genkey_txt() -> None:
 
 
 def test_public_key_fact_never_reads_the_private_key_content() -> None:
-    command = DkimPublicKey().command(txt=DOMAIN.txt_record, private_key=DOMAIN.private_key)
+    command = HostDkimPublicKey().command(txt=DOMAIN.txt_record, private_key=DOMAIN.private_key)
     text = command.get_raw_value()
     assert f"cat {DOMAIN.txt_record}" in text
     assert f"cat {DOMAIN.private_key}" not in text and "-pubout" in text
@@ -238,13 +238,13 @@ def test_summary_prints_zone_records_split_at_255_bytes() -> None:
         },
     )
     key = parse_dkim_public_key(TXT)
-    with fake({(DkimPublicKey, DOMAIN.txt_record): key}) as host:
+    with fake({(HostDkimPublicKey, DOMAIN.txt_record): key}) as host:
         assert list(summary.dkim_summary._inner(ctx=ctx)) == []
     (record,) = summary.DKIM_RECORDS["mx1"]
-    assert record.name == "mx1._domainkey.example.com."
+    assert record.fqdn == "mx1._domainkey.example.com."
     assert all(len(s.encode()) <= 255 for s in record.strings) and len(record.strings) >= 2
-    assert record.value == "".join(record.strings) == f"v=DKIM1; k=rsa; p={key}"
-    assert (record.domain, record.selector, record.public_key) == ("example.com", "mx1", key)
+    assert record.value() == "".join(record.strings) == f"v=DKIM1; k=rsa; p={key}"
+    assert (record.domain, record.selector, record.public_key_b64) == ("example.com", "mx1", key)
     line = record.zone_line()
     assert line.startswith('mx1._domainkey.example.com. IN TXT ( "v=DKIM1; k=rsa; p=MIIB')
     assert any(line in log for log in host.logs)

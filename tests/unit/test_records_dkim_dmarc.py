@@ -8,15 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailmend.checks.dkim import parse_key_record
+from mailmend.checks.dkim_key import DkimPublicKey, parse_record
 from mailmend.checks.txt import split_txt
 from mailmend.fleet import HostSpec
-from mailmend.records.dkim import (
-    DkimKeyError,
-    public_key,
-    read_genkey_txt,
-    same_key,
-)
+from mailmend.records.dkim import DkimKeyError, read_genkey_txt
 from mailmend.records.dmarc import authorisations, propose_dmarc
 from mailmend.ssh import ssh_argv
 
@@ -31,13 +26,13 @@ def rsa_b64(bits: int) -> str:
 
 @pytest.mark.parametrize("bits", [2048, 4096])
 def test_split_dkim_value_strings_at_most_255_bytes(bits: int) -> None:
-    key = public_key("example.com", "mx1", rsa_b64(bits))
+    key = read_genkey_txt(rsa_b64(bits), "example.com", "mx1")
     value = key.value()
     strings = split_txt(value)
     assert len(strings) == -(-len(value) // 255)
     assert all(len(s.encode()) <= 255 for s in strings)
     assert "".join(strings) == value
-    assert parse_key_record("".join(strings)).public_key == key.key_bytes()
+    assert parse_record("".join(strings), "example.com", "mx1").key_bytes() == key.key_bytes()
 
 
 def test_split_never_cuts_a_utf8_character() -> None:
@@ -57,12 +52,16 @@ def test_read_genkey_txt_joins_its_strings() -> None:
     b64 = rsa_b64(2048)
     key = read_genkey_txt(GENKEY % (b64[:200], b64[200:]), "example.com", "mx1")
     assert key.public_key_b64 == b64 and key.name == "mx1._domainkey.example.com"
-    assert same_key(f"v=DKIM1; h=sha256; k=rsa; p={b64}", key)
-    assert not same_key(f"v=DKIM1; k=rsa; p={rsa_b64(2048)}", key)
-    with pytest.raises(DkimKeyError, match="no quoted strings"):
+    assert published(f"v=DKIM1; h=sha256; k=rsa; p={b64}").same_key(key)
+    assert not published(f"v=DKIM1; k=rsa; p={rsa_b64(2048)}").same_key(key)
+    with pytest.raises(DkimKeyError, match=r"DKIM key mx1 for example\.com: .*not valid base64"):
         read_genkey_txt("garbage", "example.com", "mx1")
     with pytest.raises(DkimKeyError):
-        public_key("example.com", "mx1", "not base64!")
+        read_genkey_txt("not base64!", "example.com", "mx1")
+
+
+def published(value: str) -> DkimPublicKey:
+    return parse_record(value, "example.com", "mx1")
 
 
 def test_ssh_argv_is_batch_mode_with_fleet_known_hosts() -> None:

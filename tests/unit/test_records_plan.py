@@ -12,9 +12,10 @@ import dns.rrset
 import dns.update
 import dns.zone
 
+from mailmend.checks.dkim_key import DkimPublicKey
 from mailmend.checks.dns import Rcode
 from mailmend.checks.names import reverse_name
-from mailmend.records.dkim import DkimPublicKey, public_key
+from mailmend.records.dkim import read_genkey_txt
 from mailmend.records.plan import (
     Action,
     Plan,
@@ -36,7 +37,7 @@ FQDN = "mx1.example.com"
 REPORTS = "dmarc@example.com"
 Zone = dict[tuple[str, str], tuple[str, ...] | Rcode]
 SENDER = Sender("mx1", FQDN, IP, IP6, ((D, "mx1"),))
-KEY = public_key(D, "mx1", rsa_b64(4096))
+KEY = read_genkey_txt(rsa_b64(4096), D, "mx1")
 
 
 def plan_for(
