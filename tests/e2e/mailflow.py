@@ -122,3 +122,21 @@ def spamassassin_on_path(bin_dir: Path) -> dict[str, str]:
     wrapper.write_text(SPAMASSASSIN_WRAPPER.replace("{image}", str(mailbox_root())))
     wrapper.chmod(0o755)
     return {**CLI_ENV, "PATH": f"{bin_dir}:{CLI_ENV.get('PATH', '/usr/bin:/bin')}"}
+
+
+RESTART_OPENDKIM = """
+pid=$(cat /run/opendkim/opendkim.pid)
+kill "$pid"
+for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+rm -f /run/opendkim/opendkim.sock /run/opendkim/opendkim.pid
+opendkim -x /etc/opendkim.conf
+for i in $(seq 1 100); do [ -S /run/opendkim/opendkim.sock ] && exit 0; sleep 0.1; done
+echo "opendkim did not come back" >&2; exit 1
+"""
+
+
+def forget_dkim_keys(sb: Sandbox) -> None:
+    """Restart the provider's OpenDKIM: its resolver (libunbound) caches keys for their TTL
+    (60 s), so a test that removes a key right after another test's message used it would
+    otherwise still see it. (OpenDMARC and policyd-spf keep no cache.)"""
+    sb.ssh(sb.mailbox.host(), RESTART_OPENDKIM)

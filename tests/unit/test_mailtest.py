@@ -354,3 +354,24 @@ def test_the_installed_command_runs_outside_the_repository(tmp_path: Path) -> No
     )  # fmt: skip
     assert proc.returncode in (0, 1), proc.stderr
     assert '"command": "mail-test --lint"' in proc.stdout
+
+
+def test_dmarc_fails_where_neither_method_passes() -> None:
+    """The receiver's verdict on the captured message (no DKIM key, SPF elsewhere) and
+    mailmend's on the same bytes with the same DNS: both fail DMARC."""
+    raw, msg = load(FIXTURES / "broken-mx2.eml")
+    resolver = FakeResolver(
+        {
+            ("bravo.example", "TXT"): ("v=spf1 ip4:203.0.113.99 -all",),
+            ("_dmarc.bravo.example", "TXT"): ("v=DMARC1; p=none",),
+        }
+    )
+    own = asyncio.run(verdict.own_verdict(resolver, raw, msg, received.hop(msg)))
+    results = asyncio.run(
+        verdict.auth_checks(resolver, own, received.auth_results(msg), "198.51.100.12", None)
+    )
+    by = {r.check: r for r in results}
+    for method in ("spf", "dkim", "dmarc"):
+        assert by[method].status is Status.FAIL
+        assert (by[method].extra["receiver"], by[method].extra["mailmend"]) == ("fail", "fail")
+    assert "align From with a passing DKIM d= or SPF domain" in str(by["dmarc"].fix)
