@@ -1,10 +1,10 @@
 """``mailmend watch`` on the fleet's monitor host (``[fleet] monitor_host``), on a timer.
 
 1. **Install**: Debian's ``python3-venv``; a venv in ``watch_dir`` with mailmend from its wheel
-   (built on this machine from this checkout) and the two libraries the watcher needs
-   (dnspython, prometheus-client, the versions installed here), all uploaded as wheels and
-   installed offline (``--no-index``); ``/usr/local/bin/mailmend`` links to it. Reinstalled only
-   when a wheel changed.
+   (built on this machine from this checkout) and every library it depends on, in the
+   versions installed here (binary wheels for the host's architecture and
+   ``watch_python_version``), uploaded as one tar and installed offline (``--no-index``);
+   ``/usr/local/bin/mailmend`` links to it. Reinstalled only when the tar changed.
 2. **Configure**: the fleet file (``/etc/mailmend/fleet.toml``) and, when
    ``watch_alerts_file`` names one on this machine, the alerts file (secrets stay references:
    ``env:``/``file:`` on the monitor host).
@@ -26,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from io import StringIO
 from pathlib import Path
@@ -35,6 +36,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.context import host
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory, File
+from pyinfra.facts.server import Arch
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -54,11 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "watch_db": "/var/lib/mailmend/watch.db",
     "watch_log": "/var/log/mailmend-watch.log",
     "watch_apt_cache_time": 3600,
+    "watch_python_version": "3.11",  # the monitor host's python3 (Debian 12: 3.11)
 }
 #: The checkout the wheel is built from: the nearest directory above with a pyproject.toml.
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
-#: What the watcher imports besides the standard library (see docs/watch.md).
-RUNTIME_LIBRARIES = ("dnspython", "prometheus-client")
 UNIT = "mailmend-watch"
 #: Zip timestamps of the wheel: the same checkout gives the same wheel, byte for byte, so a
 #: second deploy uploads and reinstalls nothing.
@@ -69,27 +70,51 @@ CRON_FILE = "/etc/cron.d/mailmend-watch"
 
 
 @functools.cache
-def wheels() -> tuple[Path, ...]:
-    """mailmend's wheel built from this checkout, and the runtime libraries' wheels (once)."""
+def wheelhouse(arch: str, python: str) -> Path:
+    """One tar of wheels for the monitor host (``arch``, CPython ``python`` like "3.11"):
+    mailmend's, built from this checkout, and every library it depends on, in the versions
+    installed on this machine (binary wheels for the host's platform). Deterministic: the
+    same checkout and libraries give the same tar, byte for byte."""
     tmp = Path(tempfile.mkdtemp(prefix="mailmend-wheels-"))
     out, source = tmp / "wheels", tmp / "source"
     # A copy of the checkout: building in place would leave build/ and *.egg-info behind.
     shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
-    pins = [f"{name}=={importlib.metadata.version(name)}" for name in RUNTIME_LIBRARIES]
-    for argv in (
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out),
-         str(source)],
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-         "--dest", str(out), *pins],
-    ):  # fmt: skip
-        done = subprocess.run(
-            argv, capture_output=True, text=True, check=False, timeout=600,
-            env={**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH},
-        )  # fmt: skip
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DeployValueError(host.name, "watch wheels", f"{' '.join(argv[2:4])}: {tail}")
-    return tuple(sorted(out.glob("*.whl")))
+    constraints = tmp / "constraints.txt"
+    constraints.write_text(
+        "".join(
+            f"{d.metadata['Name']}=={d.version}\n"
+            for d in importlib.metadata.distributions()
+            if d.metadata["Name"] and d.metadata["Name"].lower() != "mailmend"
+        )
+    )
+    _pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)])
+    (mailmend,) = out.glob("mailmend-*.whl")
+    platforms = [f"manylinux_2_{n}_{arch}" for n in (36, 34, 31, 28, 17)]
+    platforms += [f"manylinux2014_{arch}", f"linux_{arch}"]
+    _pip(
+        ["download", "--quiet", "--only-binary=:all:", "--dest", str(out), "-c", str(constraints),
+         "--python-version", python, "--implementation", "cp",
+         *(a for p in platforms for a in ("--platform", p)), str(mailmend)]
+    )  # fmt: skip
+    tar = tmp / "wheels.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as archive:
+        for wheel in sorted(out.glob("*.whl")):
+            info = archive.gettarinfo(str(wheel), arcname=wheel.name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o644
+            with wheel.open("rb") as handle:
+                archive.addfile(info, handle)
+    return tar
+
+
+def _pip(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False,
+        timeout=600, env={**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH},
+    )  # fmt: skip
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeployValueError(host.name, "watch wheels", f"pip {args[0]}: {tail}")
 
 
 def _digest(path: Path) -> str:
@@ -173,16 +198,15 @@ def _install(data: Any) -> None:
         cache_time=data.watch_apt_cache_time,
         _env={"DEBIAN_FRONTEND": "noninteractive"},
     )
-    # Each wheel in a directory named by its digest: a changed wheel is a new file (pyinfra
-    # would try to show a text diff of a changed binary file).
+    # The wheels as one tar named by its digest: a changed set is a new file (pyinfra would
+    # try to show a text diff of a changed binary file), and the same set is no change.
+    arch = str(host.get_fact(Arch) or "x86_64")
+    tar = wheelhouse(arch, data.watch_python_version)
     wheel_dir = f"{data.watch_dir}/wheels"
-    placed = {w: f"{wheel_dir}/{_digest(w)}/{w.name}" for w in wheels()}
-    puts = []
-    for wheel, dest in placed.items():
-        files.directory(
-            name=f"Directory for {wheel.name}", path=posixpath.dirname(dest), mode="755"
-        )
-        puts.append(files.put(name=f"Upload {wheel.name}", src=str(wheel), dest=dest, mode="644"))
+    dest = f"{wheel_dir}/{_digest(tar)}.tar"
+    files.directory(name="Wheel directory", path=wheel_dir, mode="755")
+    put = files.put(name="Upload the wheels (mailmend and its libraries)", src=str(tar),
+                    dest=dest, mode="644")  # fmt: skip
     venv = f"{data.watch_dir}/venv"
     fresh = host.get_fact(File, path=f"{venv}/bin/python") is None
     made = server.shell(
@@ -190,22 +214,17 @@ def _install(data: Any) -> None:
         commands=[f"python3 -m venv {shlex.quote(venv)}"],
         _if=lambda: fresh,
     )
-    targets = " ".join(shlex.quote(dest) for dest in placed.values())
+    unpacked = shlex.quote(f"{wheel_dir}/current")
     server.shell(
         name="Install mailmend and its libraries from the uploaded wheels (offline)",
         commands=[
-            f"{shlex.quote(venv)}/bin/pip install --quiet --no-index --no-deps "
-            f"--force-reinstall {targets}"
+            f"rm -rf {unpacked} && mkdir {unpacked} && tar -xf {shlex.quote(dest)} -C {unpacked}",
+            f"{shlex.quote(venv)}/bin/pip install --quiet --no-index --no-deps --force-reinstall "
+            f"{unpacked}/*.whl",
+            f"find {shlex.quote(wheel_dir)} -maxdepth 1 -name '*.tar' "
+            f"! -name {shlex.quote(posixpath.basename(dest))} -delete",
         ],
-        _if=any_changed(made, *puts),
-    )
-    keep = " ".join(f"! -name {_digest(w)}" for w in placed)
-    server.shell(
-        name="Remove the wheels of earlier deploys",
-        commands=[
-            f"find {shlex.quote(wheel_dir)} -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} +"
-        ],
-        _if=any_changed(*puts),
+        _if=any_changed(made, put),
     )
     files.link(
         name="mailmend on the PATH", path="/usr/local/bin/mailmend", target=f"{venv}/bin/mailmend"
