@@ -14,10 +14,14 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailmend.dmarc.ingest import IngestResult
+# The stage rule's module is light (no XML, no IMAP); the rest is imported when a command runs,
+# so building mailmend's parser costs little.
 from mailmend.dmarc.stage import StageRule
+
+if TYPE_CHECKING:
+    from mailmend.dmarc.ingest import IngestResult
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 FORMATS = ("table", "json", "html")

@@ -16,8 +16,10 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mailmend.dmarc.report import Report
+if TYPE_CHECKING:
+    from mailmend.dmarc.report import Report
 from mailmend.store import open_db
 
 COMPONENT = "dmarc"
