@@ -9,5 +9,5 @@
 * :mod:`mailmend.records.tsig`: the TSIG key file.
 * :mod:`mailmend.records.escape`: text read from DNS made safe for a terminal and a zone file.
 
-Everything here returns data; ``mailmend.records_cli`` prints.
+Everything here returns data; ``mailmend.cli.records`` prints.
 """

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailmend.checks.blocklists import Target, load_blocklists
 from mailmend.checks.txt import txt_strings
-from mailmend.cli import DEFAULT_DEADLINE
+from mailmend.cli.options import DEFAULT_DEADLINE
 from sandbox.control import Sandbox
 from sandbox.dns import PROVIDER_ZONE, reverse_zone
 from sandbox.scenario import Net, Scenario

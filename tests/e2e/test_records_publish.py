@@ -21,10 +21,10 @@ import dns.rdata
 import dns.update
 import pytest
 
-from mailmend import records_cli
 from mailmend.checks.dkim_key import DkimPublicKey
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver, parse_nameserver
+from mailmend.cli import records as records_cli
 from mailmend.fleet import load_fleet
 from mailmend.records.plan import Action, Plan, build_plan, senders_from_fleet
 from mailmend.records.publish import StaleRecord, prepare, publish, read_rrset, send

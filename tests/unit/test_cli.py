@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from mailmend import cli
 from mailmend.checks.dns import Rcode, Resolver
 from mailmend.checks.host import FleetReport
 from mailmend.checks.names import reverse_name
+from mailmend.cli import check
+from mailmend.cli.errors import UsageError
+from mailmend.cli.main import COMMANDS, build_parser, main
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
 
 D = "example.com"
@@ -40,9 +42,9 @@ def zone(monkeypatch: pytest.MonkeyPatch) -> Zone:
     async def fake_open(nameservers: list[str], timeout: float | None) -> AsyncIterator[Resolver]:
         yield FakeResolver(data)
 
-    monkeypatch.setattr(cli, "open_resolver", fake_open)
+    monkeypatch.setattr(check, "open_resolver", fake_open)
     monkeypatch.delenv("MAILMEND_FLEET", raising=False)
-    monkeypatch.delenv(cli.DQS_ENV, raising=False)
+    monkeypatch.delenv(check.DQS_ENV, raising=False)
     return data
 
 
@@ -50,13 +52,13 @@ ARGS = ["check", "--ip", IP, "--hostname", FQDN, "--domain", D, "--no-dnsbl"]
 
 
 def test_invalid_ip_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["check", "--ip", "not-an-ip", "--hostname", FQDN]) == 2
+    assert main(["check", "--ip", "not-an-ip", "--hostname", FQDN]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "mailmend check: --ip: 'not-an-ip' is not an IP address (IPv4 or IPv6)"
 
 
 def test_ip_twice_checks_a_dual_stack_host() -> None:
-    target = cli.single_target(["203.0.113.40", "2001:DB8::28"], FQDN, [])
+    target = check.single_target(["203.0.113.40", "2001:DB8::28"], FQDN, [])
     assert target.ips == ("203.0.113.40", "2001:db8::28")
 
 
@@ -68,25 +70,25 @@ def test_ip_twice_checks_a_dual_stack_host() -> None:
     ],
 )
 def test_ip_repeats_and_mapped_addresses_are_usage_errors(ips: list[str], phrase: str) -> None:
-    with pytest.raises(cli.UsageError, match=phrase):
-        cli.single_target(ips, FQDN, [])
+    with pytest.raises(UsageError, match=phrase):
+        check.single_target(ips, FQDN, [])
 
 
 def test_invalid_hostname_and_domain_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["check", "--ip", IP, "--hostname", "localhost"]) == 2
+    assert main(["check", "--ip", IP, "--hostname", "localhost"]) == 2
     assert "--hostname" in capsys.readouterr().err
-    assert cli.main(["check", "--ip", IP, "--hostname", FQDN, "--domain", "bad_domain"]) == 2
+    assert main(["check", "--ip", IP, "--hostname", FQDN, "--domain", "bad_domain"]) == 2
     assert "--domain" in capsys.readouterr().err
-    assert cli.main(["check", "--ip", IP]) == 2
+    assert main(["check", "--ip", IP]) == 2
 
 
 def test_missing_fleet_is_a_usage_error(
     zone: Zone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["check"]) == 2
+    assert main(["check"]) == 2
     assert "no fleet file" in capsys.readouterr().err
-    assert cli.main(["check", "--fleet", str(tmp_path / "nope.toml")]) == 2
+    assert main(["check", "--fleet", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml" in capsys.readouterr().err
 
 
@@ -95,26 +97,26 @@ def test_bad_fleet_file_prints_its_problems(
 ) -> None:
     bad = tmp_path / "fleet.toml"
     bad.write_text("this is = not [toml\n")
-    assert cli.main(["check", "--fleet", str(bad)]) == 2
+    assert main(["check", "--fleet", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mailmend check: ") and "fleet.toml" in err
 
 
 def test_ip_and_fleet_together_is_a_usage_error(zone: Zone) -> None:
-    assert cli.main([*ARGS, "--fleet", "x.toml"]) == 2
+    assert main([*ARGS, "--fleet", "x.toml"]) == 2
 
 
 def test_unknown_subcommand_and_bad_format_exit_2() -> None:
     with pytest.raises(SystemExit) as info:
-        cli.main(["frobnicate"])
+        main(["frobnicate"])
     assert info.value.code == 2
     with pytest.raises(SystemExit) as info:
-        cli.main([*ARGS, "--format", "xml"])
+        main([*ARGS, "--format", "xml"])
     assert info.value.code == 2
 
 
 def test_all_good_but_warn_exits_0(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(ARGS) == 0  # DKIM has no selector: a warning
+    assert main(ARGS) == 0  # DKIM has no selector: a warning
     out = capsys.readouterr().out
     assert out.startswith("WARN ")
     assert out.splitlines()[-1] == "1 hosts: 0 fail, 0 unknown, 1 warn, 4 pass"
@@ -122,17 +124,17 @@ def test_all_good_but_warn_exits_0(zone: Zone, capsys: pytest.CaptureFixture[str
 
 def test_a_failing_check_exits_1(zone: Zone) -> None:
     del zone[(reverse_name(IP), "PTR")]
-    assert cli.main(ARGS) == 1
+    assert main(ARGS) == 1
 
 
 def test_unknown_without_failure_exits_3(zone: Zone) -> None:
     zone[(f"_dmarc.{D}", "TXT")] = Rcode.SERVFAIL
-    assert cli.main(ARGS) == 3
+    assert main(ARGS) == 3
 
 
 def test_json_to_file(zone: Zone, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "report.json"
-    assert cli.main([*ARGS, "--format", "json", "--output", str(out)]) == 0
+    assert main([*ARGS, "--format", "json", "--output", str(out)]) == 0
     assert capsys.readouterr().out == ""
     doc = json.loads(out.read_text())
     assert doc["schema"] == 1
@@ -141,16 +143,16 @@ def test_json_to_file(zone: Zone, tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_nagios_exit_codes_follow_nagios(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([*ARGS, "--format", "nagios"]) == 1  # WARNING, where plain check says 0
+    assert main([*ARGS, "--format", "nagios"]) == 1  # WARNING, where plain check says 0
     assert capsys.readouterr().out.startswith(
         "MAILMEND WARNING - 0 fail, 1 warn, 0 unknown on 1 hosts"
     )
     del zone[(reverse_name(IP), "PTR")]
-    assert cli.main([*ARGS, "--format", "nagios"]) == 2
+    assert main([*ARGS, "--format", "nagios"]) == 2
 
 
 def test_html_output(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([*ARGS, "--format", "html"]) == 0
+    assert main([*ARGS, "--format", "html"]) == 0
     assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
 
 
@@ -164,16 +166,16 @@ def seen_keys(zone: Zone, monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
         seen.append(dqs_key)
         return FleetReport([])
 
-    monkeypatch.setattr(cli, "check_fleet", fake_fleet)
+    monkeypatch.setattr(check, "check_fleet", fake_fleet)
     return seen
 
 
 def test_dqs_key_is_passed_but_never_printed(
     seen_keys: list[str | None], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(cli.DQS_ENV, "s3cr3t-env")
-    assert cli.main(ARGS) == 0
-    assert cli.main([*ARGS, "--dqs-key", "s3cr3t-arg", "--format", "json"]) == 0
+    monkeypatch.setenv(check.DQS_ENV, "s3cr3t-env")
+    assert main(ARGS) == 0
+    assert main([*ARGS, "--dqs-key", "s3cr3t-arg", "--format", "json"]) == 0
     assert seen_keys == ["s3cr3t-env", "s3cr3t-arg"]
     captured = capsys.readouterr()
     assert "s3cr3t" not in captured.out + captured.err
@@ -193,25 +195,24 @@ def test_fleet_hosts_become_targets(
         ),
         (),
     )
-    targets = cli.targets_from_fleet(fleet)
+    targets = check.targets_from_fleet(fleet)
     assert targets[0].domains == ((D, "mx1"),) and targets[0].ips == (IP,)
     assert targets[0].dmarc_report_address == "dmarc@example.net"
     assert targets[1].ips == ("2001:db8::2",)
     monkeypatch.setattr("mailmend.fleet.load_fleet", lambda path: fleet)
-    assert cli.main(["check", "--fleet", "f.toml", "--host", "nope", "--no-dnsbl"]) == 2
+    assert main(["check", "--fleet", "f.toml", "--host", "nope", "--no-dnsbl"]) == 2
     assert "no host nope" in capsys.readouterr().err
     assert (
-        cli.main(["check", "--fleet", "f.toml", "--host", "mx1", "--no-dnsbl", "--format", "json"])
-        == 1
+        main(["check", "--fleet", "f.toml", "--host", "mx1", "--no-dnsbl", "--format", "json"]) == 1
     )
     doc = json.loads(capsys.readouterr().out)
     assert [h["name"] for h in doc["hosts"]] == ["mx1"]  # mx1's DKIM key is not published
 
 
 def test_subcommands_are_pluggable() -> None:
-    assert "check" in cli.COMMANDS
-    parser = cli.build_parser()
-    args = parser.parse_args(["check", "--ip", IP, "--hostname", FQDN])
+    assert "check" in COMMANDS
+    argv = ["check", "--ip", IP, "--hostname", FQDN]
+    args = build_parser(argv).parse_args(argv)
     assert args.command == "check" and args.format == "table"
 
 
@@ -236,10 +237,10 @@ def test_dkim_key_file_is_compared_with_the_published_key(
     halves = f'"p={published[:200]}" "{published[200:]}"'
     txt.write_text(f'mx1._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; "\n\t  {halves} )\n')
     args = ["check", "--ip", IP, "--hostname", FQDN, "--domain", f"{D}:mx1", "--no-dnsbl"]
-    assert cli.main([*args, "--dkim-key", f"{D}:mx1={txt}", "--format", "json"]) == 0
+    assert main([*args, "--dkim-key", f"{D}:mx1={txt}", "--format", "json"]) == 0
     capsys.readouterr()
     txt.write_text(f"p={other}\n")
-    assert cli.main([*args, "--dkim-key", f"{D}:mx1={txt}", "--format", "json"]) == 1
+    assert main([*args, "--dkim-key", f"{D}:mx1={txt}", "--format", "json"]) == 1
     dkim = [c for c in json.loads(capsys.readouterr().out)["hosts"][0]["checks"]
             if c["check"] == "dkim"]  # fmt: skip
     assert dkim[0]["status"] == "fail"
@@ -259,7 +260,7 @@ def test_bad_dkim_key_is_a_usage_error(
     zone: Zone, value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["check", "--ip", IP, "--hostname", FQDN, "--domain", f"{D}:mx1", "--no-dnsbl"]
-    assert cli.main([*args, "--dkim-key", value]) == 2
+    assert main([*args, "--dkim-key", value]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -267,7 +268,7 @@ def test_bad_dqs_key_is_a_usage_error_without_echo(
     zone: Zone, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["check", "--ip", IP, "--hostname", FQDN, "--dqs-key", "no good!"]
-    assert cli.main(args) == 2
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert "DQS key" in err and "no good!" not in err
 
@@ -287,9 +288,9 @@ def test_fleet_nameservers_are_used_unless_given(
         seen.append(nameservers)
         yield FakeResolver(zone)
 
-    monkeypatch.setattr(cli, "open_resolver", spy)
-    cli.main(["check", "--fleet", str(fleet), "--no-dnsbl"])
-    cli.main(["check", "--fleet", str(fleet), "--no-dnsbl", "--nameserver", "127.0.0.1"])
+    monkeypatch.setattr(check, "open_resolver", spy)
+    main(["check", "--fleet", str(fleet), "--no-dnsbl"])
+    main(["check", "--fleet", str(fleet), "--no-dnsbl", "--nameserver", "127.0.0.1"])
     assert seen == [["192.0.2.53:5353"], ["127.0.0.1"]]
 
 
@@ -336,7 +337,7 @@ def test_bad_check_input_is_one_line_exit_2(
     files = {"FIFO": fifo, "BIG": str(big)}
     argv = ["check", "--hostname", FQDN, *(_swap(a, files) for a in extra)]
     try:
-        code = cli.main(argv)
+        code = main(argv)
     except SystemExit as exit_:  # argparse's own errors (option values)
         code = exit_.code
     out, err = capsys.readouterr()
@@ -356,7 +357,7 @@ def test_dqs_key_file_is_read_and_never_printed(
     path = tmp_path / "dqs.key"
     path.write_text(KEY + "\n", encoding="ascii")
     path.chmod(0o600)
-    assert cli.main([*ARGS, "--dqs-key-file", str(path)]) == 0
+    assert main([*ARGS, "--dqs-key-file", str(path)]) == 0
     assert seen_keys == [KEY]
     out, err = capsys.readouterr()
     assert err == "" and KEY not in out
@@ -368,7 +369,7 @@ def test_dqs_key_file_readable_by_others_is_warned_about(
     path = tmp_path / "dqs.key"
     path.write_text(KEY, encoding="ascii")
     path.chmod(0o644)
-    assert cli.main([*ARGS, "--dqs-key-file", str(path)]) == 0
+    assert main([*ARGS, "--dqs-key-file", str(path)]) == 0
     err = capsys.readouterr().err
     assert f"{path} is readable by others: chmod 600" in err and KEY not in err
 
@@ -377,7 +378,7 @@ def test_dqs_key_on_the_command_line_still_works_with_a_warning(
     seen_keys: list[str | None], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Regression (issue 15): a key in argv is readable by every user in /proc/PID/cmdline."""
-    assert cli.main([*ARGS, "--dqs-key", KEY]) == 0
+    assert main([*ARGS, "--dqs-key", KEY]) == 0
     assert seen_keys == [KEY]
     err = capsys.readouterr().err
     assert err.splitlines() == [
@@ -405,7 +406,7 @@ def test_bad_dqs_key_file_is_one_line_exit_2(
     (tmp_path / "empty").write_text("\n", encoding="ascii")
     files = {"MISSING": str(tmp_path / "nope"), "EMPTY": str(tmp_path / "empty")}
     files["FIFO"] = _fifo(tmp_path)
-    assert cli.main([*ARGS, *(_swap(a, files) for a in extra)]) == 2
+    assert main([*ARGS, *(_swap(a, files) for a in extra)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and phrase in err and KEY not in err
     assert seen_keys == []
@@ -437,7 +438,7 @@ def test_fleet_warnings_are_printed(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # records: a closed port
         sock.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{sock.getsockname()[1]}"
-    cli.main([command, "--fleet", str(fleet), "--nameserver", closed, "--timeout", "0.1"])
+    main([command, "--fleet", str(fleet), "--nameserver", closed, "--timeout", "0.1"])
     err = capsys.readouterr().err.splitlines()
     assert err[0] == (
         f"mailmend {command}: warning: {fleet}: host 'mx1': public_ipv4: {IP} is not globally "

@@ -17,7 +17,7 @@ from pathlib import Path
 import dns.message
 import pytest
 
-from mailmend.cli import DEFAULT_DEADLINE
+from mailmend.cli.options import DEFAULT_DEADLINE
 from tests.conftest import CLI_ENV, MAILMEND
 from tests.faultdns import FakeDns, aio, drop, servfail
 

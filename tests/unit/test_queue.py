@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmend import queue_cli
+from mailmend.cli import queue as queue_cli
 from mailmend.hygiene import queue as q
 
 NOW = 1_795_867_201  # 2026-11-28T12:00:01Z

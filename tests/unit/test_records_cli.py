@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmend import cli
+from mailmend.cli.main import main
 
 FLEET = """\
 [fleet]
@@ -92,7 +92,7 @@ def test_bad_option_is_one_line_exit_2_nothing_contacted(
     argv = ["records", "--fleet", str(fleet), "--nameserver", server, "--server", server]
     argv += ["--tsig-key", str(key), "--apply", "--timeout", "0.3", *option]
     try:
-        code = cli.main(argv)
+        code = main(argv)
     except SystemExit as exit_:  # argparse's own errors
         code = exit_.code
     assert code == 2
@@ -114,6 +114,6 @@ def test_without_nameserver_records_asks_the_fleets_nameservers(
     path = tmp_path / "fleet.toml"
     path.write_text(FLEET.replace("[fleet]\n", f'[fleet]\nnameservers = ["{server}"]\n'))
     argv = ["records", "--fleet", str(path), "--timeout", "0.2", "--deadline", "1"]
-    assert cli.main(argv) == 1  # the listener never answers
+    assert main(argv) == 1  # the listener never answers
     assert contacted(udp, tcp)
     assert f"nameserver {server} does not answer" in capsys.readouterr().err

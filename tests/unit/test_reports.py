@@ -27,7 +27,7 @@ from mailmend.checks.report_json import render_json, report_document
 from mailmend.checks.report_nagios import render_nagios
 from mailmend.checks.report_table import render_table
 from mailmend.checks.result import CheckResult, ListProblem, Status
-from mailmend.cli import exit_code, render
+from mailmend.cli.check import exit_code, render
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
 
 D = "example.com"

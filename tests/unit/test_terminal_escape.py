@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from mailmend import queue_cli
 from mailmend.checks.escape import visible
 from mailmend.checks.report_table import render_table
 from mailmend.checks.result import CheckResult, Status
+from mailmend.cli import queue as queue_cli
 from tests.unit.test_queue import FakeSsh, cli, entry
 from tests.unit.test_reports import host
 

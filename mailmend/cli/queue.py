@@ -1,6 +1,6 @@
 """``mailmend queue``: triage every fleet host's Postfix queue over SSH; hold or delete a sender.
 
-Plugs into :mod:`mailmend.cli` as ``Command(help, add_arguments, run)``. Reads each host's
+A subcommand of :mod:`mailmend.cli.main` (:func:`add_arguments`, :func:`run`). Reads each host's
 queue with ``ssh ... postqueue -j`` (the fleet's ssh_* fields, see :mod:`mailmend.ssh`) and
 prints a table, or JSON with ``--format json`` (as ``mailmend check``; ``--json`` is a
 deprecated alias).
@@ -21,22 +21,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from mailmend.checks.escape import visible
-from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
+from mailmend.cli.errors import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
+    UsageError,
+    usage_errors,
+)
+from mailmend.cli.options import add_fleet_argument, load_fleet_file, seconds, select_hosts
+from mailmend.fleet import HostSpec
 from mailmend.hygiene import queue as q
 from mailmend.ssh import ssh_argv
 
-EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_FLAGGED = EXIT_FAIL
 FORMATS = ("table", "json")
 #: ``--hold`` / ``--delete`` given without a SENDER (only valid with ``--bounces``).
 _NO_SENDER = "\x00no sender"
@@ -44,10 +51,6 @@ SSH_FAILED = 255
 
 #: argv, stdin, timeout -> the finished process (tests pass a fake).
 Runner = Callable[[Sequence[str], bytes | None, float], "subprocess.CompletedProcess[bytes]"]
-
-
-class UsageError(Exception):
-    """Bad options or fleet: one message, exit 2."""
 
 
 @dataclass
@@ -69,9 +72,7 @@ def _subprocess_runner(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_argument_group("which hosts")
-    which.add_argument(
-        "--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET, ./fleet.toml)"
-    )
+    add_fleet_argument(which)
     which.add_argument(
         "--host", metavar="NAME", action="append", default=[], help="only this host (repeatable)"
     )
@@ -125,19 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help=f"... or a bounce share >= F (default {t.bounce_share})",
     )
-    parser.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=seconds, default=60.0, metavar="SECONDS",
                         help="per-host SSH timeout (default 60)")  # fmt: skip
-
-
-def _seconds(text: str) -> float:
-    """A finite, positive number of seconds (``nan`` and ``inf`` would never time out)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds above 0")
-    return value
 
 
 def _thresholds(args: argparse.Namespace) -> q.Thresholds:
@@ -194,18 +184,7 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def _hosts(args: argparse.Namespace) -> list[HostSpec]:
-    path = Path(args.fleet) if args.fleet else fleet_path_from_env()
-    if path is None:
-        raise UsageError("no fleet file: give --fleet FILE or set $MAILMEND_FLEET")
-    fleet: Fleet = load_fleet(path)
-    hosts = list(fleet.hosts)
-    if args.host:
-        known = {h.name for h in hosts}
-        unknown = [name for name in args.host if name not in known]
-        if unknown:
-            raise UsageError(f"not in {path}: {', '.join(unknown)}")
-        hosts = [h for h in hosts if h.name in args.host]
-    return hosts
+    return select_hosts(load_fleet_file(args.fleet, "queue"), args.host)
 
 
 def _read_queue(
@@ -388,18 +367,15 @@ def exit_code(results: Sequence[HostResult], *, acting: bool) -> int:
     return EXIT_UNKNOWN if any(r.error for r in results) else EXIT_OK
 
 
+@usage_errors("queue")
 def run(
     args: argparse.Namespace, *, runner: Runner = _subprocess_runner, out: TextIO | None = None
 ) -> int:
     stdout = out or sys.stdout
-    try:
-        action = _action(args)
-        output = _format(args)
-        thresholds = _thresholds(args)
-        hosts = _hosts(args)
-    except (UsageError, FleetError) as err:
-        print(f"mailmend queue: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    action = _action(args)
+    output = _format(args)
+    thresholds = _thresholds(args)
+    hosts = _hosts(args)
     confirmed = bool(args.yes)
     results = collect(hosts, action, thresholds=thresholds, runner=runner,
                       timeout=args.timeout, confirmed=confirmed)  # fmt: skip

@@ -1,6 +1,6 @@
 """``mailmend records``: what the fleet's domains and hosts must publish, and publishing it.
 
-Wired in by ``mailmend.cli`` as a subcommand through :func:`add_arguments` and :func:`run`.
+A subcommand of :mod:`mailmend.cli.main` (:func:`add_arguments`, :func:`run`).
 Exit codes (docs/records.md):
 
 - 0: nothing to do, or the plan was shown / applied and verified
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 import time
@@ -24,9 +23,10 @@ from pathlib import Path
 from mailmend.checks.dkim_key import DkimPublicKey
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
-from mailmend.cli import DEFAULT_DEADLINE, print_fleet_warnings, seconds
+from mailmend.cli.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, UsageError, say, usage_errors
+from mailmend.cli.options import DEFAULT_DEADLINE, add_fleet_argument, load_fleet_file, seconds
 from mailmend.dmarc import cli as dmarc_cli
-from mailmend.fleet import Fleet, FleetError, fleet_path_from_env, load_fleet
+from mailmend.fleet import Fleet
 from mailmend.providers import records_apply
 from mailmend.records.dkim import DkimKeyError, fetch_genkey_txt, read_genkey_txt
 from mailmend.records.dmarc import StageChoice
@@ -51,21 +51,13 @@ from mailmend.records.publish import (
 from mailmend.records.tsig import TsigKey, TsigKeyError, load_key_file, loose_permissions
 from mailmend.values import fqdn_problem
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130  # SIGINT, as a shell reports it (128 + 2)
 MIN_TTL, MAX_TTL = 60, 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1
 FORMATS = ("plan", "zone", "json")
 
 
-class _Usage(Exception):
-    """Bad input: one message, exit 2."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("what to read")
-    src.add_argument(
-        "--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET, ./fleet.toml)"
-    )
+    add_fleet_argument(src)
     src.add_argument(
         "--nameserver", metavar="IP[:PORT]", action="append", default=[],
         help="resolver to read the published records from (repeatable; default: --server "
@@ -112,34 +104,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     records_apply.add_arguments(parser)
 
 
+@usage_errors("records")
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except _Usage as err:
-        for line in str(err).splitlines() or [""]:
-            print(f"mailmend records: {line}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-def _run(args: argparse.Namespace) -> int:
     _check_options(args)
-    fleet = _fleet(args.fleet)
+    fleet = load_fleet_file(args.fleet, "records")
     server = _nameserver(args.server, "--server") if args.server else None
     key = _key(args.tsig_key) if args.tsig_key else None
     try:
         provider = records_apply.provider_from(args, fleet)
     except records_apply.UsageError as err:
-        raise _Usage(str(err)) from None
+        raise UsageError(str(err)) from None
     if provider is not None and (server is not None or key is not None):
-        raise _Usage("give --provider (an API) or --server/--tsig-key (RFC 2136), not both")
+        raise UsageError("give --provider (an API) or --server/--tsig-key (RFC 2136), not both")
     if args.apply and provider is None and (server is None or key is None):
-        raise _Usage("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
+        raise UsageError("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
     keys = list(_dkim_keys(args, fleet))
     if args.dmarc_stage == "auto":
         try:
             args.dmarc_conn = dmarc_cli.stage_db(args)
         except dmarc_cli.DmarcUsage as err:
-            raise _Usage(str(err)) from None
+            raise UsageError(str(err)) from None
     # Who answers "what is published": --nameserver, else the fleet's own nameservers (a
     # sandbox fleet must name its DNS server), else the primary, else this machine's resolver.
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
@@ -184,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _say(line: str) -> None:
-    print(f"mailmend records: {line}", file=sys.stderr)
+    say("records", line)
 
 
 def _apply(
@@ -235,44 +219,32 @@ def _say_zones(what: str, results: Sequence[ZoneResult]) -> None:
 def _check_options(args: argparse.Namespace) -> None:
     """The options' values, before anything is read or contacted."""
     if not MIN_TTL <= args.ttl <= MAX_TTL:
-        raise _Usage(f"--ttl {args.ttl}: must be from {MIN_TTL} to {MAX_TTL} seconds")
+        raise UsageError(f"--ttl {args.ttl}: must be from {MIN_TTL} to {MAX_TTL} seconds")
     if args.zone is not None:
         problem = fqdn_problem(args.zone, "example.com")
         if problem:
-            raise _Usage(f"--zone: {problem}")
-
-
-def _fleet(path_text: str | None) -> Fleet:
-    try:
-        path = Path(path_text) if path_text else fleet_path_from_env()
-        if path is None:
-            raise _Usage("no fleet file: give --fleet FILE or set $MAILMEND_FLEET")
-        fleet = load_fleet(path)
-    except FleetError as err:
-        raise _Usage(str(err)) from None
-    print_fleet_warnings(fleet, "records")
-    return fleet
+            raise UsageError(f"--zone: {problem}")
 
 
 def _nameserver(text: str, option: str) -> Nameserver:
     try:
         return parse_nameserver(text)
     except ValueError as err:
-        raise _Usage(f"{option}: {err}") from None
+        raise UsageError(f"{option}: {err}") from None
 
 
 def _system() -> list[Nameserver]:
     try:
         return list(system_nameservers())
     except ValueError as err:
-        raise _Usage(str(err)) from None
+        raise UsageError(str(err)) from None
 
 
 def _key(path: str) -> TsigKey:
     try:
         key = load_key_file(path)
     except TsigKeyError as err:
-        raise _Usage(str(err)) from None
+        raise UsageError(str(err)) from None
     if loose_permissions(path):
         print(
             f"mailmend records: warning: {path} is readable by others: chmod 600", file=sys.stderr
@@ -286,18 +258,18 @@ def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> Iterator[DkimPublicKey
             pair, sep, file = spec.partition("=")
             domain, colon, selector = pair.partition(":")
             if not (sep and colon and domain and selector and file):
-                raise _Usage(f"--dkim-txt {spec!r}: expected DOMAIN:SELECTOR=FILE")
+                raise UsageError(f"--dkim-txt {spec!r}: expected DOMAIN:SELECTOR=FILE")
             try:
                 text = Path(file).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as err:
-                raise _Usage(f"--dkim-txt: cannot read {file}: {err}") from None
+                raise UsageError(f"--dkim-txt: cannot read {file}: {err}") from None
             yield read_genkey_txt(text, domain, selector)
         if args.dkim_from_hosts:
             for host in fleet.hosts:
                 for d in host.domains:
                     yield fetch_genkey_txt(host, d.name, d.selector)
     except DkimKeyError as err:
-        raise _Usage(str(err)) from None
+        raise UsageError(str(err)) from None
 
 
 async def _plan(
@@ -344,7 +316,7 @@ async def _auto_stages(
 
 async def _verify(server: Nameserver, args: argparse.Namespace, plan: Plan) -> list[str]:
     config = EngineConfig(nameservers=(server,), timeout=args.timeout)
-    async with Engine(dataclasses.replace(config)) as engine:  # a new engine: no cached answers
+    async with Engine(config) as engine:  # a new engine: no cached answers
         give_up = asyncio.get_running_loop().call_later(args.deadline, engine.abandon)
         failures = await verify(engine, plan.changes())
         give_up.cancel()

@@ -1,7 +1,5 @@
-"""The ``mailmend`` command line: stable for scripts and monitoring.
-
-Subcommands are entries of :data:`COMMANDS` (name -> help, add_arguments, run); ``records`` and
-``queue`` plug in the same way. Exit codes of ``check`` (see docs/checks.md):
+"""``mailmend check``: PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists, for scripts and
+monitoring. Exit codes (see docs/checks.md):
 
 - 0: no check failed (warnings allowed)
 - 1: at least one check failed
@@ -18,64 +16,33 @@ import argparse
 import asyncio
 import dataclasses
 import ipaddress
-import math
 import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from mailmend.checks.dns import Resolver
 from mailmend.checks.host import FleetReport, HostReport, HostTarget, check_fleet, count_statuses
 from mailmend.checks.result import ListProblem
+from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, UsageError, usage_errors
+from mailmend.cli.options import (
+    DEFAULT_DEADLINE,
+    add_fleet_argument,
+    load_fleet_file,
+    seconds,
+    select_hosts,
+)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
-#: Seconds a whole ``check`` run may take (``--deadline``); docs/checks.md states it.
-DEFAULT_DEADLINE = 45.0
 DQS_ENV = "MAILMEND_DQS_KEY"
 FORMATS = ("table", "json", "html", "nagios")
 
-AddArguments = Callable[[argparse.ArgumentParser], None]
-Run = Callable[[argparse.Namespace], int]
 
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line (or one problem a line), exit 2."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-    help: str
-    add_arguments: AddArguments
-    run: Run
-
-
-# --- check ---------------------------------------------------------------------------------------
-
-
-MAX_SECONDS = 86400.0
-
-
-def seconds(text: str) -> float:
-    """An argparse type: seconds above 0, at most a day (no nan, inf, 0 or less)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} must be a finite number of seconds above 0 (at most {MAX_SECONDS:g})"
-        )
-    return value
-
-
-def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to check (a fleet file, or one host)")
-    what.add_argument(
-        "--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET, ./fleet.toml)"
-    )
+    add_fleet_argument(what)
     what.add_argument(
         "--host",
         metavar="NAME",
@@ -143,7 +110,8 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def run_check(args: argparse.Namespace) -> int:
+@usage_errors("check")
+def run(args: argparse.Namespace) -> int:
     targets = targets_from_args(args)
     run = check_reports(args, targets)
     if getattr(args, "vps_providers", None):  # PTR fixes name `mailmend ptr` (docs/ptr.md)
@@ -281,39 +249,15 @@ def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
         target = single_target(args.ip, args.hostname, args.domain)
         keys = dkim_keys_from_args(args.dkim_key, target.domains)
         return [dataclasses.replace(target, dkim_public_keys=keys)]
-    from mailmend.fleet import FleetError, fleet_path_from_env, load_fleet
-
-    try:
-        path = Path(args.fleet) if args.fleet else fleet_path_from_env()
-        if path is None:
-            raise UsageError(
-                "no fleet file: give --fleet FILE, set $MAILMEND_FLEET, or check one host "
-                "with --ip IP --hostname FQDN"
-            )
-        fleet = load_fleet(path)
-    except FleetError as err:
-        raise UsageError(str(err)) from None
-    print_fleet_warnings(fleet, "check")
-    args.vps_providers = {h.name: h.vps_provider for h in fleet.hosts}, str(path)
-    targets = targets_from_fleet(fleet)
+    fleet = load_fleet_file(
+        args.fleet, "check", otherwise="check one host with --ip IP --hostname FQDN"
+    )
+    args.vps_providers = {h.name: h.vps_provider for h in fleet.hosts}, str(fleet.path)
     if not args.nameserver:  # the fleet's resolvers, unless --nameserver says otherwise
         args.nameserver = list(fleet.settings.nameservers)
-    if args.host:
-        known = {t.name for t in targets}
-        unknown = [h for h in args.host if h not in known]
-        if unknown:
-            raise UsageError(
-                f"no host {', '.join(unknown)} in {path} (hosts: {', '.join(sorted(known))})"
-            )
-        targets = [t for t in targets if t.name in args.host]
+    hosts = {h.name for h in select_hosts(fleet, args.host)}
+    targets = [t for t in targets_from_fleet(fleet) if t.name in hosts]
     return targets
-
-
-def print_fleet_warnings(fleet: Any, command: str) -> None:
-    """The fleet file's warnings (``Fleet.warnings``: private or documentation-range IPs, a
-    host without domains...), one line each on stderr, as docs/fleet.md promises."""
-    for warning in fleet.warnings:
-        print(f"mailmend {command}: warning: {warning}", file=sys.stderr)
 
 
 def targets_from_fleet(fleet: Any) -> list[HostTarget]:
@@ -459,149 +403,3 @@ def render(
     from mailmend.checks.report_table import render_table
 
     return render_table(reports, colour, lists), exit_code(reports)
-
-
-# --- the program ---------------------------------------------------------------------------------
-
-
-def _records_arguments(parser: argparse.ArgumentParser) -> None:
-    from mailmend import records_cli
-
-    records_cli.add_arguments(parser)
-
-
-def _records_run(args: argparse.Namespace) -> int:
-    from mailmend import records_cli
-
-    return records_cli.run(args)
-
-
-def _queue_arguments(parser: argparse.ArgumentParser) -> None:
-    from mailmend import queue_cli
-
-    queue_cli.add_arguments(parser)
-
-
-def _queue_run(args: argparse.Namespace) -> int:
-    from mailmend import queue_cli
-
-    return queue_cli.run(args)
-
-
-def _ptr_arguments(parser: argparse.ArgumentParser) -> None:
-    from mailmend.providers import cli as ptr_cli
-
-    ptr_cli.add_arguments(parser)
-
-
-def _ptr_run(args: argparse.Namespace) -> int:
-    from mailmend.providers import cli as ptr_cli
-
-    return ptr_cli.run(args)
-
-
-def _dmarc_arguments(parser: argparse.ArgumentParser) -> None:
-    from mailmend.dmarc import cli as dmarc_cli
-
-    dmarc_cli.add_arguments(parser)
-
-
-def _dmarc_run(args: argparse.Namespace) -> int:
-    from mailmend.dmarc import cli as dmarc_cli
-
-    return dmarc_cli.run(args)
-
-
-def _watch_arguments(parser: argparse.ArgumentParser) -> None:
-    from mailmend.watch import cli as watch_cli
-
-    watch_cli.add_arguments(parser)
-
-
-def _watch_run(args: argparse.Namespace) -> int:
-    from mailmend.watch import cli as watch_cli
-
-    return watch_cli.run(args)
-
-
-def _mail_test_arguments(parser: argparse.ArgumentParser) -> None:
-    from mailmend.mailtest import cli
-
-    cli.add_arguments(parser)
-
-
-def _mail_test_run(args: argparse.Namespace) -> int:
-    from mailmend.mailtest import cli
-
-    return cli.run(args)
-
-
-COMMANDS: dict[str, Command] = {
-    "check": Command(
-        "check PTR, FCrDNS, SPF, DKIM, DMARC and DNS blocklists", add_check_arguments, run_check
-    ),
-    "records": Command(
-        "the SPF, DKIM, DMARC, A and PTR records to publish; --apply publishes (RFC 2136)",
-        _records_arguments,
-        _records_run,
-    ),
-    "queue": Command(
-        "triage each host's mail queue; --hold SENDER holds that sender's mail",
-        _queue_arguments,
-        _queue_run,
-    ),
-    "ptr": Command(
-        "each host's PTR record: plan from DNS; --apply sets it through the VPS provider's API",
-        _ptr_arguments,
-        _ptr_run,
-    ),
-    "dmarc": Command(
-        "DMARC aggregate reports: fetch (IMAP), import (files), sources (who sends as a domain)",
-        _dmarc_arguments,
-        _dmarc_run,
-    ),
-    "watch": Command(
-        "keep checking the fleet: history in SQLite, alerts on change, Prometheus metrics",
-        _watch_arguments,
-        _watch_run,
-    ),
-    "mail-test": Command(
-        "send a test message from each host and read the receiver's verdict over IMAPS",
-        _mail_test_arguments,
-        _mail_test_run,
-    ),
-}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line (exit 2), not after a usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="mailmend", description="Repair the sending reputation of mail VPSes, fleet-wide."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, command in COMMANDS.items():
-        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command].run(args)
-    except UsageError as err:
-        for line in str(err).splitlines() or [""]:
-            print(f"mailmend {args.command}: {line}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

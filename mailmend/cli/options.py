@@ -1,0 +1,71 @@
+"""Options and inputs shared by the subcommands: seconds, the fleet file, ``--host``."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailmend.cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from mailmend.fleet import Fleet, HostSpec
+
+#: Seconds a whole DNS run may take (``--deadline``); docs/checks.md states it.
+DEFAULT_DEADLINE = 45.0
+MAX_SECONDS = 86400.0
+FLEET_HELP = "fleet file (default $MAILMEND_FLEET, ./fleet.toml)"
+NO_FLEET = "no fleet file: give --fleet FILE, set $MAILMEND_FLEET or create ./fleet.toml"
+
+
+def seconds(text: str) -> float:
+    """An argparse type: seconds above 0, at most a day (no nan, inf, 0 or less)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a finite number of seconds above 0 (at most {MAX_SECONDS:g})"
+        )
+    return value
+
+
+def add_fleet_argument(group: argparse._ActionsContainer) -> None:
+    """``--fleet FILE``."""
+    group.add_argument("--fleet", metavar="FILE", help=FLEET_HELP)
+
+
+def load_fleet_file(path_text: str | None, command: str, *, otherwise: str = "") -> Fleet:
+    """The fleet of ``--fleet`` (else ``$MAILMEND_FLEET``, else ``./fleet.toml``), its warnings
+    printed (one line each, as docs/fleet.md promises). No fleet file or an invalid one:
+    :class:`UsageError`. ``otherwise`` names another way in ("check one host with ...")."""
+    from mailmend.fleet import FleetError, fleet_path_from_env, load_fleet
+
+    try:
+        path = Path(path_text) if path_text else fleet_path_from_env()
+        if path is None:
+            raise UsageError(NO_FLEET + (f", or {otherwise}" if otherwise else ""))
+        fleet = load_fleet(path)
+    except FleetError as err:
+        raise UsageError(str(err)) from None
+    for warning in fleet.warnings:
+        print(f"mailmend {command}: warning: {warning}", file=sys.stderr)
+    return fleet
+
+
+def select_hosts(fleet: Fleet, names: Sequence[str]) -> list[HostSpec]:
+    """The fleet's hosts named by ``--host`` (all when none), in fleet order."""
+    hosts = list(fleet.hosts)
+    if not names:
+        return hosts
+    known = {h.name for h in hosts}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UsageError(
+            f"no host {', '.join(unknown)} in {fleet.path} (hosts: {', '.join(sorted(known))})"
+        )
+    return [h for h in hosts if h.name in names]

@@ -1,0 +1,82 @@
+"""mailmend.cli: one dispatcher, one usage error, one "no fleet file" message, only the chosen
+subcommand imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailmend.cli.main import COMMANDS, main
+from mailmend.cli.options import NO_FLEET
+
+PROBE = """
+import sys
+from mailmend.cli.main import main
+try:
+    main([{command!r}, "--help"])
+except SystemExit:
+    pass
+print(" ".join(sorted(m for m in sys.modules if m.startswith("mailmend"))))
+"""
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_only_the_chosen_subcommand_is_imported(command: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(command=command)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    loaded = set(done.stdout.split())
+    assert COMMANDS[command].module in loaded
+    others = {c.module for name, c in COMMANDS.items() if name != command}
+    assert not loaded & others, loaded & others
+    if command == "queue":  # the queue never asks the DNS
+        assert "mailmend.checks.engine" not in loaded
+
+
+def test_top_level_help_imports_no_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_fleet_file_is_one_message(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILMEND_FLEET", raising=False)
+    assert main([command]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"mailmend {command}: {NO_FLEET}")
+
+
+@pytest.mark.parametrize("command", ["check", "queue"])
+def test_unknown_host_is_one_message(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        '[hosts.mx1]\nssh_host = "198.51.100.7"\nhostname = "mx1.example.com"\n'
+        'public_ipv4 = "198.51.100.7"\n'
+    )
+    assert main([command, "--fleet", str(fleet), "--host", "nope"]) == 2
+    err = capsys.readouterr().err.splitlines()  # the fleet's warnings (documentation IP), then
+    assert err[-1] == f"mailmend {command}: no host nope in {fleet} (hosts: mx1)"
+
+
+def test_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["queue", "--timeout", "nan"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "--timeout" in err[0] and "finite number of seconds" in err[0]
