@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from tests.conftest import require_root, run_mailmend
 
 pytestmark = pytest.mark.end_to_end
 
-NET = Net(8)
+NET = Net(int(os.environ.get("MAILMEND_IPV6_BLOCK", "8")))  # beside other sandboxes
 NAMESERVER = NET.dns
 SELECTOR = "s1"
 GOOD = "good.example"  # SPF ip6:2001:db8::/64
