@@ -364,11 +364,3 @@ def diff_tables(previous: str, entries: Iterable[Suppression]) -> TableDiff:
     old = table_addresses(previous)
     new = {entry.address for entry in entries}
     return TableDiff(added=tuple(sorted(new - old)), removed=tuple(sorted(old - new)))
-
-
-def records_by_dsn(records: Mapping[str, BounceRecord]) -> dict[str, int]:
-    """How many addresses bounced with each DSN, most common first (for a report)."""
-    counts: dict[str, int] = {}
-    for record in records.values():
-        counts[record.dsn] = counts.get(record.dsn, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
