@@ -110,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
     fleet = load_fleet_file(args.fleet, "records")
     server = _nameserver(args.server, "--server") if args.server else None
     key = _key(args.tsig_key) if args.tsig_key else None
-    try:
-        provider = records_apply.provider_from(args, fleet)
-    except records_apply.UsageError as err:
-        raise UsageError(str(err)) from None
+    provider = records_apply.provider_from(args, fleet)
     if provider is not None and (server is not None or key is not None):
         raise UsageError("give --provider (an API) or --server/--tsig-key (RFC 2136), not both")
     if args.apply and provider is None and (server is None or key is None):

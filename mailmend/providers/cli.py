@@ -16,12 +16,13 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
-from mailmend.fleet import Fleet, FleetError, HostSpec, fleet_path_from_env, load_fleet
+from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE, UsageError
+from mailmend.cli.options import add_fleet_argument, load_fleet_file, seconds, select_hosts
+from mailmend.fleet import Fleet, HostSpec
 from mailmend.providers.ptr import (
     PtrOutcome,
     PtrPlan,
@@ -32,24 +33,11 @@ from mailmend.providers.ptr import (
     wait_for_ptr,
 )
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
-
-
-class _Usage(Exception):
-    pass
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 86400:
-        raise argparse.ArgumentTypeError(f"{text}: must be more than 0 and less than 86400")
-    return value
+EXIT_PENDING = EXIT_UNKNOWN  # set at the provider, not yet seen in DNS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET, ./fleet.toml)"
-    )
+    add_fleet_argument(parser)
     parser.add_argument(
         "--host", metavar="NAME", action="append", default=[], help="only this host (repeatable)"
     )
@@ -65,11 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resolver to read PTR and A records from (default: the fleet's, else the system's)",
     )  # fmt: skip
     parser.add_argument(
-        "--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+        "--timeout", type=seconds, default=10.0, metavar="SECONDS",
         help="per DNS query and per provider API request (10)",
     )  # fmt: skip
     parser.add_argument(
-        "--wait", type=_seconds, default=120.0, metavar="SECONDS",
+        "--wait", type=seconds, default=120.0, metavar="SECONDS",
         help="how long to poll DNS for a new PTR before calling it pending (120)",
     )  # fmt: skip
     parser.add_argument(
@@ -81,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except _Usage as err:
+    except UsageError as err:
         for line in str(err).splitlines() or [""]:
             _say(line)
         return EXIT_USAGE
@@ -94,8 +82,8 @@ def _say(line: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    fleet = _fleet(args.fleet)
-    hosts = _hosts(fleet, args.host)
+    fleet = load_fleet_file(args.fleet, "ptr")
+    hosts = select_hosts(fleet, args.host)
     readers = _readers(args, fleet)
     plans = asyncio.run(_plan(readers, args.timeout, hosts))
     print("PTR records (from DNS) and what to set:")
@@ -183,29 +171,9 @@ async def _ask_ptr(readers: Sequence[Nameserver], timeout: float, ip: str) -> tu
         return tuple(normalize_name(r) for r in answer.records)
 
 
-def _fleet(path_text: str | None) -> Fleet:
-    try:
-        path = Path(path_text) if path_text else fleet_path_from_env()
-        if path is None:
-            raise _Usage("no fleet file: give --fleet FILE or set $MAILMEND_FLEET")
-        return load_fleet(path)
-    except FleetError as err:
-        raise _Usage(str(err)) from None
-
-
-def _hosts(fleet: Fleet, names: Sequence[str]) -> list[HostSpec]:
-    if not names:
-        return list(fleet.hosts)
-    known = {h.name: h for h in fleet.hosts}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise _Usage(f"--host {missing[0]!r}: no such host in {fleet.path}")
-    return [known[n] for n in names]
-
-
 def _readers(args: argparse.Namespace, fleet: Fleet) -> list[Nameserver]:
     texts = args.nameserver or list(fleet.settings.nameservers)
     try:
         return [parse_nameserver(t) for t in texts] if texts else list(system_nameservers())
     except ValueError as err:
-        raise _Usage(f"--nameserver: {err}") from None
+        raise UsageError(f"--nameserver: {err}") from None

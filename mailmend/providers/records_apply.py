@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver
+from mailmend.cli.errors import EXIT_FAIL, EXIT_USAGE, UsageError
 from mailmend.fleet import Fleet
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.publish import verify
@@ -23,12 +24,6 @@ from mailmend.values import option_name_problem, secret_reference_problem
 
 if TYPE_CHECKING:  # the providers extra is imported only when a provider is used
     from mailmend.providers.dns import DnsProvider
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad provider options: one line, exit 2."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

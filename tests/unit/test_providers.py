@@ -278,7 +278,7 @@ def test_records_provider_options_are_checked_first(
     import argparse
     from pathlib import Path
 
-    from mailmend import records_cli
+    from mailmend.cli import records as records_cli
 
     assert isinstance(tmp_path, Path)
     fleet = tmp_path / "fleet.toml"
