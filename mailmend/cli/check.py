@@ -217,10 +217,7 @@ def _dmarc_sections(args: argparse.Namespace, targets: list[HostTarget]) -> Any:
     """The DMARC sections of the HTML report (None without a report database)."""
     from mailmend.dmarc import cli as dmarc_cli
 
-    try:
-        return dmarc_cli.check_sections(args, targets)
-    except dmarc_cli.DmarcUsage as err:
-        raise UsageError(str(err)) from None
+    return dmarc_cli.check_sections(args, targets)
 
 
 def _load_blocklists() -> Sequence[Any]:

@@ -38,6 +38,14 @@ COMMANDS: dict[str, Subcommand] = {
         "mailmend.providers.cli",
         "each host's PTR record: plan from DNS; --apply sets it through the VPS provider's API",
     ),
+    "dmarc": Subcommand(
+        "mailmend.dmarc.cli",
+        "DMARC aggregate reports: fetch (IMAP), import (files), sources (who sends as a domain)",
+    ),
+    "watch": Subcommand(
+        "mailmend.watch.cli",
+        "keep checking the fleet: history in SQLite, alerts on change, Prometheus metrics",
+    ),
 }
 
 

@@ -117,10 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
     keys = list(_dkim_keys(args, fleet))
     if args.dmarc_stage == "auto":
-        try:
-            args.dmarc_conn = dmarc_cli.stage_db(args)
-        except dmarc_cli.DmarcUsage as err:
-            raise UsageError(str(err)) from None
+        args.dmarc_conn = dmarc_cli.stage_db(args)
     # Who answers "what is published": --nameserver, else the fleet's own nameservers (a
     # sandbox fleet must name its DNS server), else the primary, else this machine's resolver.
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]

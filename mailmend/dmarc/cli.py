@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, UsageError, report_usage_error
+
 # The stage rule's module is light (no XML, no IMAP); the rest is imported when a command runs,
 # so building mailmend's parser costs little.
 from mailmend.dmarc.stage import StageRule
@@ -23,13 +25,9 @@ from mailmend.dmarc.stage import StageRule
 if TYPE_CHECKING:
     from mailmend.dmarc.ingest import IngestResult
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+EXIT_REFUSED = EXIT_FAIL
 FORMATS = ("table", "json", "html")
 _SINCE = re.compile(r"^(\d{1,5})([hdw])$")
-
-
-class DmarcUsage(Exception):
-    """Bad input: one line, exit 2."""
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -42,7 +40,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     try:
         day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
-        raise DmarcUsage(
+        raise UsageError(
             f"--since {text!r}: give a duration like 30d, 12h or 2w, or a date YYYY-MM-DD"
         ) from None
     return day
@@ -148,20 +146,20 @@ def stage_rule(args: argparse.Namespace) -> StageRule:
 
 
 def stage_db(args: argparse.Namespace) -> Any:
-    """The report database for ``--dmarc-stage auto``; DmarcUsage if it cannot be opened."""
+    """The report database for ``--dmarc-stage auto``; UsageError if it cannot be opened."""
     from mailmend.dmarc.db import open_dmarc_db
     from mailmend.store import StoreError, default_db_path
 
     path = Path(args.dmarc_db) if args.dmarc_db else default_db_path()
     if not path.exists():
-        raise DmarcUsage(
+        raise UsageError(
             f"--dmarc-stage auto: no report database at {path}: import reports first "
             "(mailmend dmarc fetch / import), or give --dmarc-db FILE"
         )
     try:
         return open_dmarc_db(path)
     except StoreError as err:
-        raise DmarcUsage(str(err)) from None
+        raise UsageError(str(err)) from None
 
 
 def check_sections(args: argparse.Namespace, targets: Sequence[Any]) -> Any:
@@ -174,14 +172,14 @@ def check_sections(args: argparse.Namespace, targets: Sequence[Any]) -> Any:
     path = Path(args.dmarc_db) if args.dmarc_db else default_db_path()
     if not has_dmarc_tables(path):
         if args.dmarc_db:
-            raise DmarcUsage(f"--dmarc-db: no DMARC reports in {path} (mailmend dmarc import)")
+            raise UsageError(f"--dmarc-db: no DMARC reports in {path} (mailmend dmarc import)")
         return None
     domains = sorted({d for t in targets for d, _selector in t.domains})
     fleet = {ip: t.name for t in targets for ip in t.ips}
     try:
         conn = open_dmarc_db(path)
     except StoreError as err:
-        raise DmarcUsage(str(err)) from None
+        raise UsageError(str(err)) from None
     try:
         views = asyncio.run(_fleet_views(args, conn, domains, fleet))
     finally:
@@ -199,7 +197,7 @@ async def _fleet_views(
     try:
         servers = tuple(parse_nameserver(n) for n in args.nameserver) or system_nameservers()
     except ValueError as err:
-        raise DmarcUsage(f"--nameserver: {err}") from None
+        raise UsageError(f"--nameserver: {err}") from None
     config = EngineConfig(nameservers=servers)
     now = int(datetime.now(UTC).timestamp())
     async with Engine(config) as engine:
@@ -254,9 +252,8 @@ def run(args: argparse.Namespace) -> int:
         if args.dmarc_action == "fetch":
             return _fetch(args)
         return _sources(args)
-    except DmarcUsage as err:
-        print(f"mailmend dmarc: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError as err:
+        return report_usage_error("dmarc", err)
 
 
 def _db_path(args: argparse.Namespace) -> Path:
@@ -272,7 +269,7 @@ def _open(args: argparse.Namespace) -> Any:
     try:
         return open_dmarc_db(_db_path(args))
     except StoreError as err:
-        raise DmarcUsage(str(err)) from None
+        raise UsageError(str(err)) from None
 
 
 def _progress(result: IngestResult) -> None:
@@ -300,7 +297,7 @@ def _import(args: argparse.Namespace) -> int:
     for path in paths:
         problem = unreadable(path)
         if problem:
-            raise DmarcUsage(problem)
+            raise UsageError(problem)
     db = _db_path(args)
     conn = _open(args)
     progress = sys.stderr.isatty()
@@ -308,7 +305,7 @@ def _import(args: argparse.Namespace) -> int:
         with exclusive(db, "dmarc"):
             result = import_paths(Ingester(conn, progress=_progress if progress else None), paths)
     except StoreError as err:
-        raise DmarcUsage(str(err)) from None
+        raise UsageError(str(err)) from None
     finally:
         conn.close()
     return _finish(result, progress)
@@ -323,9 +320,9 @@ def _fetch(args: argparse.Namespace) -> int:
     try:
         host, port = imap.parse_imap_target(args.imap)
     except ValueError as err:
-        raise DmarcUsage(f"--imap: {err}") from None
+        raise UsageError(f"--imap: {err}") from None
     if args.timeout <= 0:
-        raise DmarcUsage("--timeout must be positive")
+        raise UsageError("--timeout must be positive")
     cafile = Path(args.cafile) if args.cafile else None
     db = _db_path(args)
     conn = _open(args)
@@ -342,7 +339,7 @@ def _fetch(args: argparse.Namespace) -> int:
         finally:
             _logout(client)
     except (imap.ImapError, StoreError) as err:
-        raise DmarcUsage(str(err)) from None
+        raise UsageError(str(err)) from None
     finally:
         conn.close()
     if args.move_to:
@@ -357,7 +354,7 @@ def _sources(args: argparse.Namespace) -> int:
 
     since = parse_since(args.since)
     if args.timeout <= 0 or args.deadline <= 0:
-        raise DmarcUsage("--timeout and --deadline must be positive")
+        raise UsageError("--timeout and --deadline must be positive")
     fleet = _fleet(args.fleet)
     conn = _open(args)
     try:
@@ -390,7 +387,7 @@ def _fleet(path_text: str | None) -> Any:
         path = Path(path_text) if path_text else fleet_path_from_env()
         return load_fleet(path) if path is not None else None
     except FleetError as err:
-        raise DmarcUsage(str(err)) from None
+        raise UsageError(str(err)) from None
 
 
 async def _classify(args: argparse.Namespace, fleet: Any, stats: Sequence[Any]) -> list[Any]:
@@ -402,7 +399,7 @@ async def _classify(args: argparse.Namespace, fleet: Any, stats: Sequence[Any]) 
     try:
         servers = tuple(parse_nameserver(t) for t in texts) or system_nameservers()
     except ValueError as err:
-        raise DmarcUsage(f"--nameserver: {err}") from None
+        raise UsageError(f"--nameserver: {err}") from None
     addresses = fleet_addresses(fleet.hosts) if fleet else {}
     config = EngineConfig(nameservers=servers, timeout=args.timeout)
     async with Engine(config) as engine:
@@ -416,7 +413,7 @@ def _write(text: str, output: str | None) -> None:
     try:
         Path(output).write_text(text, encoding="utf-8")
     except OSError as err:
-        raise DmarcUsage(f"cannot write {output}: {err.strerror}") from None
+        raise UsageError(f"cannot write {output}: {err.strerror}") from None
 
 
 def _logout(client: Any) -> None:

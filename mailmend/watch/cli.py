@@ -1,4 +1,4 @@
-"""``mailmend watch``: the command line (registered in :mod:`mailmend.cli`).
+"""``mailmend watch``: the command line (registered in :mod:`mailmend.cli.main`).
 
     mailmend watch --once [--db PATH] [--alerts FILE] [--webhook URL] [--metrics-file PATH]
     mailmend watch --every 15m [--serve 127.0.0.1:9211] ...
@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mailmend.cli.errors import EXIT_OK
+from mailmend.cli.options import add_fleet_argument
 from mailmend.store import StoreError, default_db_path, exclusive
 
 ACTIONS = ("run", "history", "status")
-EXIT_OK, EXIT_USAGE = 0, 2
 #: Where the deploy (deploys/watch.py) keeps the monitor host's database.
 REMOTE_DB = "/var/lib/mailmend/watch.db"
 DEADLINE = 120.0
@@ -53,7 +54,7 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def _convert(args: argparse.Namespace) -> None:
     """Durations and addresses, checked here to give one line (exit 2), not argparse's usage."""
-    from mailmend.cli import UsageError
+    from mailmend.cli.errors import UsageError
 
     for name, parse in (
         ("every", parse_duration),
@@ -110,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     metrics.add_argument("--metrics-file", metavar="PATH", help="write them here (textfile)")
     metrics.add_argument("--serve", metavar="ADDR:PORT", help="serve /metrics (with --every)")
     what = parser.add_argument_group("what to watch (as mailmend check)")
-    what.add_argument("--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET)")
+    add_fleet_argument(what)
     what.add_argument(
         "--host", metavar="NAME", action="append", default=[],
         help="only this host (repeatable); for history: only its listings",
@@ -139,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mailmend.cli import UsageError
+    from mailmend.cli.errors import UsageError
 
     _convert(args)
     db_path = Path(args.db) if args.db else default_db_path()
@@ -155,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, db_path: Path) -> int:
     from mailmend.checks.host import FleetReport
-    from mailmend.cli import UsageError, check_reports, targets_from_args
+    from mailmend.cli.check import check_reports, targets_from_args
+    from mailmend.cli.errors import UsageError
     from mailmend.watch import runner
     from mailmend.watch.metrics import Metrics
     from mailmend.watch.state import WatchDb
@@ -199,7 +201,7 @@ def _run(args: argparse.Namespace, db_path: Path) -> int:
 
 
 def _check_writable(path: Path) -> None:
-    from mailmend.cli import UsageError
+    from mailmend.cli.errors import UsageError
 
     if not path.parent.is_dir():
         raise UsageError(f"--metrics-file: {path.parent} is not a directory")
@@ -208,7 +210,7 @@ def _check_writable(path: Path) -> None:
 
 
 def _channels(args: argparse.Namespace) -> list[Any]:
-    from mailmend.cli import UsageError
+    from mailmend.cli.errors import UsageError
     from mailmend.watch.alerts import AlertConfigError, Command, Webhook, check_url, load_alerts
 
     try:
@@ -228,7 +230,7 @@ def _channels(args: argparse.Namespace) -> list[Any]:
 
 
 def _open_existing(db_path: Path) -> Any:
-    from mailmend.cli import UsageError
+    from mailmend.cli.errors import UsageError
     from mailmend.watch.state import WatchDb
 
     if not db_path.exists():
@@ -253,7 +255,7 @@ def _history(args: argparse.Namespace, db_path: Path) -> int:
 
 
 def _status(args: argparse.Namespace, db_path: Path) -> int:
-    from mailmend.cli import UsageError
+    from mailmend.cli.errors import UsageError
     from mailmend.watch.history import render_status, status_json
 
     if args.remote:
@@ -273,23 +275,15 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
 
 def _remote_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """``mailmend watch status --format json`` on the fleet's monitor host, over SSH."""
-    from mailmend.cli import UsageError
-    from mailmend.fleet import FleetError, fleet_path_from_env, load_fleet
+    from mailmend.cli.errors import UsageError
+    from mailmend.cli.options import load_fleet_file
     from mailmend.ssh import ssh_argv
     from mailmend.watch.alerts import one_line
 
-    try:
-        path = Path(args.fleet) if args.fleet else fleet_path_from_env()
-        if path is None:
-            raise UsageError(
-                "--remote needs the fleet file: give --fleet FILE or set $MAILMEND_FLEET"
-            )
-        fleet = load_fleet(path)
-    except FleetError as err:
-        raise UsageError(str(err)) from None
+    fleet = load_fleet_file(args.fleet, "watch")
     name = fleet.settings.monitor_host
     if not name:
-        raise UsageError(f'{path}: no monitor host: set monitor_host = "NAME" in [fleet]')
+        raise UsageError(f'{fleet.path}: no monitor host: set monitor_host = "NAME" in [fleet]')
     spec = next(h for h in fleet.hosts if h.name == name)
     remote = ["mailmend", "watch", "status", "--format", "json", "--db", args.db or REMOTE_DB]
     argv = ssh_argv(spec, shlex.join(remote))

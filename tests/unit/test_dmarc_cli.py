@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmend.cli import main
+from mailmend.cli.main import main
 from mailmend.dmarc.cli import DmarcUsage, parse_since
 from tests.dmarc_reports import BOMB, Row, gzipped, report_xml
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmend.cli import main
+from mailmend.cli.main import main
 from mailmend.watch.cli import parse_address, parse_duration
 
 
