@@ -1,6 +1,6 @@
 """``mailmend records --apply --provider NAME``: the plan published through a DNS provider API.
 
-:mod:`mailmend.records_cli` registers the options (:func:`add_arguments`) and hands over the
+:mod:`mailmend.cli.records` registers the options (:func:`add_arguments`) and hands over the
 plan (:func:`apply`). The provider and its settings come from ``--provider`` /
 ``--provider-option`` / ``--provider-credential`` or else from the fleet's ``[dns]`` table;
 credentials are references (``env:NAME`` / ``file:/path``) only.

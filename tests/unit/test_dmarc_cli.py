@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mailmend.cli.errors import UsageError
 from mailmend.cli.main import main
-from mailmend.dmarc.cli import DmarcUsage, parse_since
+from mailmend.dmarc.cli import parse_since
 from tests.dmarc_reports import BOMB, Row, gzipped, report_xml
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -22,7 +23,7 @@ def test_parse_since() -> None:
     assert parse_since("2w", NOW) == datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
     assert parse_since("2026-11-01", NOW) == datetime(2026, 11, 1, tzinfo=UTC)
     for bad in ("yesterday", "30", "-3d", "2026-13-01", ""):
-        with pytest.raises(DmarcUsage, match="give a duration like 30d"):
+        with pytest.raises(UsageError, match="give a duration like 30d"):
             parse_since(bad, NOW)
 
 

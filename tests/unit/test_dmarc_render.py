@@ -12,7 +12,7 @@ from unittest.mock import patch
 import pytest
 
 from mailmend.checks.report_html import render_html as render_check_html
-from mailmend.dmarc.cli import DmarcUsage, check_sections
+from mailmend.dmarc.cli import UsageError, check_sections
 from mailmend.dmarc.db import DomainReports, SourceStats, has_dmarc_tables, open_dmarc_db
 from mailmend.dmarc.render import (
     DomainView,
@@ -99,5 +99,5 @@ def test_sections_only_from_a_database_with_reports(tmp_path: Path) -> None:
     with patch.dict(os.environ, {"XDG_STATE_HOME": str(tmp_path / "state")}):
         assert check_sections(args, []) is None  # nothing imported: no section, no file made
     assert not (tmp_path / "state").exists()
-    with pytest.raises(DmarcUsage, match="no DMARC reports in"):
+    with pytest.raises(UsageError, match="no DMARC reports in"):
         check_sections(argparse.Namespace(dmarc_db=str(other), nameserver=[]), [])

@@ -1,4 +1,4 @@
-"""mailmend.hygiene.queue and mailmend.queue_cli: postqueue -j triage, flags, hold/delete."""
+"""mailmend.hygiene.queue and mailmend.cli.queue: postqueue -j triage, flags, hold/delete."""
 
 from __future__ import annotations
 
