@@ -46,6 +46,10 @@ COMMANDS: dict[str, Subcommand] = {
         "mailmend.watch.cli",
         "keep checking the fleet: history in SQLite, alerts on change, Prometheus metrics",
     ),
+    "mail-test": Subcommand(
+        "mailmend.mailtest.cli",
+        "send a test message from each host and read the receiver's verdict over IMAPS",
+    ),
 }
 
 

@@ -17,6 +17,8 @@ import imapclient
 import imapclient.exceptions
 
 from mailmend import imap
+from mailmend.cli.errors import EXIT_USAGE, UsageError, report_usage_error
+from mailmend.cli.options import add_fleet_argument, load_fleet_file, seconds, select_hosts
 from mailmend.mailtest import message as msgmod
 from mailmend.mailtest import report
 from mailmend.mailtest.headers import lint
@@ -26,15 +28,9 @@ FORMATS = ("table", "json", "html")
 DEFAULT_TIMEOUT = 300.0
 
 
-class Usage(Exception):
-    """Bad input: one line, exit 2, nothing sent."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from mailmend.cli import seconds
-
     what = parser.add_argument_group("what to send, from where, to whom")
-    what.add_argument("--fleet", metavar="FILE", help="fleet file (default $MAILMEND_FLEET)")
+    add_fleet_argument(what)
     what.add_argument(
         "--host", metavar="NAME", action="append", default=[], help="only this host (repeatable)"
     )
@@ -79,16 +75,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (Usage, msgmod.MessageError, imap.ImapError) as err:
+    except UsageError as err:
+        return report_usage_error("mail-test", err)
+    except (msgmod.MessageError, imap.ImapError) as err:
         print(f"mailmend mail-test: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 def _run(args: argparse.Namespace) -> int:
     eml = msgmod.read_eml(args.message) if args.message else None
     if args.lint:
         if eml is None:
-            raise Usage("--lint checks a message file: give --message FILE.eml")
+            raise UsageError("--lint checks a message file: give --message FILE.eml")
         return _lint(args, eml)
     plan = _plan(args)
     mailbox = _mailbox(args)
@@ -108,34 +106,17 @@ class _Plan:
 
 def _plan(args: argparse.Namespace) -> _Plan:
     from mailmend import values
-    from mailmend.cli import print_fleet_warnings
-    from mailmend.fleet import FleetError, fleet_path_from_env, load_fleet
 
     if not args.to:
-        raise Usage("give --to ADDRESS: the test mailbox the hosts send to")
+        raise UsageError("give --to ADDRESS: the test mailbox the hosts send to")
     problem = values.email_problem(args.to)
     if problem:
-        raise Usage(f"--to: {problem}")
-    path = Path(args.fleet) if args.fleet else fleet_path_from_env()
-    if path is None:
-        raise Usage("no fleet file: give --fleet FILE or set $MAILMEND_FLEET")
-    try:
-        fleet = load_fleet(path)
-    except FleetError as err:
-        raise Usage(str(err).splitlines()[0]) from None
-    print_fleet_warnings(fleet, "mail-test")
-    hosts = list(fleet.hosts)
-    if args.host:
-        known = {h.name for h in hosts}
-        unknown = [h for h in args.host if h not in known]
-        if unknown:
-            raise Usage(
-                f"no host {', '.join(unknown)} in {path} (hosts: {', '.join(sorted(known))})"
-            )
-        hosts = [h for h in hosts if h.name in args.host]
+        raise UsageError(f"--to: {problem}")
+    fleet = load_fleet_file(args.fleet, "mail-test")
+    hosts = select_hosts(fleet, args.host)
     jobs = [Job(h, d.name, d.selector) for h in hosts for d in h.domains]
     if not jobs:
-        raise Usage("no host with a domain to send for: add domains to the fleet file")
+        raise UsageError("no host with a domain to send for: add domains to the fleet file")
     return _Plan(
         jobs, list(fleet.settings.nameservers), fleet.settings.dmarc_report_address, args.to
     )
@@ -143,17 +124,17 @@ def _plan(args: argparse.Namespace) -> _Plan:
 
 def _mailbox(args: argparse.Namespace) -> Mailbox:
     if not (args.imap and args.imap_user and args.imap_password):
-        raise Usage(
+        raise UsageError(
             "give --imap HOST[:PORT], --imap-user USER and --imap-password env:NAME|file:PATH"
         )
     try:
         host, port = imap.parse_imap_target(args.imap)
     except ValueError as err:
-        raise Usage(f"--imap: {err}") from None
+        raise UsageError(f"--imap: {err}") from None
     password = imap.resolve_password(args.imap_password)
     cafile = Path(args.imap_cafile) if args.imap_cafile else None
     if cafile is not None and not cafile.is_file():
-        raise Usage(f"--imap-cafile: {cafile} is not a file")
+        raise UsageError(f"--imap-cafile: {cafile} is not a file")
     return Mailbox(host, port, args.imap_user, password, cafile)
 
 
@@ -168,26 +149,23 @@ def _try_login(mailbox: Mailbox) -> None:
 async def _send_all(
     args: argparse.Namespace, plan: _Plan, mailbox: Mailbox, eml: EmailMessage | None
 ) -> tuple[str, int]:
-    from mailmend.cli import UsageError, open_resolver
+    from mailmend.cli.check import open_resolver
 
     progress = (
         (lambda line: print(f"mail-test: {line}", file=sys.stderr)) if sys.stderr.isatty() else None
     )
-    try:
-        async with open_resolver(plan.nameservers, None) as resolver:
-            reports = await run_all(
-                plan.jobs,
-                mailbox,
-                plan.to,
-                resolver,
-                message=eml,
-                timeout=args.timeout,
-                keep=args.keep,
-                report_address=plan.report_address,
-                progress=progress,
-            )
-    except UsageError as err:
-        raise Usage(str(err)) from None
+    async with open_resolver(plan.nameservers, None) as resolver:
+        reports = await run_all(
+            plan.jobs,
+            mailbox,
+            plan.to,
+            resolver,
+            message=eml,
+            timeout=args.timeout,
+            keep=args.keep,
+            report_address=plan.report_address,
+            progress=progress,
+        )
     if args.format == "json":
         return report.render_json(reports), report.exit_code(reports)
     if args.format == "html":
@@ -221,6 +199,6 @@ def _write(args: argparse.Namespace, text: str) -> None:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
         except OSError as err:
-            raise Usage(f"cannot write {args.output}: {err.strerror}") from None
+            raise UsageError(f"cannot write {args.output}: {err.strerror}") from None
     else:
         sys.stdout.write(text)
