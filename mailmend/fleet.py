@@ -71,6 +71,16 @@ class HostSpec:
     listen_address: str | None = None
     bind_address: str | None = None
     postfix_main_cf: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
+    #: "merge" (default): change only mailmend's parameters in a main.cf mailmend did not
+    #: write; "replace": mailmend's whole-file template (the old file backed up)
+    postfix_config: str = "merge"
+    #: another MTA (Exim, Sendmail, OpenSMTPD) on the host is replaced by Postfix only if true
+    replace_mta: bool = False
+    #: IPv6 sending: None checks the IPv6 PTR at each deploy (IPv4 only while it is wrong);
+    #: False always IPv4; True both without checking
+    send_ipv6: bool | None = None
+    #: "opendkim": add OpenDKIM even where rspamd or amavis already signs (None: do not)
+    dkim_signer: str | None = None
     groups: tuple[str, ...] = ()
     #: Where the VPS lives and how to reach its provider's API (``mailmend ptr``): the
     #: credentials are a reference (env:NAME / file:/path), never the token itself.
@@ -259,6 +269,17 @@ def _boolean(raw: object, at: _At) -> bool | None:
     return raw
 
 
+def _one_of(*choices: str) -> _Checker:
+    def check(raw: object, at: _At) -> str | None:
+        if raw not in choices:
+            at.error(f"must be one of {', '.join(repr(c) for c in choices)}, not {raw!r}")
+            return None
+        assert isinstance(raw, str)
+        return raw
+
+    return check
+
+
 def _path(raw: object, at: _At) -> str | None:
     text = _string(raw, at)
     if text is None:
@@ -392,6 +413,10 @@ _HOST_CHECKERS: dict[str, _Checker] = {
     "listen_address": _validated(v.ip_problem, v.canonical_ip),
     "bind_address": _validated(v.ip_problem, v.canonical_ip),
     "postfix_main_cf": _postfix_main_cf,
+    "postfix_config": _one_of("merge", "replace"),
+    "replace_mta": _boolean,
+    "send_ipv6": _boolean,
+    "dkim_signer": _one_of("opendkim"),
     "groups": _group_list,
     "vps_provider": _validated(v.vps_provider_problem),
     "vps_credentials": _validated(v.secret_reference_problem),

@@ -35,6 +35,10 @@ def host_data(spec: HostSpec) -> dict[str, Any]:
         "listen_address": spec.listen_address,
         "bind_address": spec.bind_address,
         "postfix_main_cf": dict(spec.postfix_main_cf),
+        "postfix_config": spec.postfix_config,
+        "replace_mta": spec.replace_mta,
+        "send_ipv6": spec.send_ipv6,
+        "dkim_signer": spec.dkim_signer,
         "mailmend_groups": list(spec.groups),
     }
     if spec.sender_limit_per_day is not None:

@@ -240,7 +240,7 @@ SETUPS: dict[str, Setup] = {
             name="dkim",
             fqdn="mail.signed.example",
             domain="signed.example",
-            selector="mail",
+            selector="default",
             packages=("postfix", "opendkim", "opendkim-tools"),
             preseed="postfix postfix/main_mailer_type select Internet Site\n"
             "postfix postfix/mailname string mail.signed.example\n",

@@ -20,6 +20,8 @@ SUITE = "bookworm"  # the default suite; the mirror is looked up under this name
 #: Debian releases a sandbox host can run (``sandbox up --suite``, ``SandboxHost.suite``).
 SUITES = ("bookworm", "trixie")
 IMAGE_VERSION = "2"  # bump when the base recipe changes: the cache is rebuilt
+#: Per-suite base recipe versions (trixie's diverts systemctl, below).
+BASE_VERSIONS = {"bookworm": IMAGE_VERSION, "trixie": "3"}
 BASE_PACKAGES = ("openssh-server", "ca-certificates")
 TOOLS_PACKAGES = ("postfix", "opendkim", "opendkim-tools")
 
@@ -91,8 +93,18 @@ def _archive(root: Path, archive: Path) -> None:
     tmp.rename(archive)
 
 
-def _configure_base(root: Path) -> None:
+def _configure_base(root: Path, suite: str = SUITE) -> None:
     (root / "etc/ssh/sshd_config.d/mailmend.conf").write_text(SSHD_DROPIN)
+    if suite != "bookworm":
+        # Trixie's minbase brings systemd (openssh-server pulls it in), but no sandbox host
+        # runs it as PID 1: without the divert pyinfra would drive services with systemctl,
+        # which does nothing there. Diverted, services run from their init scripts, as on
+        # bookworm (and on any VPS without systemd as init).
+        _run(
+            ["chroot", str(root), "dpkg-divert", "--local", "--rename", "--divert",
+             "/usr/bin/systemctl.mailmend-sandbox", "--add", "/usr/bin/systemctl"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
     # Each host gets its own resolv.conf (its sandbox's dnsmasq) in its overlay.
     (root / "etc/resolv.conf").write_text("")
     (root / "etc/hostname").write_text("sandbox\n")
@@ -117,7 +129,7 @@ def _debootstrap(root: Path, suite: str) -> None:
         ["debootstrap", "--variant=minbase", f"--include={include}", suite, str(root), mirror],
         stdout=subprocess.DEVNULL,
     )
-    _configure_base(root)
+    _configure_base(root, suite)
 
 
 def cached_root(name: str, build: object, version: str = IMAGE_VERSION) -> Path:
@@ -149,7 +161,9 @@ def cached_root(name: str, build: object, version: str = IMAGE_VERSION) -> Path:
 def base_root(suite: str = SUITE) -> Path:
     """The extracted minbase + openssh-server root of ``suite`` (built or restored on demand)."""
     check_suite(suite)
-    return cached_root(f"{suite}-minbase", lambda root: _debootstrap(root, suite))
+    return cached_root(
+        f"{suite}-minbase", lambda root: _debootstrap(root, suite), version=BASE_VERSIONS[suite]
+    )
 
 
 def install_packages(

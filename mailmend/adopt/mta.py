@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from mailmend.adopt import shown
 
-#: Debian packages that mean "this MTA is installed", by MTA.
+#: The Debian packages that provide ``mail-transport-agent`` (what installing Postfix
+#: removes), by MTA. Exim's -base and -config stay behind after a replacement.
 MTA_PACKAGES: dict[str, tuple[str, ...]] = {
-    "Exim": ("exim4-daemon-light", "exim4-daemon-heavy", "exim4-base", "exim4-config", "exim4"),
-    "Sendmail": ("sendmail-bin", "sendmail-base", "sendmail"),
+    "Exim": ("exim4-daemon-light", "exim4-daemon-heavy"),
+    "Sendmail": ("sendmail-bin",),
     "OpenSMTPD": ("opensmtpd",),
 }
 EXIM_CONFIG = "/etc/exim4/update-exim4.conf.conf"
@@ -45,18 +46,22 @@ class OtherMta:
     name: str  # Exim, Sendmail, OpenSMTPD
     packages: tuple[str, ...]  # its installed packages (what installing Postfix removes)
     config_dirs: tuple[str, ...]
+    service: str  # its init script / unit, stopped before Postfix replaces it
 
 
 _CONFIG_DIRS = {"Exim": ("/etc/exim4",), "Sendmail": ("/etc/mail",), "OpenSMTPD": ("/etc/smtpd",)}
+_SERVICES = {"Exim": "exim4", "Sendmail": "sendmail", "OpenSMTPD": "opensmtpd"}
 
 
 def detect(installed: Iterable[str]) -> OtherMta | None:
     """The other MTA among the installed packages (names, e.g. pyinfra's DebPackages keys)."""
     names = set(installed)
+    if "postfix" in names:  # both cannot be installed: Postfix is what runs
+        return None
     for mta, packages in MTA_PACKAGES.items():
         found = tuple(p for p in packages if p in names)
         if found:
-            return OtherMta(mta, found, _CONFIG_DIRS[mta])
+            return OtherMta(mta, found, _CONFIG_DIRS[mta], _SERVICES[mta])
     return None
 
 

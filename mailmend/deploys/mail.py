@@ -7,6 +7,7 @@ A deploy file of your own reuses it after ``pip install mailmend``::
     mail_deploy()
 """
 
+from mailmend.adopt.deploy import other_mta_deploy
 from mailmend.deploys.checks_deploy import checks_deploy
 from mailmend.deploys.hostname import hostname_deploy
 from mailmend.deploys.hygiene import hygiene_deploy
@@ -18,6 +19,7 @@ from mailmend.deploys.summary import summary_deploy
 
 def mail_deploy() -> None:
     """Hostname, Postfix (paced), OpenDKIM, hygiene, then the records and checks reports."""
+    other_mta_deploy()  # first: a host with Exim, Sendmail or OpenSMTPD stops here, unchanged
     hostname_deploy()
     postfix_install_deploy()
     # OpenDKIM is configured, restarted and listening before Postfix's main.cf names its socket.

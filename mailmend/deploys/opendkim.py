@@ -24,6 +24,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server
 
+from mailmend.adopt import deploy as adopt
 from mailmend.checks.dkim_key import KEY_DIR
 from mailmend.deploys import blocks, live, values
 from mailmend.deploys.facts import MilterSockets
@@ -145,6 +146,18 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str, keep: int) -> None
         path=ctx.key_root, user=KEY_OWNER, group=KEY_OWNER, mode="750",
     )  # fmt: skip
     for domain in ctx.domains:
+        if domain.adopted:  # an admin's key: never touched; its public half copied for records
+            files.directory(
+                name=f"DKIM key directory for {domain.name}",
+                path=domain.key_dir, user=KEY_OWNER, group=KEY_OWNER, mode="750",
+            )  # fmt: skip
+            adopt.public_half(
+                name=f"Public half of the adopted key {domain.record_name}",
+                private_key=domain.private_key,
+                selector=domain.selector,
+                dest=domain.txt_record,
+            )
+            continue
         files.directory(
             name=f"DKIM key directory for {domain.name}",
             path=domain.key_dir, user=KEY_OWNER, group=KEY_OWNER, mode="750",
@@ -224,6 +237,11 @@ def _activate(ctx: values.OpenDkimContext, pidfile: str, queue_dir: str) -> None
 def opendkim_deploy() -> None:
     """Install OpenDKIM, keep one key per (domain, selector), sign via Postfix's milter."""
     ctx = values.opendkim_context(host.name, values.host_data(host.data))
+    wanted, why = adopt.opendkim_wanted(values.host_data(host.data))
+    if not wanted:  # rspamd or amavis signs: a second signer is not added unless asked
+        host.log(why)
+        return
+    ctx = adopt.adopt_dkim(ctx, values.adopted_dkim_domain(ctx.key_root))
     staging_dir = values.safe_text(
         host.name, "opendkim_staging_dir", host.data.opendkim_staging_dir
     )

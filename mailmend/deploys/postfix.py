@@ -26,6 +26,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
+from mailmend.adopt import deploy as adopt
 from mailmend.deploys import live, values
 from mailmend.deploys.staged import secret_file, staged_config
 from mailmend.hygiene import bounces
@@ -120,6 +121,12 @@ def _ensure_lookup_tables(ctx: values.PostfixContext) -> None:
 
 
 def _configure(ctx: values.PostfixContext, staging_dir: str, keep: int) -> None:
+    # The admin's main.cf (an existing server) is merged into, not replaced: mailmend/adopt.
+    plan = adopt.main_cf_plan(
+        ctx,
+        values.host_data(host.data),
+        values.render_template("postfix/main.cf.j2", postfix=ctx),
+    )
     sasl = posixpath.join(ctx.config_dir, "sasl_passwd")
     relay = ctx.relay
     if relay is not None and relay.credentials is not None:
@@ -138,18 +145,13 @@ def _configure(ctx: values.PostfixContext, staging_dir: str, keep: int) -> None:
                 "postmap", QuoteString(f"hash:{sasl}"), "&& chmod 600", QuoteString(index)
             ),
         )
-    else:
+    elif not plan.merge:  # a merged main.cf may name the admin's own sasl_passwd
         for path in (sasl, f"{sasl}.db"):
             files.file(name=f"Remove unused relay credentials {path}", path=path, present=False)
 
     _ensure_lookup_tables(ctx)
-    configs = [
-        (
-            posixpath.join(ctx.config_dir, "main.cf"),
-            values.render_template("postfix/main.cf.j2", postfix=ctx),
-        )
-    ]
-    if ctx.smtpd_listen is not None:
+    configs = [(posixpath.join(ctx.config_dir, "main.cf"), plan.content)]
+    if ctx.smtpd_listen is not None and not plan.merge:  # a merge keeps master.cf as it is
         configs.append(
             (
                 posixpath.join(ctx.config_dir, "master.cf"),
@@ -160,8 +162,10 @@ def _configure(ctx: values.PostfixContext, staging_dir: str, keep: int) -> None:
         name="Install main.cf (staged, validated, backed up, swapped)",
         configs=configs,
         staging_dir=staging_dir,
-        validate=lambda staging: validate_command(
-            ctx.config_dir, staging, copy_master=ctx.smtpd_listen is None
+        validate=lambda staging: (
+            adopt.merge_validate_command(ctx.config_dir, staging)
+            if plan.merge
+            else validate_command(ctx.config_dir, staging, copy_master=ctx.smtpd_listen is None)
         ),
         keep=keep,
     )
@@ -216,6 +220,7 @@ def postfix_deploy() -> None:
     names when Postfix reloads, so mail never leaves unsigned because of the order.
     """
     ctx = values.postfix_context(host.name, values.host_data(host.data))
+    ctx = adopt.ipv4_only(ctx, values.host_data(host.data))  # IPv6 without PTR: IPv4 only
     staging_dir = values.safe_text(host.name, "postfix_staging_dir", host.data.postfix_staging_dir)
     pidfile = values.safe_text(host.name, "postfix_pidfile", host.data.postfix_pidfile)
     _configure(ctx, staging_dir, values.backups_keep(host.name, values.host_data(host.data)))

@@ -14,6 +14,7 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
+from mailmend.adopt import deploy as adopt
 from mailmend.checks.dkim_key import DkimPublicKey, parse_key_text
 from mailmend.deploys import opendkim, values
 from mailmend.deploys.facts import HostDkimPublicKey
@@ -52,4 +53,5 @@ def dkim_summary(ctx: values.OpenDkimContext) -> Generator[StringCommand, None, 
 def summary_deploy() -> None:
     """Print the DNS records this host needs published (DKIM), and keep them for later steps."""
     ctx = values.opendkim_context(host.name, values.host_data(host.data))
+    ctx = adopt.adopt_dkim(ctx, values.adopted_dkim_domain(ctx.key_root))
     dkim_summary(name="DKIM records to publish", ctx=ctx)

@@ -128,6 +128,9 @@ class PostfixContext:
     suppress_transport_map: str
     #: the per-sender quota service as smtpd names it: ``unix:ratelimit/policy``
     policy_service: str
+    #: send over IPv4 only (``smtp_address_preference = ipv4``): the host's IPv6 address has
+    #: no working PTR, or the fleet says so (decided at deploy time: mailmend/adopt/ipv6.py)
+    ipv4_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class DkimDomain:
     private_key: str
     #: opendkim-genkey's ready-made TXT record, ``KEY_DIR/SELECTOR.txt`` (public half only)
     txt_record: str
+    #: an existing key mailmend signs with but does not own (mailmend/adopt): its file is
+    #: never generated, moved or re-permissioned; txt_record is a copy of its public half
+    adopted: bool = False
 
     @property
     def record_name(self) -> str:
@@ -421,6 +427,24 @@ def dkim_domains(host: str, value: object, key_root: str) -> tuple[DkimDomain, .
             )
         )
     return tuple(out)
+
+
+def adopted_dkim_domain(key_root: str) -> Callable[[str, str, str], DkimDomain]:
+    """Builds the entry of an adopted key: signs with ``private_key`` where it is; its public
+    half is copied to mailmend's place (``KEY_ROOT/DOMAIN/SELECTOR.txt``) for records."""
+
+    def make(name: str, selector: str, private_key: str) -> DkimDomain:
+        key_dir = f"{key_root.rstrip('/')}/{name}"
+        return DkimDomain(
+            name=name,
+            selector=selector,
+            key_dir=key_dir,
+            private_key=private_key,
+            txt_record=f"{key_dir}/{selector}.txt",
+            adopted=True,
+        )
+
+    return make
 
 
 def opendkim_context(host: str, data: Mapping[str, Any]) -> OpenDkimContext:

@@ -222,7 +222,7 @@ def test_no_other_mta_on_a_postfix_host() -> None:
 
 def test_exim_settings_from_the_host_are_shown_escaped() -> None:
     settings = mta.parse_exim_conf("dc_smarthost='evil\x1b]0;x\x07::25'\n")
-    found = mta.OtherMta("Exim", ("exim4-base",), ("/etc/exim4",))
+    found = mta.OtherMta("Exim", ("exim4-base",), ("/etc/exim4",), "exim4")
     assert "\x1b" not in "\n".join(mta.stop_message(found, settings, "h"))
     assert shown("a\x07") == "a\\x07"
 

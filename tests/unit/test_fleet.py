@@ -468,6 +468,22 @@ def test_booleans_refuse_strings_and_integers() -> None:
     assert host(parse(doc(hosts__mx1__receives_mail=True)), "mx1").receives_mail is True
 
 
+def test_existing_server_keys() -> None:
+    assert_problem(doc(hosts__mx1__postfix_config="repalce"), "mx1", "postfix_config", "'merge'")
+    assert_problem(doc(hosts__mx1__postfix_config=1), "mx1", "postfix_config", "not 1")
+    assert_problem(doc(hosts__mx1__replace_mta="yes"), "mx1", "replace_mta", "true or false")
+    spec = host(parse(doc()), "mx1")
+    assert (spec.postfix_config, spec.replace_mta) == ("merge", False)
+    spec = host(
+        parse(doc(hosts__mx1__postfix_config="replace", hosts__mx1__replace_mta=True)), "mx1"
+    )
+    assert (spec.postfix_config, spec.replace_mta) == ("replace", True)
+    assert host(parse(doc()), "mx1").send_ipv6 is None
+    assert host(parse(doc(hosts__mx1__send_ipv6=False)), "mx1").send_ipv6 is False
+    assert_problem(doc(hosts__mx1__send_ipv6="no"), "mx1", "send_ipv6", "true or false")
+    assert_problem(doc(hosts__mx1__dkim_signer="rspamd"), "mx1", "dkim_signer", "'opendkim'")
+
+
 # -- unknown keys -----------------------------------------------------------------------------
 
 
