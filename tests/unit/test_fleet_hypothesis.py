@@ -54,7 +54,7 @@ def assert_fleet_is_safe(fleet: Fleet) -> None:
             elif isinstance(value, str):
                 assert value and safe(value), (f.name, value)
             elif isinstance(value, bool):
-                assert f.name == "receives_mail"
+                assert f.name in ("receives_mail", "replace_mta", "send_ipv6")
             elif isinstance(value, int):
                 assert value >= 1
             else:
