@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,3 +35,29 @@ def machine() -> str:
 
 def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+NOTES = "## Notes"
+
+
+def write_results(out: Path, lines: list[str]) -> None:
+    """Write a results page, keeping its hand-written ``## Notes`` part across runs."""
+    old = out.read_text() if out.exists() else ""
+    notes = old[old.index(NOTES) :] if NOTES in old else ""
+    out.write_text("\n".join(lines) + "\n" + ("\n" + notes if notes else ""))
+    print(f"written to {out}")
+
+
+def timed_deploy(repo: Path, fleet: Path, *args: str) -> float:
+    """Wall time of ``pyinfra -y inventory.py ARGS deploys/mail.py``; a failure ends the run."""
+    pyinfra = Path(sys.executable).with_name("pyinfra")
+    env = {**os.environ, "MAILMEND_FLEET": str(fleet)}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(pyinfra), "-y", "inventory.py", *args, "deploys/mail.py"],
+        cwd=repo, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"deploy {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return elapsed

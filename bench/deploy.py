@@ -11,8 +11,6 @@ so the share of the first deploy spent installing packages can be stated.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,13 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import _common
 from bench._common import in_own_namespace, machine, today
 from sandbox.control import Sandbox
 from sandbox.scenario import Net
 
 REPO = Path(__file__).resolve().parent.parent
-NOTES = "## Notes"
-PYINFRA = Path(sys.executable).with_name("pyinfra")
 # The packages the deploy installs (deploys/postfix.py, opendkim.py, hygiene.py).
 INSTALL = (
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
@@ -36,14 +33,7 @@ INSTALL = (
 
 
 def timed_deploy(fleet: Path) -> float:
-    env = {**os.environ, "MAILMEND_FLEET": str(fleet)}
-    start = time.monotonic()
-    proc = subprocess.run([str(PYINFRA), "-y", "inventory.py", "deploys/mail.py"], cwd=REPO,
-                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"deploy failed:\n{proc.stderr[-3000:]}")
-    return elapsed
+    return _common.timed_deploy(REPO, fleet)
 
 
 def timed_install(sb: Sandbox) -> float:
@@ -97,11 +87,7 @@ def main() -> int:
         lines.append(f"| {n} | {r['first']:.1f} s | {r['rerun']:.1f} s | "
                      f"{r['rerun'] / base:.2f}x | {r['install']:.1f} s "
                      f"({100 * r['install'] / r['first']:.0f}% of the first deploy) |")  # fmt: skip
-    # Keep the hand-written notes below the table across runs.
-    old = args.out.read_text() if args.out.exists() else ""
-    notes = old[old.index(NOTES) :] if NOTES in old else ""
-    args.out.write_text("\n".join(lines) + "\n" + ("\n" + notes if notes else ""))
-    print(f"written to {args.out}")
+    _common.write_results(args.out, lines)  # the hand-written notes below the table are kept
     return 0
 
 

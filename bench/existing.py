@@ -13,35 +13,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import _common
 from bench._common import in_own_namespace, machine, today
 from sandbox.control import Sandbox
 from sandbox.scenario import Net, default_scenario
 
 REPO = Path(__file__).resolve().parent.parent
-NOTES = "## Notes"
-PYINFRA = Path(sys.executable).with_name("pyinfra")
 HOSTS = ("mx1", "mailserver")
 
 
 def timed_deploy(fleet: Path, limit: str) -> float:
-    env = {**os.environ, "MAILMEND_FLEET": str(fleet)}
-    start = time.monotonic()
-    proc = subprocess.run(
-        [str(PYINFRA), "-y", "inventory.py", "--limit", limit, "deploys/mail.py"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"deploy of {limit} failed:\n{proc.stderr[-3000:]}")
-    return elapsed
+    return _common.timed_deploy(REPO, fleet, "--limit", limit)
 
 
 def measure(block: int) -> dict[str, dict[str, float]]:
@@ -87,10 +75,7 @@ def main() -> int:
         for name in HOSTS:
             r = rows[name]
             lines.append(f"| {i} | {name} | {r['first']:.1f} s | {r['rerun']:.1f} s |")
-    old = args.out.read_text() if args.out.exists() else ""
-    notes = old[old.index(NOTES) :] if NOTES in old else ""
-    args.out.write_text("\n".join(lines) + "\n" + ("\n" + notes if notes else ""))
-    print(f"written to {args.out}")
+    _common.write_results(args.out, lines)
     return 0
 
 
