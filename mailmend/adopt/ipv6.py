@@ -52,8 +52,9 @@ def check_ipv6_ptr(
     ipv6: str, fqdn: str, nameservers: Sequence[str], timeout: float = 1.5
 ) -> tuple[str, str]:
     """(status, summary) of the FCrDNS check of ``ipv6`` against ``fqdn``, asked from here."""
-    from mailmend.checks.engine import Engine, EngineConfig, parse_nameserver, system_nameservers
+    from mailmend.checks.engine import Engine, EngineConfig
     from mailmend.checks.fcrdns import check_fcrdns
+    from mailmend.checks.nameservers import parse_nameserver, system_nameservers
 
     servers = tuple(parse_nameserver(s) for s in nameservers) or system_nameservers()
     config = EngineConfig(nameservers=servers, timeout=timeout, deadline=4 * timeout + 2)
