@@ -228,11 +228,7 @@ def _wait(mailbox: Mailbox, token: str, deadline: float, keep: bool) -> Found | 
                 client.select_folder(folder, readonly=keep)
                 data = client.fetch([uid], ["BODY.PEEK[]"])
                 raw = bytes(data[uid][b"BODY[]"])
-                deleted = False
-                if not keep:
-                    client.delete_messages([uid])
-                    client.expunge()
-                    deleted = True
+                deleted = False if keep else remove(client, uid)
                 return raw, folder, kind, arrived, deleted
             if time.monotonic() + POLL_INTERVAL > deadline:
                 return None
@@ -244,6 +240,17 @@ def _wait(mailbox: Mailbox, token: str, deadline: float, keep: bool) -> Found | 
             client.logout()
         except (OSError, imapclient.exceptions.IMAPClientError):
             pass
+
+
+def remove(client: imapclient.IMAPClient, uid: int) -> bool:
+    """Delete the test message and only it: ``UID EXPUNGE`` (RFC 4315). A plain EXPUNGE would
+    also purge whatever else the mailbox's owner had flagged deleted in that folder, so
+    without UIDPLUS the message is only flagged (False: not removed)."""
+    client.delete_messages([uid])
+    if not client.has_capability("UIDPLUS"):
+        return False
+    client.uid_expunge([uid])
+    return True
 
 
 def _queue_note(spec: HostSpec, to: str) -> str | None:

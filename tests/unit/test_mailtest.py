@@ -375,3 +375,35 @@ def test_dmarc_fails_where_neither_method_passes() -> None:
         assert by[method].status is Status.FAIL
         assert (by[method].extra["receiver"], by[method].extra["mailmend"]) == ("fail", "fail")
     assert "align From with a passing DKIM d= or SPF domain" in str(by["dmarc"].fix)
+
+
+class _Client:
+    """Records the IMAP commands mail-test sends after finding its message."""
+
+    def __init__(self, uidplus: bool) -> None:
+        self.uidplus = uidplus
+        self.calls: list[tuple[str, object]] = []
+
+    def delete_messages(self, uids: list[int]) -> None:
+        self.calls.append(("flag deleted", uids))
+
+    def has_capability(self, name: str) -> bool:
+        return name == "UIDPLUS" and self.uidplus
+
+    def uid_expunge(self, uids: list[int]) -> None:
+        self.calls.append(("uid expunge", uids))
+
+    def expunge(self) -> None:  # pragma: no cover - must never be called
+        self.calls.append(("expunge all", None))
+
+
+def test_only_the_test_message_is_expunged() -> None:
+    """Regression: a plain EXPUNGE purged every message the owner had flagged deleted."""
+    from mailmend.mailtest.run import remove
+
+    client = _Client(uidplus=True)
+    assert remove(client, 7) is True  # type: ignore[arg-type]
+    assert client.calls == [("flag deleted", [7]), ("uid expunge", [7])]
+    old = _Client(uidplus=False)
+    assert remove(old, 7) is False  # type: ignore[arg-type]
+    assert old.calls == [("flag deleted", [7])]
