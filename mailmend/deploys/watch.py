@@ -32,6 +32,9 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from packaging import tags
+from packaging.tags import Tag
+from packaging.utils import parse_wheel_filename
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host
 from pyinfra.facts.deb import DebPackages
@@ -73,8 +76,8 @@ CRON_FILE = "/etc/cron.d/mailmend-watch"
 def wheelhouse(arch: str, python: str) -> Path:
     """One tar of wheels for the monitor host (``arch``, CPython ``python`` like "3.11"):
     mailmend's, built from this checkout, and every library it depends on, in the versions
-    installed on this machine (binary wheels for the host's platform). Deterministic: the
-    same checkout and libraries give the same tar, byte for byte."""
+    installed on this machine, built here; a binary wheel that does not fit the host is refused.
+    Deterministic: the same checkout and libraries give the same tar, byte for byte."""
     tmp = Path(tempfile.mkdtemp(prefix="mailmend-wheels-"))
     out, source = tmp / "wheels", tmp / "source"
     # A copy of the checkout: building in place would leave build/ and *.egg-info behind.
@@ -89,13 +92,17 @@ def wheelhouse(arch: str, python: str) -> Path:
     )
     _pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)])
     (mailmend,) = out.glob("mailmend-*.whl")
-    platforms = [f"manylinux_2_{n}_{arch}" for n in (36, 34, 31, 28, 17)]
-    platforms += [f"manylinux2014_{arch}", f"linux_{arch}"]
-    _pip(
-        ["download", "--quiet", "--only-binary=:all:", "--dest", str(out), "-c", str(constraints),
-         "--python-version", python, "--implementation", "cp",
-         *(a for p in platforms for a in ("--platform", p)), str(mailmend)]
-    )  # fmt: skip
+    # pip wheel, not pip download: some libraries (dkimpy) publish no wheel, only sources.
+    _pip(["wheel", "--quiet", "--wheel-dir", str(out), "-c", str(constraints), str(mailmend)])
+    supported = _host_tags(arch, python)
+    for wheel in out.glob("*.whl"):
+        if not parse_wheel_filename(wheel.name)[3] & supported:
+            raise DeployValueError(
+                host.name, "watch wheels",
+                f"{wheel.name} was built for this machine and does not fit the monitor host "
+                f"(CPython {python}, {arch}, glibc 2.36): deploy from a machine with the "
+                "host's Python and architecture, or set watch_python_version",
+            )  # fmt: skip
     tar = tmp / "wheels.tar"
     with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as archive:
         for wheel in sorted(out.glob("*.whl")):
@@ -105,6 +112,19 @@ def wheelhouse(arch: str, python: str) -> Path:
             with wheel.open("rb") as handle:
                 archive.addfile(info, handle)
     return tar
+
+
+def _host_tags(arch: str, python: str) -> frozenset[Tag]:
+    """The wheel tags a Debian 12 host (glibc 2.36) with CPython ``python`` installs."""
+    version = tuple(int(p) for p in python.split(".")[:2])
+    platforms = [f"manylinux_2_{n}_{arch}" for n in range(36, 16, -1)]
+    platforms += [f"manylinux2014_{arch}", f"linux_{arch}"]
+    return frozenset(
+        [
+            *tags.cpython_tags(version, platforms=platforms),
+            *tags.compatible_tags(version, platforms=platforms),
+        ]
+    )
 
 
 def _pip(args: list[str]) -> None:

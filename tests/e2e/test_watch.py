@@ -155,7 +155,8 @@ class Watch:
 @pytest.fixture(scope="module")
 def watch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watch]:
     require_root()
-    sandbox = Sandbox(tmp_path_factory.mktemp("sandbox"), sandbox_net())
+    # A block of its own: the session sandbox (tests/conftest.py) may be up meanwhile.
+    sandbox = Sandbox(tmp_path_factory.mktemp("sandbox"), sandbox_net(offset=60))
     sandbox.up(3)
     hooks = Hooks()
     try:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sandbox.control import Sandbox
+from sandbox.scenario import SandboxHost
 from tests.conftest import run_mailmend, run_pyinfra
 
 pytestmark = pytest.mark.end_to_end
@@ -43,9 +44,20 @@ def test_deploy_puts_the_watcher_on_the_monitor_host_and_it_runs_by_itself(
     alerts = tmp_path / "alerts.toml"
     alerts.write_text('[[alert]]\ncommand = ["sh", "-c", "cat >> /var/log/mailmend-events"]\n')
     args = ("--data", "watch_every_minutes=1", "--data", f"watch_alerts_file={alerts}")
+    try:
+        _deploy_and_wait(sandbox, fleet, args)
+    finally:  # the session's sandbox goes on serving other tests: no watcher left running
+        sandbox.ssh(hosts_of(sandbox)[MONITOR], "rm -f /etc/cron.d/mailmend-watch")
+
+
+def hosts_of(sandbox: Sandbox) -> dict[str, SandboxHost]:
+    return {h.name: h for h in sandbox.hosts()}
+
+
+def _deploy_and_wait(sandbox: Sandbox, fleet: Path, args: tuple[str, ...]) -> None:
     first = deploy(fleet, *args)
     assert changed_ops(first)
-    hosts = {h.name: h for h in sandbox.hosts()}
+    hosts = hosts_of(sandbox)
     monitor = hosts[MONITOR]
     cron = sandbox.ssh(monitor, "cat /etc/cron.d/mailmend-watch")
     assert (
