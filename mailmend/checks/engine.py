@@ -32,10 +32,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
 from mailmend.checks.dns import DnsAnswer, Rcode
 from mailmend.checks.engine_jobs import Batch, BatchSlot, Bucket, FutureWaiter, Job, Waiter, alive
@@ -44,9 +44,8 @@ from mailmend.checks.flow import Expiry, ServerFlow, expiry, pacing_wait, sweep_
 from mailmend.checks.nameservers import Nameserver
 from mailmend.checks.wire import Fields, normalize_qname, rdtype_code
 
-__all__ = ["Engine", "EngineConfig", "EngineStats", "run"]
+__all__ = ["Engine", "EngineConfig", "EngineStats"]
 
-_T = TypeVar("_T")
 
 # --- configuration and counters -----------------------------------------------------------------
 
@@ -506,12 +505,3 @@ class Engine:
             answer = DnsAnswer(job.key[0], job.key[1], parsed.rcode, parsed.records)
             break
         self._finish(job, answer)
-
-
-def run(main: Coroutine[Any, Any, _T]) -> _T:
-    """Run a coroutine on uvloop when it is installed (faster), else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
