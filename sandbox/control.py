@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -426,14 +425,6 @@ class Sandbox:
             self._save(data)
         # Overlay upper dirs hold each host's changes; keep them only while up.
         shutil.rmtree(self.state / "hosts", ignore_errors=True)
-
-    def wait_stopped(self, timeout: float = 10) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not any(proc.alive(p) for p in self.pids().values()):
-                return True
-            time.sleep(0.1)
-        return False
 
 
 def _toml_value(value: object) -> str:

@@ -142,18 +142,6 @@ def hop(msg: Message) -> Hop | None:
     return None
 
 
-def first_received_at(msg: Message) -> datetime | None:
-    """The date of the bottom Received (the host's own Postfix took the message)."""
-    values = msg.get_all("Received") or []
-    if not values:
-        return None
-    text = unfold(values[-1])
-    try:
-        return email.utils.parsedate_to_datetime(text.rsplit(";", 1)[1].strip())
-    except (TypeError, ValueError, IndexError):
-        return None
-
-
 @dataclass(frozen=True)
 class SpamRule:
     name: str
