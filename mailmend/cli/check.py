@@ -21,7 +21,6 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from mailmend.checks.dns import Resolver
@@ -34,6 +33,7 @@ from mailmend.cli.options import (
     load_fleet_file,
     seconds,
     select_hosts,
+    write_output,
 )
 
 DQS_ENV = "MAILMEND_DQS_KEY"
@@ -123,13 +123,7 @@ def run(args: argparse.Namespace) -> int:
     colour = args.output is None and _colour_ok()
     extra = _dmarc_sections(args, targets) if args.format == "html" else None
     text, code = render(run.hosts, args.format, colour=colour, lists=run.lists, extra_html=extra)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as err:
-            raise UsageError(f"cannot write {args.output}: {err.strerror}") from None
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.output)
     return code
 
 

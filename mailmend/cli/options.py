@@ -69,3 +69,14 @@ def select_hosts(fleet: Fleet, names: Sequence[str]) -> list[HostSpec]:
             f"no host {', '.join(unknown)} in {fleet.path} (hosts: {', '.join(sorted(known))})"
         )
     return [h for h in hosts if h.name in names]
+
+
+def write_output(text: str, output: str | None) -> None:
+    """The report on stdout, or in ``--output FILE`` (unwritable: :class:`UsageError`)."""
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot write {output}: {err.strerror}") from None

@@ -407,13 +407,9 @@ async def _classify(args: argparse.Namespace, fleet: Any, stats: Sequence[Any]) 
 
 
 def _write(text: str, output: str | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        return
-    try:
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise UsageError(f"cannot write {output}: {err.strerror}") from None
+    from mailmend.cli.options import write_output
+
+    write_output(text, output)
 
 
 def _logout(client: Any) -> None:

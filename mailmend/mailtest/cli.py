@@ -18,7 +18,13 @@ import imapclient.exceptions
 
 from mailmend import imap
 from mailmend.cli.errors import EXIT_USAGE, UsageError, report_usage_error
-from mailmend.cli.options import add_fleet_argument, load_fleet_file, seconds, select_hosts
+from mailmend.cli.options import (
+    add_fleet_argument,
+    load_fleet_file,
+    seconds,
+    select_hosts,
+    write_output,
+)
 from mailmend.mailtest import message as msgmod
 from mailmend.mailtest import report
 from mailmend.mailtest.headers import lint
@@ -195,10 +201,4 @@ def _lint(args: argparse.Namespace, eml: EmailMessage) -> int:
 
 
 def _write(args: argparse.Namespace, text: str) -> None:
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as err:
-            raise UsageError(f"cannot write {args.output}: {err.strerror}") from None
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.output)
