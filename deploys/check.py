@@ -1,5 +1,5 @@
 """``pyinfra inventory.py deploys/check.py``: check every host, change nothing. Composition only."""
 
-from mailmend.deploys.checks_deploy import checks_deploy
+from mailmend.deploys.checks_report import checks_report_deploy
 
-checks_deploy()
+checks_report_deploy()

@@ -21,27 +21,37 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mailmend import values as v
+from mailmend import rules as v
+from mailmend.keys import (
+    HOST_CHECKERS,
+    HOST_KEYS,
+    SHARED_KEYS,
+    At,
+    DomainSpec,
+    Problem,
+    Report,
+    boolean,
+    check_host_domains,
+    checked_keys,
+    string,
+    table_of,
+    unknown_key,
+    validated,
+)
+
+__all__ = ["DomainSpec", "Fleet", "FleetError", "FleetSettings", "HostSpec", "Problem"]
 
 DEFAULT_FLEET_FILE = "fleet.toml"
 FLEET_ENV = "MAILMEND_FLEET"
 #: Group names pyinfra uses itself: every host is in "mailmend" (mailmend.inventory) and in
 #: "inventory" (pyinfra names a group after the inventory file, inventory.py).
 RESERVED_GROUP_NAMES = frozenset({"mailmend", "inventory"})
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    """A domain a host sends for, and the DKIM selector of that host's key for it."""
-
-    name: str
-    selector: str
 
 
 def _empty_mapping() -> Mapping[str, str]:
@@ -116,29 +126,6 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
-class Problem:
-    """One thing wrong (or worth a warning) in a fleet file."""
-
-    file: str
-    host: str | None
-    field: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = [_printable(self.file)]
-        if self.host is not None:
-            where.append(f"host {self.host!r}")
-        if self.field is not None:
-            where.append(_printable(self.field))
-        return ": ".join([*where, self.message])
-
-
-def _printable(text: str) -> str:
-    """``text`` itself, or its repr if it holds a character that would break the line."""
-    return text if v.is_safe_string(text, allow_space=True) else repr(text)
-
-
-@dataclass(frozen=True)
 class Fleet:
     path: str
     settings: FleetSettings
@@ -155,278 +142,6 @@ class FleetError(Exception):
         self.problems = problems
 
 
-# -- collecting problems ------------------------------------------------------------------
-
-
-@dataclass
-class _Report:
-    file: str
-    sandbox: bool = False
-    errors: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _At:
-    """Where a value sits: a host (or None for [fleet]/[defaults]/[groups]) and a field path."""
-
-    report: _Report
-    host: str | None
-    field: str | None
-
-    def error(self, message: str) -> None:
-        self.report.errors.append(Problem(self.report.file, self.host, self.field, message))
-
-    def warn(self, message: str) -> None:
-        self.report.warnings.append(Problem(self.report.file, self.host, self.field, message))
-
-    def sub(self, name: str) -> _At:
-        joined = name if self.field is None or name.startswith("[") else f".{name}"
-        return _At(self.report, self.host, f"{self.field or ''}{joined}")
-
-
-def _unknown_key(at: _At, key: str, known: list[str]) -> None:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-    at.error(f"unknown key {key!r}; {hint}")
-
-
-def _table(raw: object, at: _At) -> dict[str, object] | None:
-    """A table with string keys, or None after reporting why not."""
-    if not isinstance(raw, dict):
-        at.error(f"must be a table, not a {v.type_name(raw)}")
-        return None
-    table: dict[str, object] = {}
-    for key, value in raw.items():
-        if isinstance(key, str):
-            table[key] = value
-        else:
-            at.error(f"key {key!r} must be a string")
-    return table
-
-
-def _checked_keys(table: Mapping[str, object], at: _At, known: list[str]) -> dict[str, object]:
-    """The entries of ``table`` whose key is known; every other key is reported."""
-    kept = {}
-    for key, value in table.items():
-        if key in known:
-            kept[key] = value
-        else:
-            _unknown_key(at.sub(key), key, known)
-    return kept
-
-
-# -- value checkers: return the validated (normalised) value, or None after an error -------
-
-_Checker = Callable[[object, _At], object]
-
-
-def _string(raw: object, at: _At, *, allow_space: bool = False) -> str | None:
-    if not isinstance(raw, str):
-        at.error(f"must be a string, not a {v.type_name(raw)}")
-        return None
-    reason = v.unsafe_char_problem(raw, allow_space=allow_space)
-    if reason:
-        at.error(reason)
-        return None
-    return raw
-
-
-def _validated(
-    problem: Callable[[str], str | None], normalize: Callable[[str], str] = str
-) -> _Checker:
-    def check(raw: object, at: _At) -> str | None:
-        text = _string(raw, at)
-        if text is None:
-            return None
-        reason = problem(text)
-        if reason:
-            at.error(reason)
-            return None
-        return normalize(text)
-
-    return check
-
-
-def _integer(low: int, high: int | None = None) -> _Checker:
-    def check(raw: object, at: _At) -> int | None:
-        reason = v.int_problem(raw, low, high)
-        if reason:
-            at.error(reason)
-            return None
-        assert isinstance(raw, int)
-        return raw
-
-    return check
-
-
-def _boolean(raw: object, at: _At) -> bool | None:
-    reason = v.bool_problem(raw)
-    if reason:
-        at.error(reason)
-        return None
-    assert isinstance(raw, bool)
-    return raw
-
-
-def _one_of(*choices: str) -> _Checker:
-    def check(raw: object, at: _At) -> str | None:
-        if raw not in choices:
-            at.error(f"must be one of {', '.join(repr(c) for c in choices)}, not {raw!r}")
-            return None
-        assert isinstance(raw, str)
-        return raw
-
-    return check
-
-
-def _path(raw: object, at: _At) -> str | None:
-    text = _string(raw, at)
-    if text is None:
-        return None
-    if not text:
-        at.error("must not be empty")
-        return None
-    expanded = os.path.expanduser(text)
-    reason = v.unsafe_char_problem(expanded)
-    if reason:
-        at.error(f"after expanding '~': {reason}")
-        return None
-    return expanded
-
-
-def _public_ip(version: int) -> _Checker:
-    def check(raw: object, at: _At) -> str | None:
-        text = _string(raw, at)
-        if text is None:
-            return None
-        reason = v.public_ip_problem(text, version, sandbox=at.report.sandbox)
-        if reason:
-            at.error(reason)
-            return None
-        warning = v.public_ip_warning(text, sandbox=at.report.sandbox)
-        if warning:
-            at.warn(warning)
-        return v.canonical_ip(text)
-
-    return check
-
-
-def _domains(raw: object, at: _At) -> tuple[DomainSpec, ...] | None:
-    if not isinstance(raw, list):
-        at.error(
-            f'must be an array like [{{ name = "example.com", selector = "mx1" }}], '
-            f"not a {v.type_name(raw)}"
-        )
-        return None
-    specs = [_domain(item, at.sub(f"[{i}]")) for i, item in enumerate(raw)]
-    if any(spec is None for spec in specs):
-        return None
-    return tuple(spec for spec in specs if spec is not None)
-
-
-_DOMAIN_NAME = _validated(lambda s: v.fqdn_problem(s, "example.com"), v.normalize_fqdn)
-_SELECTOR = _validated(v.selector_problem, str.lower)
-
-
-def _domain(raw: object, at: _At) -> DomainSpec | None:
-    table = _table(raw, at)
-    if table is None:
-        return None
-    table = _checked_keys(table, at, ["name", "selector"])
-    for key in ("name", "selector"):
-        if key not in table:
-            at.sub(key).error(
-                "missing: each domain needs name and selector, "
-                'like { name = "example.com", selector = "mx1" }'
-            )
-    name = _DOMAIN_NAME(table["name"], at.sub("name")) if "name" in table else None
-    selector = _SELECTOR(table["selector"], at.sub("selector")) if "selector" in table else None
-    if not isinstance(name, str) or not isinstance(selector, str):
-        return None
-    reason = v.dkim_record_problem(selector, name)
-    if reason:
-        at.error(reason)
-        return None
-    return DomainSpec(name, selector)
-
-
-def _postfix_main_cf(raw: object, at: _At) -> dict[str, str] | None:
-    table = _table(raw, at)
-    if table is None:
-        return None
-    settings: dict[str, str] = {}
-    ok = True
-    for key, value in table.items():
-        reason = v.unsafe_char_problem(key) or v.postfix_key_problem(key)
-        if reason:
-            at.sub(key).error(reason)
-            ok = False
-            continue
-        if not isinstance(value, str):
-            at.sub(key).error(
-                f"must be a string (main.cf values are text), not a {v.type_name(value)}"
-            )
-            ok = False
-            continue
-        reason = v.postfix_value_problem(value)
-        if reason:
-            at.sub(key).error(reason)
-            ok = False
-        else:
-            settings[key] = value
-    return settings if ok else None
-
-
-def _group_list(raw: object, at: _At) -> tuple[str, ...] | None:
-    if not isinstance(raw, list):
-        at.error(f'must be an array of group names like ["eu"], not a {v.type_name(raw)}')
-        return None
-    names = [
-        _validated(v.inventory_name_problem)(item, at.sub(f"[{i}]")) for i, item in enumerate(raw)
-    ]
-    result = tuple(n for n in names if isinstance(n, str))
-    if len(result) != len(names):
-        return None
-    repeated = sorted({n for n in result if result.count(n) > 1})
-    for name in repeated:
-        at.error(f"group {name!r} is listed more than once")
-    return None if repeated else result
-
-
-_HOST_CHECKERS: dict[str, _Checker] = {
-    "ssh_host": _validated(v.ssh_host_problem, v.normalize_host_or_ip),
-    "ssh_port": _integer(1, v.MAX_PORT),
-    "ssh_user": _validated(v.user_problem),
-    "ssh_key": _path,
-    "ssh_known_hosts_file": _path,
-    "hostname": _validated(v.fqdn_problem, v.normalize_fqdn),
-    "public_ipv4": _public_ip(4),
-    "public_ipv6": _public_ip(6),
-    "domains": _domains,
-    "rate_limit_per_minute": _integer(1, 3600),
-    "sender_limit_per_day": _integer(1, 10_000_000),
-    "recipient_limit": _integer(1),
-    "relay_host": _validated(v.relay_host_problem, v.normalize_relay_host),
-    "relay_credentials": _validated(v.relay_credentials_problem),
-    "receives_mail": _boolean,
-    "listen_address": _validated(v.ip_problem, v.canonical_ip),
-    "bind_address": _validated(v.ip_problem, v.canonical_ip),
-    "postfix_main_cf": _postfix_main_cf,
-    "postfix_config": _one_of("merge", "replace"),
-    "replace_mta": _boolean,
-    "send_ipv6": _boolean,
-    "dkim_signer": _one_of("opendkim"),
-    "groups": _group_list,
-    "vps_provider": _validated(v.vps_provider_problem),
-    "vps_credentials": _validated(v.secret_reference_problem),
-    "vps_endpoint": _validated(v.api_endpoint_problem),
-}
-
-#: The keys a ``[hosts.NAME]`` table accepts.
-HOST_KEYS: tuple[str, ...] = tuple(_HOST_CHECKERS)
-#: The keys ``[defaults]`` and ``[groups.NAME]`` accept: those of a host except ``groups``.
-SHARED_KEYS: tuple[str, ...] = tuple(k for k in HOST_KEYS if k != "groups")
 #: The keys of ``[fleet]``.
 FLEET_KEYS: tuple[str, ...] = tuple(f.name for f in fields(FleetSettings))
 #: The top-level tables.
@@ -441,19 +156,19 @@ class _Layer:
     attempted: set[str] = field(default_factory=set)
 
 
-def _layer(raw: object, at: _At, known: tuple[str, ...]) -> _Layer:
+def _layer(raw: object, at: At, known: tuple[str, ...]) -> _Layer:
     layer = _Layer()
-    table = _table(raw, at)
+    table = table_of(raw, at)
     if table is None:
         return layer
     for key, value in table.items():
         if key == "groups" and "groups" not in known:
             at.sub(key).error("groups can only be listed in a [hosts.NAME] table")
         elif key not in known:
-            _unknown_key(at.sub(key), key, list(known))
+            unknown_key(at.sub(key), key, list(known))
         else:
             layer.attempted.add(key)
-            checked = _HOST_CHECKERS[key](value, at.sub(key))
+            checked = HOST_CHECKERS[key](value, at.sub(key))
             if checked is not None:
                 layer.values[key] = checked
     return layer
@@ -462,16 +177,16 @@ def _layer(raw: object, at: _At, known: tuple[str, ...]) -> _Layer:
 # -- the file -----------------------------------------------------------------------------
 
 
-def _settings(raw: object, report: _Report) -> FleetSettings:
-    at = _At(report, None, "fleet")
-    table = _table(raw, at)
+def _settings(raw: object, report: Report) -> FleetSettings:
+    at = At(report, None, "fleet")
+    table = table_of(raw, at)
     if table is None:
         return FleetSettings()
-    table = _checked_keys(table, at, list(FLEET_KEYS))
-    sandbox = _boolean(table["sandbox"], at.sub("sandbox")) if "sandbox" in table else None
+    table = checked_keys(table, at, list(FLEET_KEYS))
+    sandbox = boolean(table["sandbox"], at.sub("sandbox")) if "sandbox" in table else None
     address = None
     if "dmarc_report_address" in table:
-        check = _validated(v.email_problem, v.normalize_email)
+        check = validated(v.email_problem, v.normalize_email)
         address = check(table["dmarc_report_address"], at.sub("dmarc_report_address"))
     servers = (
         _nameservers(table["nameservers"], at.sub("nameservers")) if "nameservers" in table else ()
@@ -485,9 +200,7 @@ def _settings(raw: object, report: _Report) -> FleetSettings:
         )
     monitor = None
     if "monitor_host" in table:
-        monitor = _validated(v.inventory_name_problem)(
-            table["monitor_host"], at.sub("monitor_host")
-        )
+        monitor = validated(v.inventory_name_problem)(table["monitor_host"], at.sub("monitor_host"))
     return FleetSettings(
         sandbox=bool(sandbox),
         dmarc_report_address=_opt_str(address),
@@ -496,28 +209,28 @@ def _settings(raw: object, report: _Report) -> FleetSettings:
     )
 
 
-def _dns(raw: object, report: _Report) -> DnsSettings:
-    at = _At(report, None, "dns")
-    table = _table(raw, at)
+def _dns(raw: object, report: Report) -> DnsSettings:
+    at = At(report, None, "dns")
+    table = table_of(raw, at)
     if table is None:
         return DnsSettings()
-    table = _checked_keys(table, at, ["provider", "options", "credentials"])
+    table = checked_keys(table, at, ["provider", "options", "credentials"])
     provider = None
     if "provider" in table:
-        provider = _validated(v.option_name_problem)(table["provider"], at.sub("provider"))
+        provider = validated(v.option_name_problem)(table["provider"], at.sub("provider"))
     maps: dict[str, dict[str, str]] = {}
     for key, value_problem in (
         ("options", lambda s: None),
         ("credentials", v.secret_reference_problem),
     ):
         maps[key] = {}
-        sub = _table(table.get(key, {}), at.sub(key)) or {}
+        sub = table_of(table.get(key, {}), at.sub(key)) or {}
         for name, raw_value in sub.items():
             reason = v.option_name_problem(name)
             if reason:
                 at.sub(key).error(reason)
                 continue
-            checked = _opt_str(_validated(value_problem)(raw_value, at.sub(key).sub(name)))
+            checked = _opt_str(validated(value_problem)(raw_value, at.sub(key).sub(name)))
             if checked is not None:
                 maps[key][name] = checked
     if (maps["options"] or maps["credentials"]) and provider is None:
@@ -529,7 +242,7 @@ def _dns(raw: object, report: _Report) -> DnsSettings:
     )
 
 
-def _nameservers(raw: object, at: _At) -> tuple[str, ...] | None:
+def _nameservers(raw: object, at: At) -> tuple[str, ...] | None:
     """``["IP", "IP:PORT", "[IPv6]:PORT"]``: resolvers the checks ask, IP literals only."""
     from mailmend.checks.nameservers import parse_nameserver
 
@@ -538,7 +251,7 @@ def _nameservers(raw: object, at: _At) -> tuple[str, ...] | None:
         return None
     out = []
     for i, item in enumerate(raw):
-        text = _string(item, at.sub(f"[{i}]"))
+        text = string(item, at.sub(f"[{i}]"))
         if text is None:
             return None
         try:
@@ -553,9 +266,9 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _groups(raw: object, report: _Report) -> dict[str, _Layer]:
-    at = _At(report, None, "groups")
-    table = _table(raw, at)
+def _groups(raw: object, report: Report) -> dict[str, _Layer]:
+    at = At(report, None, "groups")
+    table = table_of(raw, at)
     if table is None:
         return {}
     layers = {}
@@ -584,9 +297,9 @@ def _merge(layers: list[_Layer]) -> tuple[dict[str, Any], set[str]]:
 
 
 def _host(
-    name: str, raw: object, defaults: _Layer, groups: dict[str, _Layer], report: _Report
+    name: str, raw: object, defaults: _Layer, groups: dict[str, _Layer], report: Report
 ) -> tuple[HostSpec | None, dict[str, Any]]:
-    at = _At(report, name, None)
+    at = At(report, name, None)
     own = _layer(raw, at, HOST_KEYS)
     layers = [defaults]
     own_groups = own.values.get("groups", ())
@@ -609,32 +322,13 @@ def _host(
         at.sub("relay_credentials").warn("ignored: no relay_host is set")
     if "vps_credentials" in merged and "vps_provider" not in merged:
         at.sub("vps_credentials").warn("ignored: no vps_provider is set")
-    _check_host_domains(merged.get("domains", ()), at.sub("domains"))
+    check_host_domains(merged.get("domains", ()), at.sub("domains"))
     if not {"ssh_host", "hostname"} <= merged.keys():
         return None, merged
     frozen = dict(merged)
     if "postfix_main_cf" in frozen:
         frozen["postfix_main_cf"] = MappingProxyType(frozen["postfix_main_cf"])
     return HostSpec(name=name, **frozen), merged
-
-
-def _check_host_domains(domains: tuple[DomainSpec, ...], at: _At) -> None:
-    """One selector per domain per host: OpenDKIM's SigningTable signs a domain with one key.
-
-    (To rotate a key, change the selector: the deploy makes a new key, the old one stays.)
-    """
-    seen: dict[str, str] = {}
-    for i, domain in enumerate(domains):
-        if domain.name in seen:
-            earlier = seen[domain.name]
-            what = (
-                f"with selector {domain.selector!r} is listed twice"
-                if earlier == domain.selector
-                else f"is listed twice (selectors {earlier!r} and {domain.selector!r}); a host "
-                "signs a domain with one DKIM key: keep one selector (to rotate a key, change it)"
-            )
-            at.sub(f"[{i}]").error(f"{domain.name} {what}")
-        seen.setdefault(domain.name, domain.selector)
 
 
 _UNIQUE = {
@@ -645,11 +339,11 @@ _UNIQUE = {
 }
 
 
-def _check_fleet(hosts: dict[str, dict[str, Any]], report: _Report) -> None:
+def _check_fleet(hosts: dict[str, dict[str, Any]], report: Report) -> None:
     """Values that must be unique across hosts (checked on whatever parts of a host are valid)."""
     owners: dict[tuple[str, object], str] = {}
     for name, merged in hosts.items():
-        at = _At(report, name, None)
+        at = At(report, name, None)
         keys: list[tuple[str, object]] = [
             ("ssh_host", (merged.get("ssh_host"), merged.get("ssh_port", 22))),
             ("hostname", merged.get("hostname")),
@@ -673,35 +367,35 @@ def _check_fleet(hosts: dict[str, dict[str, Any]], report: _Report) -> None:
 
 
 def _check_group_names(
-    groups: dict[str, _Layer], hosts: Mapping[str, object], report: _Report
+    groups: dict[str, _Layer], hosts: Mapping[str, object], report: Report
 ) -> None:
     for group in groups:
         if group in hosts:
-            _At(report, None, f"groups.{group}").error(
+            At(report, None, f"groups.{group}").error(
                 f"a group cannot have the same name as host {group!r} (pyinfra --limit)"
             )
 
 
-def _check_monitor_host(name: str | None, hosts: Mapping[str, object], report: _Report) -> None:
+def _check_monitor_host(name: str | None, hosts: Mapping[str, object], report: Report) -> None:
     if name is None or name in hosts:
         return
     close = difflib.get_close_matches(name, list(hosts), n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"hosts: {', '.join(hosts) or 'none'}"
-    _At(report, None, "fleet.monitor_host").error(f"{name!r} is not a host of this fleet; {hint}")
+    At(report, None, "fleet.monitor_host").error(f"{name!r} is not a host of this fleet; {hint}")
 
 
 def validate_fleet_data(data: Mapping[str, Any], path: str = DEFAULT_FLEET_FILE) -> Fleet:
     """Validate an already-decoded fleet file (the dict ``tomllib`` returns)."""
-    report = _Report(path)
-    top = _At(report, None, None)
-    table = _checked_keys(dict(data), top, list(TOP_LEVEL_KEYS))
+    report = Report(path)
+    top = At(report, None, None)
+    table = checked_keys(dict(data), top, list(TOP_LEVEL_KEYS))
     settings = _settings(table.get("fleet", {}), report)
     report.sandbox = settings.sandbox
     dns_settings = _dns(table.get("dns", {}), report)
     defaults = _layer(table.get("defaults", {}), top.sub("defaults"), SHARED_KEYS)
     groups = _groups(table.get("groups", {}), report)
     hosts_at = top.sub("hosts")
-    host_tables = _table(table.get("hosts", {}), hosts_at) or {}
+    host_tables = table_of(table.get("hosts", {}), hosts_at) or {}
     if not host_tables and "hosts" in table and isinstance(table["hosts"], dict):
         hosts_at.error("is empty: add at least one [hosts.NAME] table")
     elif "hosts" not in table:

@@ -23,7 +23,7 @@ import imapclient
 import imapclient.exceptions
 
 from mailmend import secretref
-from mailmend.values import ssh_host_problem
+from mailmend.rules import ssh_host_problem
 
 IMAPS_PORT = 993
 DEFAULT_TIMEOUT = 30.0

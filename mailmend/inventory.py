@@ -43,10 +43,7 @@ def host_data(spec: HostSpec) -> dict[str, Any]:
     }
     if spec.sender_limit_per_day is not None:
         # Per-sender quotas (deploys/hygiene.py): the provider's rate per minute, and the day.
-        data["hygiene_sender_limits"] = [
-            [spec.rate_limit_per_minute, 60],
-            [spec.sender_limit_per_day, 86400],
-        ]
+        data["sender_limit_per_day"] = spec.sender_limit_per_day
     if spec.ssh_key:
         data["ssh_key"] = str(Path(spec.ssh_key).expanduser())
     if spec.ssh_known_hosts_file:
@@ -60,8 +57,10 @@ def groups_of(fleet: Fleet) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {ALL_GROUP: []}
     for spec in fleet.hosts:
         data = host_data(spec)
-        # Fleet-wide settings the check deploy reads (deploys/checks_deploy.py).
+        # Fleet-wide settings the check deploy reads (mailmend/deploys/checks_report.py).
         data["mailmend_nameservers"] = list(fleet.settings.nameservers)
+        # The deploy checks host data with the fleet's rules: loopback addresses in a sandbox.
+        data["mailmend_sandbox"] = fleet.settings.sandbox
         data["mailmend_dmarc_report_address"] = fleet.settings.dmarc_report_address
         # deploys/watch.py: the host that runs `mailmend watch`, and the file it watches by.
         data["mailmend_monitor_host"] = fleet.settings.monitor_host
@@ -100,7 +99,7 @@ def deploy_input_problems(fleet: Fleet) -> list[str]:
     The relay secrets (``env:NAME`` set, ``user:password`` in it; never shown) and the
     repository's suppression lists (valid addresses, none on both lists).
     """
-    from mailmend.deploys.values import SUPPRESSION_DIR, DeployValueError, read_relay_credentials
+    from mailmend.deploys.contexts import SUPPRESSION_DIR, DeployValueError, read_relay_credentials
     from mailmend.hygiene import bounces
 
     problems = []

@@ -10,11 +10,10 @@ in a message: errors name the reference, not what it points to.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+from mailmend.rules import secret_reference_problem
 
 
 class SecretRefError(ValueError):
@@ -28,19 +27,22 @@ def resolve(
 ) -> str:
     """The secret ``reference`` points to, without its trailing newline."""
     kind, _, where = reference.partition(":")
-    if kind == "env" and _ENV_NAME.match(where):
+    if kind not in ("env", "file"):
+        raise SecretRefError(f"{reference!r} is not env:NAME or file:/path")
+    problem = secret_reference_problem(reference)  # the fleet check's rule
+    if problem:
+        raise SecretRefError(problem)
+    if kind == "env":
         env = os.environ if environ is None else environ
         if where not in env:
             raise SecretRefError(f"environment variable {where} is not set")
         secret = env[where]
-    elif kind == "file" and where:
-        path = Path(where).expanduser()
+    else:
+        path = Path(where)
         try:
             secret = (read_file or Path.read_text)(path)
         except OSError as err:
             raise SecretRefError(f"cannot read {path}: {err.strerror}") from None
         except UnicodeDecodeError:
             raise SecretRefError(f"{path} is not UTF-8 text") from None
-    else:
-        raise SecretRefError(f"{reference!r} is not env:NAME or file:/path")
     return secret.strip("\r\n")

@@ -268,14 +268,14 @@ def targets_from_fleet(fleet: Any) -> list[HostTarget]:
 
 def single_target(ips: list[str], hostname: str | None, domains: list[str]) -> HostTarget:
     """The target of ``--ip IP [--ip IP] --hostname FQDN [--domain DOMAIN[:SELECTOR]]...``."""
-    from mailmend import values
+    from mailmend import rules
 
     if not ips or not hostname:
         raise UsageError("--ip and --hostname go together: give both")
     addresses = [_host_address(ip) for ip in ips]
     if len({a.version for a in addresses}) != len(addresses):
         raise UsageError("--ip: give at most one IPv4 and one IPv6 address (one host)")
-    problem = values.fqdn_problem(hostname)
+    problem = rules.fqdn_problem(hostname)
     if problem:
         raise UsageError(f"--hostname: {problem}")
     pairs: list[tuple[str, str | None]] = []
@@ -283,13 +283,13 @@ def single_target(ips: list[str], hostname: str | None, domains: list[str]) -> H
         domain, colon, selector = text.partition(":")
         if colon and not selector:
             raise UsageError(f"--domain: {text!r} ends with ':': give DOMAIN or DOMAIN:SELECTOR")
-        problem = values.fqdn_problem(domain, "example.com") or (
-            values.selector_problem(selector) if selector else None
+        problem = rules.fqdn_problem(domain, "example.com") or (
+            rules.selector_problem(selector) if selector else None
         )
         if problem:
             raise UsageError(f"--domain: {problem}")
-        pairs.append((values.normalize_fqdn(domain), selector or None))
-    host = values.normalize_fqdn(hostname)
+        pairs.append((rules.normalize_fqdn(domain), selector or None))
+    host = rules.normalize_fqdn(hostname)
     return HostTarget(host, host, tuple(str(a) for a in addresses), tuple(pairs))
 
 
@@ -316,7 +316,7 @@ def dkim_keys_from_args(
     texts: list[str], domains: tuple[tuple[str, str | None], ...]
 ) -> dict[tuple[str, str], str]:
     """``--dkim-key DOMAIN:SELECTOR=FILE`` values: (domain, selector) -> base64 public key."""
-    from mailmend import values
+    from mailmend import rules
     from mailmend.checks.dkim_key import DkimRecordError, parse_key_text
 
     keys: dict[tuple[str, str], str] = {}
@@ -325,7 +325,7 @@ def dkim_keys_from_args(
         domain, _, selector = pair.partition(":")
         if not sep or not selector or not path:
             raise UsageError(f"--dkim-key: expected DOMAIN:SELECTOR=FILE, not {text!r}")
-        key = (values.normalize_fqdn(domain), selector.lower())
+        key = (rules.normalize_fqdn(domain), selector.lower())
         if key not in domains:
             raise UsageError(f"--dkim-key: {pair} is not one of the --domain DOMAIN:SELECTOR")
         try:

@@ -49,7 +49,7 @@ from mailmend.records.publish import (
     verify,
 )
 from mailmend.records.tsig import TsigKey, TsigKeyError, load_key_file, loose_permissions
-from mailmend.values import fqdn_problem
+from mailmend.rules import fqdn_problem
 
 MIN_TTL, MAX_TTL = 60, 2**31 - 1  # RFC 2181 8: a TTL is at most 2^31 - 1
 FORMATS = ("plan", "zone", "json")

@@ -18,23 +18,23 @@ from pyinfra.context import host
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
-from mailmend.deploys import blocks, values
+from mailmend.deploys import blocks, contexts
 from mailmend.deploys.staged import staged_config
 
 DEFAULTS: dict[str, Any] = {
     "hostname_hosts_file": "/etc/hosts",
     "hostname_mailname_file": "/etc/mailname",
     "hostname_staging_dir": "/etc/mailmend-staging-hosts",
-    "backups_keep": values.SHARED_DEFAULTS["backups_keep"],
+    "backups_keep": contexts.SHARED_DEFAULTS["backups_keep"],
 }
 
 
 def _configure(
-    names: values.HostnameContext, hosts_file: str, mailname_file: str, staging: str, keep: int
+    names: contexts.HostnameContext, hosts_file: str, mailname_file: str, staging: str, keep: int
 ) -> None:
     # hostnamectl when present, else `hostname NAME` plus /etc/hostname.
     server.hostname(name="Set the hostname", hostname=names.fqdn)
-    block = values.render_template("hosts.j2", names=names)
+    block = contexts.render_template("hosts.j2", names=names)
     staged_config(
         name=f"Render {hosts_file} (mailmend's block; the admin's lines kept; backed up)",
         configs=[(hosts_file, blocks.with_admin_lines(
@@ -46,10 +46,10 @@ def _configure(
     )  # fmt: skip
     files.template(
         name=f"Render {mailname_file}",
-        src=str(values.TEMPLATES_DIR / "mailname.j2"),
+        src=str(contexts.TEMPLATES_DIR / "mailname.j2"),
         dest=mailname_file,
         mode="644",
-        jinja_env_kwargs=dict(values.JINJA_ENV_KWARGS),
+        jinja_env_kwargs=dict(contexts.JINJA_ENV_KWARGS),
         names=names,
     )
 
@@ -57,9 +57,11 @@ def _configure(
 @deploy("Hostname", data_defaults=DEFAULTS)
 def hostname_deploy() -> None:
     """Give the host its FQDN: running hostname, /etc/hostname, /etc/hosts, /etc/mailname."""
-    data = values.host_data(host.data)
-    names = values.hostname_context(host.name, data)
-    hosts_file = values.safe_text(host.name, "hostname_hosts_file", data["hostname_hosts_file"])
-    mailname = values.safe_text(host.name, "hostname_mailname_file", data["hostname_mailname_file"])
-    staging = values.safe_text(host.name, "hostname_staging_dir", data["hostname_staging_dir"])
-    _configure(names, hosts_file, mailname, staging, values.backups_keep(host.name, data))
+    data = contexts.host_data(host.data)
+    names = contexts.hostname_context(host.name, data)
+    hosts_file = contexts.safe_text(host.name, "hostname_hosts_file", data["hostname_hosts_file"])
+    mailname = contexts.safe_text(
+        host.name, "hostname_mailname_file", data["hostname_mailname_file"]
+    )
+    staging = contexts.safe_text(host.name, "hostname_staging_dir", data["hostname_staging_dir"])
+    _configure(names, hosts_file, mailname, staging, contexts.backups_keep(host.name, data))

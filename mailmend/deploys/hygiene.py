@@ -41,7 +41,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, server
 
-from mailmend.deploys import live, values
+from mailmend.deploys import contexts, live
 from mailmend.deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
 from mailmend.deploys.postfix import reload_when_newer
 from mailmend.deploys.staged import sha1_text, staged_config
@@ -49,7 +49,7 @@ from mailmend.hygiene import bounces
 from mailmend.hygiene import queue as mailqueue
 
 DEFAULTS: dict[str, Any] = {
-    **values.SHARED_DEFAULTS,
+    **contexts.SHARED_DEFAULTS,
     "postfix_maillog_file": "/var/log/postfix.log",
     "hygiene_allow_file": None,  # default: the repository's suppression/allow.txt
     "hygiene_deny_file": None,  # default: the repository's suppression/deny.txt
@@ -126,7 +126,7 @@ def merge_suppression(
     )
 
 
-def read_lists(ctx: values.HygieneContext) -> tuple[frozenset[str], frozenset[str]]:
+def read_lists(ctx: contexts.HygieneContext) -> tuple[frozenset[str], frozenset[str]]:
     """The allow and deny lists (admin's machine); problems as ``DeployValueError``."""
     lists = []
     for field, path in (
@@ -138,11 +138,11 @@ def read_lists(ctx: values.HygieneContext) -> tuple[frozenset[str], frozenset[st
         except FileNotFoundError:
             text = ""
         except OSError as err:
-            raise values.DeployValueError(host.name, field, f"{path}: {err.strerror}") from None
+            raise contexts.DeployValueError(host.name, field, f"{path}: {err.strerror}") from None
         try:
             lists.append(bounces.parse_address_list(text, str(path)))
         except bounces.AddressListError as err:
-            raise values.DeployValueError(host.name, field, str(err)) from None
+            raise contexts.DeployValueError(host.name, field, str(err)) from None
     return lists[0], lists[1]
 
 
@@ -163,7 +163,7 @@ def _on_every_host(read: Callable[[], T]) -> dict[Host, T]:
     return {target: job.get() for target, job in jobs.items()}
 
 
-def fleet_suppression(ctx: values.HygieneContext) -> FleetSuppression:
+def fleet_suppression(ctx: contexts.HygieneContext) -> FleetSuppression:
     """Hard bounces and current tables of every active host, merged ONCE per run.
 
     Hosts are planned in parallel greenlets: the first one gathers, the others wait for it.
@@ -175,7 +175,7 @@ def fleet_suppression(ctx: values.HygieneContext) -> FleetSuppression:
         return _FLEET[key]
 
 
-def _gather(ctx: values.HygieneContext) -> FleetSuppression:
+def _gather(ctx: contexts.HygieneContext) -> FleetSuppression:
     allow, deny = read_lists(ctx)
     per_host = _on_every_host(lambda: host.get_fact(HardBounces, log_file=ctx.maillog_file))
     tables = _on_every_host(lambda: host.get_fact(SuppressionTable, path=ctx.recipients_table))
@@ -184,7 +184,7 @@ def _gather(ctx: values.HygieneContext) -> FleetSuppression:
             bounces.merge_records(*per_host.values()).values(), allow=allow, deny=deny
         )
     except bounces.ListConflictError as err:
-        raise values.DeployValueError(host.name, "hygiene_allow_file", str(err)) from None
+        raise contexts.DeployValueError(host.name, "hygiene_allow_file", str(err)) from None
     previous = [entry for text in tables.values() for entry in table_entries(text)]
     merged = FleetSuppression(
         result=merge_suppression(fresh, previous, allow),
@@ -305,7 +305,7 @@ def policy_validate_command(config: str, staging_dir: str) -> StringCommand:
 # -- stages ---------------------------------------------------------------------------------
 
 
-def _suppress(ctx: values.HygieneContext, pidfile: str) -> None:
+def _suppress(ctx: contexts.HygieneContext, pidfile: str) -> None:
     fleet = fleet_suppression(ctx)
     result = fleet.result
     previous = fleet.tables.get(host.name, "")
@@ -338,7 +338,7 @@ def _suppress(ctx: values.HygieneContext, pidfile: str) -> None:
     )
 
 
-def _quotas(ctx: values.HygieneContext, staging_dir: str, cache_time: int, keep: int) -> None:
+def _quotas(ctx: contexts.HygieneContext, staging_dir: str, cache_time: int, keep: int) -> None:
     missing = POLICY_PACKAGE not in (host.get_fact(DebPackages) or {})
     apt.packages(
         name="Install policyd-rate-limit (per-sender quotas; pulls in python3)",
@@ -349,7 +349,7 @@ def _quotas(ctx: values.HygieneContext, staging_dir: str, cache_time: int, keep:
     )
     staged_config(
         name="Install policyd-rate-limit.yaml (staged, validated by the daemon, swapped)",
-        configs=[(ctx.policy_config, values.render_template(
+        configs=[(ctx.policy_config, contexts.render_template(
             "postfix/policyd-rate-limit.yaml.j2", hygiene=ctx
         ))],
         staging_dir=staging_dir,
@@ -372,14 +372,14 @@ def _quotas(ctx: values.HygieneContext, staging_dir: str, cache_time: int, keep:
 @deploy("Hygiene", data_defaults=DEFAULTS)
 def hygiene_deploy() -> None:
     """Suppress hard-bounced recipients fleet-wide, enforce per-sender quotas, triage the queue."""
-    data = values.host_data(host.data)
-    ctx = values.hygiene_context(host.name, data)
-    staging_dir = values.safe_text(
+    data = contexts.host_data(host.data)
+    ctx = contexts.hygiene_context(host.name, data)
+    staging_dir = contexts.safe_text(
         host.name, "hygiene_policy_staging_dir", data["hygiene_policy_staging_dir"]
     )
-    cache_time = values.positive_int(
+    cache_time = contexts.positive_int(
         host.name, "hygiene_apt_cache_time", data["hygiene_apt_cache_time"]
     )
-    _suppress(ctx, values.safe_text(host.name, "postfix_pidfile", data["postfix_pidfile"]))
-    _quotas(ctx, staging_dir, cache_time, values.backups_keep(host.name, data))
+    _suppress(ctx, contexts.safe_text(host.name, "postfix_pidfile", data["postfix_pidfile"]))
+    _quotas(ctx, staging_dir, cache_time, contexts.backups_keep(host.name, data))
     queue_triage(name="Queue triage", thresholds=mailqueue.Thresholds())

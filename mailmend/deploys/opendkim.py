@@ -26,12 +26,12 @@ from pyinfra.operations import apt, files, server
 
 from mailmend.adopt import deploy as adopt
 from mailmend.checks.dkim_key import KEY_DIR
-from mailmend.deploys import blocks, live, values
+from mailmend.deploys import blocks, contexts, live
 from mailmend.deploys.facts import MilterSockets
 from mailmend.deploys.staged import staged_config
 
 DEFAULTS: dict[str, Any] = {
-    **values.SHARED_DEFAULTS,
+    **contexts.SHARED_DEFAULTS,
     "opendkim_key_bits": 2048,
     "opendkim_key_dir": KEY_DIR,
     "opendkim_table_dir": "/etc/opendkim",
@@ -51,7 +51,7 @@ SHARED_TABLE = "TrustedHosts"
 KEY_OWNER = "opendkim"
 
 
-def genkey_command(domain: values.DkimDomain, bits: int) -> StringCommand:
+def genkey_command(domain: contexts.DkimDomain, bits: int) -> StringCommand:
     """``opendkim-genkey`` behind a ``test -e`` guard: never run over an existing key."""
     return StringCommand(
         "test -e", QuoteString(domain.private_key), "||",
@@ -92,7 +92,7 @@ def milter_bridge(socket: str, queue_dir: str) -> Generator[StringCommand, None,
 
 
 @operation()
-def dkim_key(domain: values.DkimDomain, bits: int) -> Generator[StringCommand, None, None]:
+def dkim_key(domain: contexts.DkimDomain, bits: int) -> Generator[StringCommand, None, None]:
     """
     Generate a DKIM key pair only when absent; fix an existing key's owner and mode only.
 
@@ -120,7 +120,7 @@ def _install(cache_time: int) -> None:
     )
 
 
-def restart_command(ctx: values.OpenDkimContext) -> StringCommand:
+def restart_command(ctx: contexts.OpenDkimContext) -> StringCommand:
     """Check the live configuration, restart, and wait until the socket exists."""
     sock = QuoteString(ctx.socket)
     return StringCommand(
@@ -133,13 +133,13 @@ def restart_command(ctx: values.OpenDkimContext) -> StringCommand:
     )  # fmt: skip
 
 
-def watched_files(ctx: values.OpenDkimContext) -> list[str]:
+def watched_files(ctx: contexts.OpenDkimContext) -> list[str]:
     """Every file OpenDKIM reads when it starts: a newer one means a restart is due."""
     tables = [posixpath.join(ctx.table_dir, t) for t in TABLES]
     return [ctx.config_file, *tables, *(domain.private_key for domain in ctx.domains)]
 
 
-def _configure(ctx: values.OpenDkimContext, staging_dir: str, keep: int) -> None:
+def _configure(ctx: contexts.OpenDkimContext, staging_dir: str, keep: int) -> None:
     files.directory(name="OpenDKIM table directory", path=ctx.table_dir, mode="755")
     files.directory(
         name="OpenDKIM key directory",
@@ -169,7 +169,7 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str, keep: int) -> None
         )
 
     trusted = posixpath.join(ctx.table_dir, SHARED_TABLE)
-    block = values.render_template(f"opendkim/{SHARED_TABLE}.j2", opendkim=ctx)
+    block = contexts.render_template(f"opendkim/{SHARED_TABLE}.j2", opendkim=ctx)
     staged_config(
         name=f"OpenDKIM {SHARED_TABLE} (mailmend's block; the admin's lines kept; backed up)",
         configs=[
@@ -182,10 +182,10 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str, keep: int) -> None
     for table in (t for t in TABLES if t != SHARED_TABLE):
         files.template(
             name=f"OpenDKIM {table}",
-            src=str(values.TEMPLATES_DIR / "opendkim" / f"{table}.j2"),
+            src=str(contexts.TEMPLATES_DIR / "opendkim" / f"{table}.j2"),
             dest=posixpath.join(ctx.table_dir, table),
             mode="644",
-            jinja_env_kwargs=dict(values.JINJA_ENV_KWARGS),
+            jinja_env_kwargs=dict(contexts.JINJA_ENV_KWARGS),
             opendkim=ctx,
         )
 
@@ -205,7 +205,7 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str, keep: int) -> None
     staged_config(
         name="Install opendkim.conf (staged, validated, backed up, swapped)",
         configs=[
-            (ctx.config_file, values.render_template("opendkim/opendkim.conf.j2", opendkim=ctx))
+            (ctx.config_file, contexts.render_template("opendkim/opendkim.conf.j2", opendkim=ctx))
         ],
         staging_dir=staging_dir,
         validate=lambda staging: StringCommand(
@@ -216,7 +216,7 @@ def _configure(ctx: values.OpenDkimContext, staging_dir: str, keep: int) -> None
     )
 
 
-def _activate(ctx: values.OpenDkimContext, pidfile: str, queue_dir: str) -> None:
+def _activate(ctx: contexts.OpenDkimContext, pidfile: str, queue_dir: str) -> None:
     live.daemon_current(
         name="Restart OpenDKIM (when its configuration, tables or keys are newer than it)",
         service="OpenDKIM",
@@ -236,21 +236,21 @@ def _activate(ctx: values.OpenDkimContext, pidfile: str, queue_dir: str) -> None
 @deploy("OpenDKIM", data_defaults=DEFAULTS)
 def opendkim_deploy() -> None:
     """Install OpenDKIM, keep one key per (domain, selector), sign via Postfix's milter."""
-    ctx = values.opendkim_context(host.name, values.host_data(host.data))
-    wanted, why = adopt.opendkim_wanted(values.host_data(host.data))
+    ctx = contexts.opendkim_context(host.name, contexts.host_data(host.data))
+    wanted, why = adopt.opendkim_wanted(contexts.host_data(host.data))
     if not wanted:  # rspamd or amavis signs: a second signer is not added unless asked
         host.log(why)
         return
-    ctx = adopt.adopt_dkim(ctx, values.adopted_dkim_domain(ctx.key_root))
-    staging_dir = values.safe_text(
+    ctx = adopt.adopt_dkim(ctx, contexts.adopted_dkim_domain(ctx.key_root))
+    staging_dir = contexts.safe_text(
         host.name, "opendkim_staging_dir", host.data.opendkim_staging_dir
     )
-    cache_time = values.positive_int(
+    cache_time = contexts.positive_int(
         host.name, "opendkim_apt_cache_time", host.data.opendkim_apt_cache_time
     )
-    pidfile = values.safe_text(host.name, "opendkim_pidfile", host.data.opendkim_pidfile)
+    pidfile = contexts.safe_text(host.name, "opendkim_pidfile", host.data.opendkim_pidfile)
     _install(cache_time)
-    data = values.host_data(host.data)
-    queue_dir = values.safe_text(host.name, "postfix_queue_dir", data["postfix_queue_dir"])
-    _configure(ctx, staging_dir, values.backups_keep(host.name, data))
+    data = contexts.host_data(host.data)
+    queue_dir = contexts.safe_text(host.name, "postfix_queue_dir", data["postfix_queue_dir"])
+    _configure(ctx, staging_dir, contexts.backups_keep(host.name, data))
     _activate(ctx, pidfile, queue_dir)

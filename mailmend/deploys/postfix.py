@@ -27,12 +27,12 @@ from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
 from mailmend.adopt import deploy as adopt
-from mailmend.deploys import live, values
+from mailmend.deploys import contexts, live
 from mailmend.deploys.staged import secret_file, staged_config
 from mailmend.hygiene import bounces
 
 DEFAULTS: dict[str, Any] = {
-    **values.SHARED_DEFAULTS,
+    **contexts.SHARED_DEFAULTS,
     "postfix_config_dir": "/etc/postfix",
     "postfix_staging_dir": "/etc/postfix/mailmend-staging",
     "postfix_maillog_file": "/var/log/postfix.log",
@@ -66,7 +66,7 @@ def _missing(packages: list[str]) -> bool:
     return any(name not in installed for name in packages)
 
 
-def _install(ctx: values.PostfixContext, cache_time: int) -> None:
+def _install(ctx: contexts.PostfixContext, cache_time: int) -> None:
     if _missing(["postfix"]):
         # Only before the first install: afterwards Debian never asks again and mailmend
         # owns main.cf. "No configuration": Debian writes no main.cf of its own.
@@ -90,7 +90,7 @@ def _install(ctx: values.PostfixContext, cache_time: int) -> None:
     )
 
 
-def _ensure_lookup_tables(ctx: values.PostfixContext) -> None:
+def _ensure_lookup_tables(ctx: contexts.PostfixContext) -> None:
     """main.cf names the suppression tables: make sure each exists (indexed) BEFORE it goes live.
 
     Only a missing ``.db`` triggers anything: an empty table (the header comment) is created
@@ -120,12 +120,12 @@ def _ensure_lookup_tables(ctx: values.PostfixContext) -> None:
         )
 
 
-def _configure(ctx: values.PostfixContext, staging_dir: str, keep: int) -> None:
+def _configure(ctx: contexts.PostfixContext, staging_dir: str, keep: int) -> None:
     # The admin's main.cf (an existing server) is merged into, not replaced: mailmend/adopt.
     plan = adopt.main_cf_plan(
         ctx,
-        values.host_data(host.data),
-        values.render_template("postfix/main.cf.j2", postfix=ctx),
+        contexts.host_data(host.data),
+        contexts.render_template("postfix/main.cf.j2", postfix=ctx),
     )
     sasl = posixpath.join(ctx.config_dir, "sasl_passwd")
     relay = ctx.relay
@@ -155,7 +155,7 @@ def _configure(ctx: values.PostfixContext, staging_dir: str, keep: int) -> None:
         configs.append(
             (
                 posixpath.join(ctx.config_dir, "master.cf"),
-                values.render_template("postfix/master.cf.j2", postfix=ctx),
+                contexts.render_template("postfix/master.cf.j2", postfix=ctx),
             )
         )
     staged_config(
@@ -193,7 +193,7 @@ def reload_when_newer(name: str, configs: list[str], pidfile: str) -> None:
     )
 
 
-def _activate(ctx: values.PostfixContext, pidfile: str) -> None:
+def _activate(ctx: contexts.PostfixContext, pidfile: str) -> None:
     reload_when_newer(
         "Reload Postfix (when main.cf or master.cf is newer than what it runs)",
         [posixpath.join(ctx.config_dir, name) for name in ("main.cf", "master.cf")],
@@ -205,8 +205,8 @@ def _activate(ctx: values.PostfixContext, pidfile: str) -> None:
 @deploy("Postfix", data_defaults=DEFAULTS)
 def postfix_install_deploy() -> None:
     """Install Postfix (before OpenDKIM, whose socket lives in Postfix's queue directory)."""
-    ctx = values.postfix_context(host.name, values.host_data(host.data))
-    cache_time = values.positive_int(
+    ctx = contexts.postfix_context(host.name, contexts.host_data(host.data))
+    cache_time = contexts.positive_int(
         host.name, "postfix_apt_cache_time", host.data.postfix_apt_cache_time
     )
     _install(ctx, cache_time)
@@ -219,9 +219,11 @@ def postfix_deploy() -> None:
     Runs after the OpenDKIM deploy: OpenDKIM already listens on the socket a new main.cf
     names when Postfix reloads, so mail never leaves unsigned because of the order.
     """
-    ctx = values.postfix_context(host.name, values.host_data(host.data))
-    ctx = adopt.ipv4_only(ctx, values.host_data(host.data))  # IPv6 without PTR: IPv4 only
-    staging_dir = values.safe_text(host.name, "postfix_staging_dir", host.data.postfix_staging_dir)
-    pidfile = values.safe_text(host.name, "postfix_pidfile", host.data.postfix_pidfile)
-    _configure(ctx, staging_dir, values.backups_keep(host.name, values.host_data(host.data)))
+    ctx = contexts.postfix_context(host.name, contexts.host_data(host.data))
+    ctx = adopt.ipv4_only(ctx, contexts.host_data(host.data))  # IPv6 without PTR: IPv4 only
+    staging_dir = contexts.safe_text(
+        host.name, "postfix_staging_dir", host.data.postfix_staging_dir
+    )
+    pidfile = contexts.safe_text(host.name, "postfix_pidfile", host.data.postfix_pidfile)
+    _configure(ctx, staging_dir, contexts.backups_keep(host.name, contexts.host_data(host.data)))
     _activate(ctx, pidfile)

@@ -16,7 +16,7 @@ from pyinfra.context import host, state
 
 from mailmend.adopt import deploy as adopt
 from mailmend.checks.dkim_key import DkimPublicKey, parse_key_text
-from mailmend.deploys import opendkim, values
+from mailmend.deploys import contexts, opendkim
 from mailmend.deploys.facts import HostDkimPublicKey
 
 #: Filled while the deploy executes: inventory host name -> its DKIM records.
@@ -24,7 +24,7 @@ DKIM_RECORDS: dict[str, tuple[DkimPublicKey, ...]] = {}
 
 
 @operation()
-def dkim_summary(ctx: values.OpenDkimContext) -> Generator[StringCommand, None, None]:
+def dkim_summary(ctx: contexts.OpenDkimContext) -> Generator[StringCommand, None, None]:
     """
     Print and store this host's DKIM records (reads the public keys; never a change).
 
@@ -52,6 +52,6 @@ def dkim_summary(ctx: values.OpenDkimContext) -> Generator[StringCommand, None, 
 @deploy("Summary", data_defaults=opendkim.DEFAULTS)
 def summary_deploy() -> None:
     """Print the DNS records this host needs published (DKIM), and keep them for later steps."""
-    ctx = values.opendkim_context(host.name, values.host_data(host.data))
-    ctx = adopt.adopt_dkim(ctx, values.adopted_dkim_domain(ctx.key_root))
+    ctx = contexts.opendkim_context(host.name, contexts.host_data(host.data))
+    ctx = adopt.adopt_dkim(ctx, contexts.adopted_dkim_domain(ctx.key_root))
     dkim_summary(name="DKIM records to publish", ctx=ctx)

@@ -43,7 +43,7 @@ from pyinfra.facts.server import Arch
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from mailmend.deploys.values import DeployValueError
+from mailmend.deploys.contexts import DeployValueError
 
 DEFAULTS: dict[str, Any] = {
     "mailmend_monitor_host": None,  # from the fleet file's [fleet] monitor_host

@@ -111,11 +111,11 @@ class _Plan:
 
 
 def _plan(args: argparse.Namespace) -> _Plan:
-    from mailmend import values
+    from mailmend import rules
 
     if not args.to:
         raise UsageError("give --to ADDRESS: the test mailbox the hosts send to")
-    problem = values.email_problem(args.to)
+    problem = rules.email_problem(args.to)
     if problem:
         raise UsageError(f"--to: {problem}")
     fleet = load_fleet_file(args.fleet, "mail-test")

@@ -20,7 +20,7 @@ from mailmend.cli.errors import EXIT_FAIL, EXIT_USAGE, UsageError
 from mailmend.fleet import Fleet
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.publish import verify
-from mailmend.values import option_name_problem, secret_reference_problem
+from mailmend.rules import option_name_problem, secret_reference_problem
 
 if TYPE_CHECKING:  # the providers extra is imported only when a provider is used
     from mailmend.providers.dns import DnsProvider

@@ -362,7 +362,7 @@ _ADAPTERS: dict[str, type[Any]] = {
 
 
 def adapter(provider: str, secret: str, endpoint: str | None, timeout: float) -> PtrApi:
-    """The adapter for ``provider`` (a name from :data:`mailmend.values.VPS_PROVIDERS`)."""
+    """The adapter for ``provider`` (a name from :data:`mailmend.rules.VPS_PROVIDERS`)."""
     cls = _ADAPTERS[provider]
     try:
         api: PtrApi = cls(secret, endpoint or DEFAULT_ENDPOINTS[provider], timeout)

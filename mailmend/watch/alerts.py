@@ -41,7 +41,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
 
-from mailmend import secretref, values
+from mailmend import rules, secretref
 
 ATTEMPTS = 3
 BACKOFF = 2.0  # seconds before the 2nd attempt, doubled for the 3rd
@@ -92,7 +92,7 @@ def check_url(url: str) -> str:
     """A usable http(s) URL, or :class:`AlertConfigError` (references are checked when used)."""
     if url.startswith(("env:", "file:")):
         return url
-    problem = values.unsafe_char_problem(url)
+    problem = rules.unsafe_char_problem(url)
     if problem:  # without the URL itself: its path may hold a token
         raise AlertConfigError(f"webhook URL: {problem.replace(repr(url), 'it')}")
     parts = urllib.parse.urlsplit(url)
@@ -321,7 +321,7 @@ def _email(table: dict[str, Any], where: str) -> Channel:
     if not isinstance(to, list) or not to:
         raise AlertConfigError(f"{where}: email must be an address or an array of addresses")
     for address in [*to, table.get("from", "")]:
-        if not isinstance(address, str) or values.email_problem(address):
+        if not isinstance(address, str) or rules.email_problem(address):
             raise AlertConfigError(f"{where}: {one_line(str(address))!r} is not an email address")
     host, port = _smtp(table.get("smtp"), where)
     tls = table.get("tls", "starttls")
@@ -330,7 +330,7 @@ def _email(table: dict[str, Any], where: str) -> Channel:
     credentials = table.get("credentials")
     if credentials is not None:
         problem = (
-            values.relay_credentials_problem(credentials)
+            rules.relay_credentials_problem(credentials)
             if isinstance(credentials, str)
             else "must be a string"
         )
@@ -353,7 +353,7 @@ def _smtp(raw: object, where: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise AlertConfigError(f'{where}: smtp must be "HOST:PORT" (e.g. "mail.example.com:587")')
     host = host.strip("[]")
-    problem = values.ssh_host_problem(host)
+    problem = rules.ssh_host_problem(host)
     if problem:
         raise AlertConfigError(f"{where}: smtp host: {problem}")
     return host, int(port)

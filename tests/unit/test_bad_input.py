@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mailmend import inventory
-from mailmend.deploys import values as deploy_values
+from mailmend.deploys import contexts as deploy_contexts
 from mailmend.fleet import FleetError, parse_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,8 +69,8 @@ def test_a_zone_index_is_refused(field: str, value: str, tmp_path: Path) -> None
     text = f'{HOST}{field} = "{value}"\n'
     with pytest.raises(FleetError, match="zone index"):
         parse_fleet(text)
-    with pytest.raises(deploy_values.DeployValueError, match="zone index"):
-        deploy_values.ip_address("mx1", field, value)
+    with pytest.raises(deploy_contexts.DeployValueError, match="zone index"):
+        deploy_contexts.ip_address("mx1", field, value)
     error = one_error(pyinfra_inventory(tmp_path, text))
     assert f"host 'mx1': {field}:" in error and "zone index" in error
 
@@ -122,7 +122,7 @@ def test_an_address_on_both_lists_stops_the_deploy(
     (tmp_path / "deny.txt").write_text("# traps\nCEO@example.com\n")
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(HOST)
-    monkeypatch.setattr(deploy_values, "SUPPRESSION_DIR", tmp_path)
+    monkeypatch.setattr(deploy_contexts, "SUPPRESSION_DIR", tmp_path)
     monkeypatch.setenv("MAILMEND_FLEET", str(fleet))
     with pytest.raises(SystemExit) as exit_:
         inventory.pyinfra_groups()

@@ -19,10 +19,10 @@ from pyinfra.facts.server import Hostname, Os, Which
 from pyinfra.operations import server
 
 from mailmend.checks.txt import split_txt
-from mailmend.deploys import opendkim, staged, summary, values
+from mailmend.deploys import contexts, opendkim, staged, summary
 from mailmend.deploys.facts import HostDkimPublicKey, parse_dkim_public_key
 
-DOMAIN = values.DkimDomain(
+DOMAIN = contexts.DkimDomain(
     name="example.com",
     selector="mx1",
     key_dir="/etc/opendkim/keys/example.com",
@@ -127,7 +127,7 @@ def test_existing_key_with_loose_mode_only_gets_its_mode_fixed() -> None:
 
 
 def test_shell_words_are_quoted() -> None:
-    odd = values.DkimDomain("example.com", "mx1", "/k/dir with space", "/k/a b.private", "/k/t")
+    odd = contexts.DkimDomain("example.com", "mx1", "/k/dir with space", "/k/a b.private", "/k/t")
     command = opendkim.genkey_command(odd, 2048).get_raw_value()
     assert "-D '/k/dir with space'" in command and "test -e '/k/a b.private'" in command
 
@@ -228,7 +228,7 @@ def test_public_key_fact_never_reads_the_private_key_content() -> None:
 
 
 def test_summary_prints_zone_records_split_at_255_bytes() -> None:
-    ctx = values.opendkim_context(
+    ctx = contexts.opendkim_context(
         "mx1",
         {
             "hostname": "mx1.example.com",
@@ -251,7 +251,7 @@ def test_summary_prints_zone_records_split_at_255_bytes() -> None:
 
 
 def test_summary_prints_nothing_while_planning() -> None:
-    ctx = values.opendkim_context(
+    ctx = contexts.opendkim_context(
         "mx1",
         {
             "hostname": "mx1.example.com",

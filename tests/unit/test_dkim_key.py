@@ -19,7 +19,7 @@ from mailmend.checks.dkim_key import (
     parse_key_text,
     parse_record,
 )
-from mailmend.deploys import checks_deploy, opendkim
+from mailmend.deploys import checks_report, opendkim
 from mailmend.deploys.facts import parse_dkim_public_key
 from mailmend.records.dkim import genkey_txt_path, read_genkey_txt
 
@@ -116,7 +116,7 @@ def test_unusable_key_text_is_refused(text: str, why: str) -> None:
 
 def test_one_key_directory() -> None:
     assert opendkim.DEFAULTS["opendkim_key_dir"] == KEY_DIR
-    assert checks_deploy.DEFAULTS["opendkim_key_dir"] == KEY_DIR
+    assert checks_report.DEFAULTS["opendkim_key_dir"] == KEY_DIR
     assert genkey_txt_path("example.com", "mx1") == f"{KEY_DIR}/example.com/mx1.txt"
     assert key_files("example.com", "mx1", "/srv/keys/") == (
         "/srv/keys/example.com",

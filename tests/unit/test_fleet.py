@@ -566,7 +566,7 @@ def test_same_domain_twice_on_one_host() -> None:
         {"name": "example.com", "selector": "mx1"},
         {"name": "example.com", "selector": "b"},
     ]
-    # The deploy signs a domain with one key per host (deploys.values refuses it too).
+    # The deploy signs a domain with one key per host (deploys.contexts refuses it too).
     assert_problem(doc(hosts__mx1__domains=two_keys), "mx1", "domains[1]", "one DKIM key")
     two_domains = [
         {"name": "example.com", "selector": "mx1"},

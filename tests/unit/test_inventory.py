@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mailmend.deploys import hygiene
+from mailmend.deploys.contexts import hygiene_context
 from mailmend.fleet import parse_fleet
 from mailmend.inventory import ALL_GROUP, groups_of
 
@@ -105,5 +107,12 @@ def test_fleet_nameservers_reach_every_host_as_host_data() -> None:
 def test_sender_limit_per_day_becomes_the_hosts_quotas() -> None:
     text = GOOD.replace("[hosts.mx2]", "sender_limit_per_day = 300\n[hosts.mx2]")
     data = dict(groups_of(parse_fleet(text, "fleet.toml"))[ALL_GROUP])
-    assert data["mx1"]["hygiene_sender_limits"] == [[4, 60], [300, 86400]]
-    assert "hygiene_sender_limits" not in data["mx2"]  # the deploy's default (rate, 1000/day)
+    # Host data carries the fleet key by its name; the hygiene deploy turns it into windows.
+    assert data["mx1"]["sender_limit_per_day"] == 300
+    assert "sender_limit_per_day" not in data["mx2"]
+    quotas = {
+        name: hygiene_context(name, {**hygiene.DEFAULTS, **data[name]}).sender_limits
+        for name in ("mx1", "mx2")
+    }
+    assert quotas["mx1"] == ((4, 60), (300, 86400))
+    assert quotas["mx2"] == ((5, 60), (1000, 86400))  # the deploy's default (rate, 1000/day)

@@ -1,6 +1,6 @@
 """``postfix_main_cf``: one list of managed keys, and nothing that routes mail around the pacing.
 
-The fleet check (:mod:`mailmend.fleet`) and the deploy (:func:`deploys.values.extra_settings`)
+The fleet check (:mod:`mailmend.fleet`) and the deploy (:func:`deploys.contexts.extra_settings`)
 must refuse exactly the same keys: every parameter name of the real Postfix is tried on both
 (``tests/fixtures/postconf-d-names.txt``, captured with ``postconf -d`` on a sandbox host).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmend.deploys import values as deploy_values
+from mailmend.deploys import contexts as deploy_contexts
 from mailmend.fleet import FleetError, parse_fleet
 from tests.unit.test_bad_input import HOST
 
@@ -34,8 +34,8 @@ def fleet_problem(key: str, value: str = "x") -> str | None:
 
 def deploy_problem(key: str, value: str = "x") -> str | None:
     try:
-        deploy_values.extra_settings("mx1", {key: value})
-    except deploy_values.DeployValueError as err:
+        deploy_contexts.extra_settings("mx1", {key: value})
+    except deploy_contexts.DeployValueError as err:
         return str(err)
     return None
 

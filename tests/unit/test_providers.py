@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from mailmend import values as v
+from mailmend import rules as v
 from mailmend.checks.dns import Rcode
 from mailmend.checks.names import reverse_name
 from mailmend.fleet import FleetError, HostSpec, parse_fleet

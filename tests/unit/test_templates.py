@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mailmend.deploys import hostname, hygiene, opendkim, postfix, values
+from mailmend.deploys import contexts, hostname, hygiene, opendkim, postfix
 from mailmend.deploys.staged import swap_command
 from mailmend.hygiene import bounces
 
@@ -73,8 +73,8 @@ def host_data(variant: str) -> dict[str, Any]:
 
 
 def render_main_cf(data: Mapping[str, Any]) -> str:
-    ctx = values.postfix_context("mx1", data, environ=SECRETS)
-    return values.render_template("postfix/main.cf.j2", postfix=ctx)
+    ctx = contexts.postfix_context("mx1", data, environ=SECRETS)
+    return contexts.render_template("postfix/main.cf.j2", postfix=ctx)
 
 
 def main_cf_settings(text: str) -> list[tuple[str, str]]:
@@ -160,10 +160,10 @@ def test_main_cf_passes_postconf_and_postfix_check(
     outside, inside = scratch
     data = host_data(variant)
     (outside / "main.cf").write_text(render_main_cf(data))
-    ctx = values.postfix_context("mx1", data, environ=SECRETS)
+    ctx = contexts.postfix_context("mx1", data, environ=SECRETS)
     if ctx.smtpd_listen:
         (outside / "master.cf").write_text(
-            values.render_template("postfix/master.cf.j2", postfix=ctx)
+            contexts.render_template("postfix/master.cf.j2", postfix=ctx)
         )
     else:
         shutil.copy(tools_root / "etc/postfix/master.cf", outside / "master.cf")
@@ -209,8 +209,8 @@ def test_main_cf_identity_network_and_tls_per_variant() -> None:
     sandbox = dict(main_cf_settings(render_main_cf(host_data("sandbox"))))
     # Not an interface address: Postfix would refuse it in inet_interfaces; master.cf binds it.
     assert sandbox["inet_interfaces"] == "loopback-only"
-    ctx = values.postfix_context("mx1", host_data("sandbox"))
-    master = values.render_template("postfix/master.cf.j2", postfix=ctx)
+    ctx = contexts.postfix_context("mx1", host_data("sandbox"))
+    master = contexts.render_template("postfix/master.cf.j2", postfix=ctx)
     assert "127.0.10.3:smtp inet n - y - - smtpd\n" in master
     assert not re.search(r"^smtp\s+inet", master, re.M)
     assert sandbox["smtp_bind_address"] == "127.0.10.3"
@@ -234,14 +234,14 @@ def test_extra_settings_come_last_in_their_order() -> None:
 
 @pytest.mark.parametrize(("rate", "delay"), [(5, 12), (7, 9), (30, 2), (60, 1), (1, 60), (61, 1)])
 def test_pacing_delay_rounds_up(rate: int, delay: int) -> None:
-    assert values.pacing_delay(rate) == delay
+    assert contexts.pacing_delay(rate) == delay
     assert 60 / delay <= rate  # never faster than the provider's limit
 
 
 @pytest.mark.parametrize("rate", [0, -5, True])
 def test_pacing_refuses_nonsense_rates(rate: int) -> None:
-    with pytest.raises((ValueError, values.DeployValueError)):
-        values.postfix_context("mx1", {**BASE, "rate_limit_per_minute": rate})
+    with pytest.raises((ValueError, contexts.DeployValueError)):
+        contexts.postfix_context("mx1", {**BASE, "rate_limit_per_minute": rate})
 
 
 @pytest.mark.parametrize(
@@ -264,8 +264,8 @@ def test_pacing_refuses_nonsense_rates(rate: int) -> None:
     ],
 )
 def test_unsafe_values_are_refused_before_any_template(field: str, bad: object) -> None:
-    with pytest.raises(values.DeployValueError) as err:
-        values.postfix_context("mx1", {**BASE, field: bad}, environ=SECRETS)
+    with pytest.raises(contexts.DeployValueError) as err:
+        contexts.postfix_context("mx1", {**BASE, field: bad}, environ=SECRETS)
     assert "host mx1" in str(err.value)
     assert field in str(err.value)
 
@@ -283,45 +283,45 @@ def test_unsafe_values_are_refused_before_any_template(field: str, bad: object) 
     ],
 )  # fmt: skip
 def test_unsafe_dkim_values_are_refused(field: str, bad: object) -> None:
-    with pytest.raises(values.DeployValueError, match=re.escape(field.split("_")[0])):
-        values.opendkim_context("mx1", {**BASE, field: bad})
+    with pytest.raises(contexts.DeployValueError, match=re.escape(field.split("_")[0])):
+        contexts.opendkim_context("mx1", {**BASE, field: bad})
 
 
-@pytest.mark.parametrize("key", sorted(values.MANAGED_POSTFIX_KEYS))
+@pytest.mark.parametrize("key", sorted(contexts.MANAGED_POSTFIX_KEYS))
 def test_managed_keys_cannot_be_overridden(key: str) -> None:
-    with pytest.raises(values.DeployValueError, match="managed by mailmend"):
-        values.extra_settings("mx1", {key: "x"})
+    with pytest.raises(contexts.DeployValueError, match="managed by mailmend"):
+        contexts.extra_settings("mx1", {key: "x"})
 
 
 @pytest.mark.parametrize("key", ["default_destination_rate_delay", "relay_transport_rate_delay"])
 def test_a_second_pacing_knob_is_refused(key: str) -> None:
-    with pytest.raises(values.DeployValueError, match="one knob"):
-        values.extra_settings("mx1", {key: "1s"})
+    with pytest.raises(contexts.DeployValueError, match="one knob"):
+        contexts.extra_settings("mx1", {key: "1s"})
 
 
 def test_every_setting_the_template_renders_is_managed() -> None:
     rendered = {key for key, _ in main_cf_settings(render_main_cf(host_data("relay")))}
     inbound = {key for key, _ in main_cf_settings(render_main_cf(host_data("sandbox")))}
-    unmanaged = (rendered | inbound) - set(values.MANAGED_POSTFIX_KEYS)
+    unmanaged = (rendered | inbound) - set(contexts.MANAGED_POSTFIX_KEYS)
     # Cosmetic or TLS defaults the admin may tune are not "managed"; anything else must be.
     assert unmanaged <= {
         "biff", "append_dot_mydomain", "readme_directory", "smtpd_banner", "smtp_tls_CApath",
         "smtp_tls_session_cache_database", "smtp_tls_loglevel", "smtp_transport_rate_delay",
     }, unmanaged  # fmt: skip
-    with pytest.raises(values.DeployValueError):
-        values.extra_settings("mx1", {"smtp_transport_rate_delay": "1s"})
+    with pytest.raises(contexts.DeployValueError):
+        contexts.extra_settings("mx1", {"smtp_transport_rate_delay": "1s"})
 
 
 def test_relay_credentials_are_read_locally_and_never_echoed(tmp_path: Path) -> None:
     secret_file = tmp_path / "relay"
     secret_file.write_text("mailer:pa ss:word\n")
-    assert values.read_relay_credentials("mx1", f"file:{secret_file}") == "mailer:pa ss:word"
-    assert values.read_relay_credentials("mx1", "env:X", environ={"X": "u:p"}) == "u:p"
+    assert contexts.read_relay_credentials("mx1", f"file:{secret_file}") == "mailer:pa ss:word"
+    assert contexts.read_relay_credentials("mx1", "env:X", environ={"X": "u:p"}) == "u:p"
     for ref, environ in [("env:MISSING", {}), ("env:X", {"X": "no-colon-secret"}),
                          ("env:X", {"X": "u:p\nrelayhost = evil"}), ("vault:x", {}),
                          (f"file:{tmp_path / 'absent'}", {})]:  # fmt: skip
-        with pytest.raises(values.DeployValueError) as err:
-            values.read_relay_credentials("mx1", ref, environ=environ)
+        with pytest.raises(contexts.DeployValueError) as err:
+            contexts.read_relay_credentials("mx1", ref, environ=environ)
         assert "secret" not in str(err.value).replace("the secret in", "")
         assert "evil" not in str(err.value) and "no-colon" not in str(err.value)
 
@@ -401,10 +401,10 @@ def test_opendkim_conf_and_tables_pass_opendkim_n(
         "opendkim_table_dir": inside,
         "opendkim_key_dir": f"{inside}/keys",
     }
-    ctx = values.opendkim_context("mx1", data)
+    ctx = contexts.opendkim_context("mx1", data)
     for name in ("KeyTable", "SigningTable", "TrustedHosts"):
-        (outside / name).write_text(values.render_template(f"opendkim/{name}.j2", opendkim=ctx))
-    conf = values.render_template("opendkim/opendkim.conf.j2", opendkim=ctx)
+        (outside / name).write_text(contexts.render_template(f"opendkim/{name}.j2", opendkim=ctx))
+    conf = contexts.render_template("opendkim/opendkim.conf.j2", opendkim=ctx)
     (outside / "opendkim.conf").write_text(conf)
     result = in_root(tools_root, f"opendkim -n -x {inside}/opendkim.conf")
     assert result.returncode == 0, result.stderr
@@ -421,12 +421,12 @@ def test_opendkim_conf_and_tables_pass_opendkim_n(
 
 
 def test_two_domains_get_their_own_keys() -> None:
-    ctx = values.opendkim_context("mx1", host_data("two-domains"))
+    ctx = contexts.opendkim_context("mx1", host_data("two-domains"))
     assert [(d.name, d.selector, d.private_key) for d in ctx.domains] == [
         ("example.com", "mx1", "/etc/opendkim/keys/example.com/mx1.private"),
         ("example.org", "s2026", "/etc/opendkim/keys/example.org/s2026.private"),
     ]
-    keytable = values.render_template("opendkim/KeyTable.j2", opendkim=ctx)
+    keytable = contexts.render_template("opendkim/KeyTable.j2", opendkim=ctx)
     assert "s2026._domainkey.example.org example.org:s2026:" in keytable
 
 
@@ -434,19 +434,21 @@ def test_two_domains_get_their_own_keys() -> None:
 
 
 def test_hosts_and_mailname() -> None:
-    names = values.hostname_context("mx1", host_data("receives-mail-ipv6"))
-    hosts = [line.split() for line in values.render_template("hosts.j2", names=names).splitlines()]
+    names = contexts.hostname_context("mx1", host_data("receives-mail-ipv6"))
+    hosts = [
+        line.split() for line in contexts.render_template("hosts.j2", names=names).splitlines()
+    ]
     assert ["127.0.0.1", "localhost"] in hosts
     assert ["192.0.2.10", "mx1.example.com", "mx1"] in hosts
     assert ["2001:db8::10", "mx1.example.com", "mx1"] in hosts
-    assert values.render_template("mailname.j2", names=names) == "mx1.example.com\n"
+    assert contexts.render_template("mailname.j2", names=names) == "mx1.example.com\n"
 
 
 def test_templates_render_from_the_package_not_the_cwd(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert values.TEMPLATES_DIR.is_absolute()
+    assert contexts.TEMPLATES_DIR.is_absolute()
     assert render_main_cf(host_data("plain")).startswith("# Managed by mailmend")
 
 
@@ -495,8 +497,8 @@ def test_suppression_tables_pass_postmap_and_main_cf_reads_them(
 
 
 def test_policyd_config_is_rendered_from_validated_values() -> None:
-    ctx = values.hygiene_context("mx1", {**HYGIENE_DATA, "rate_limit_per_minute": 7})
-    text = values.render_template("postfix/policyd-rate-limit.yaml.j2", hygiene=ctx)
+    ctx = contexts.hygiene_context("mx1", {**HYGIENE_DATA, "rate_limit_per_minute": 7})
+    text = contexts.render_template("postfix/policyd-rate-limit.yaml.j2", hygiene=ctx)
     lines = text.splitlines()
     assert lines[lines.index("limits:") + 1 :][:2] == ["    - [7, 60]", "    - [1000, 86400]"]
     for expected in (
@@ -508,7 +510,7 @@ def test_policyd_config_is_rendered_from_validated_values() -> None:
         "debug: False",
     ):
         assert expected in lines
-    custom = values.hygiene_context(
+    custom = contexts.hygiene_context(
         "mx1", {**HYGIENE_DATA, "hygiene_sender_limits": [[1000, 86400], [3, 60]]}
     )
     assert custom.sender_limits == ((3, 60), (1000, 86400))
@@ -528,8 +530,8 @@ def test_policyd_config_is_rendered_from_validated_values() -> None:
     ],
 )
 def test_unsafe_hygiene_values_are_refused(field: str, bad: object) -> None:
-    with pytest.raises(values.DeployValueError, match=field.split("[")[0]):
-        values.hygiene_context("mx1", {**HYGIENE_DATA, field: bad})
+    with pytest.raises(contexts.DeployValueError, match=field.split("[")[0]):
+        contexts.hygiene_context("mx1", {**HYGIENE_DATA, field: bad})
 
 
 def test_sticky_suppression_keeps_earlier_bounces_unless_allowed() -> None:

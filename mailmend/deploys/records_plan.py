@@ -21,7 +21,7 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
 from mailmend.checks.dkim_key import DkimPublicKey
-from mailmend.deploys import summary, values
+from mailmend.deploys import contexts, summary
 
 DEFAULTS: dict[str, Any] = {
     "mailmend_nameservers": [],  # "IP[:PORT]"; empty: this machine's resolvers
@@ -38,12 +38,12 @@ def _senders() -> list[Any]:
 
     out = []
     for h in state.inventory.iter_activated_hosts():
-        data = values.host_data(h.data)
-        domains = values.dkim_domains(h.name, data.get("domains") or [], "/")
+        data = contexts.host_data(h.data)
+        domains = contexts.dkim_domains(h.name, data.get("domains") or [], "/")
         out.append(
             Sender(
                 h.name,
-                values.fqdn(h.name, "hostname", data.get("hostname")),
+                contexts.fqdn(h.name, "hostname", data.get("hostname")),
                 data.get("public_ipv4"),
                 data.get("public_ipv6"),
                 tuple((d.name, d.selector) for d in domains),
@@ -98,15 +98,15 @@ def records_plan(
 
 
 @deploy("Records", data_defaults=DEFAULTS)
-def records_deploy() -> None:
+def records_plan_deploy() -> None:
     """Print the SPF, DKIM, DMARC, A and PTR records the fleet needs (read-only)."""
-    data = values.host_data(host.data)
+    data = contexts.host_data(host.data)
     if not data["mailmend_records"]:
         return
     records_plan(
         name="Plan the fleet's DNS records (SPF, DKIM, DMARC, A, PTR)",
         nameservers=[
-            values.safe_text(host.name, "mailmend_nameservers", s)
+            contexts.safe_text(host.name, "mailmend_nameservers", s)
             for s in data["mailmend_nameservers"] or []
         ],
         report_address=data["mailmend_dmarc_report_address"],

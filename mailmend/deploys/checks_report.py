@@ -9,9 +9,9 @@ compared with it. Nothing is ever changed.
 
 The checks run inside an operation that yields no command, at execution time: after every
 operation placed before them in the same run (``deploys/mail.py`` ends with
-:func:`checks_deploy`), and they never count as a change (a converged fleet reruns with zero
+:func:`checks_report_deploy`), and they never count as a change (a converged fleet reruns with zero
 changed operations).
-:func:`checks_deploy` prints each host's problems with their fixes; the last host to finish
+:func:`checks_report_deploy` prints each host's problems with their fixes; the last host to finish
 prints the fleet summary, one line per host. Reports are kept in :data:`REPORTS`.
 """
 
@@ -30,7 +30,7 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
 from mailmend.checks.dkim_key import KEY_DIR
-from mailmend.deploys import values
+from mailmend.deploys import contexts
 from mailmend.deploys.facts import HostDkimPublicKey
 
 DEFAULTS: dict[str, Any] = {
@@ -54,11 +54,11 @@ def _target(name: str, data: Mapping[str, Any], keys: Mapping[tuple[str, str], s
     from mailmend.checks.host import HostTarget
 
     ips = tuple(ip for ip in (data.get("public_ipv4"), data.get("public_ipv6")) if ip)
-    domains = values.dkim_domains(name, data.get("domains") or [], data["opendkim_key_dir"])
+    domains = contexts.dkim_domains(name, data.get("domains") or [], data["opendkim_key_dir"])
     return HostTarget(
         name=name,
-        hostname=values.fqdn(name, "hostname", data.get("hostname")),
-        ips=tuple(values.ip_address(name, "public_ip", ip) for ip in ips),
+        hostname=contexts.fqdn(name, "hostname", data.get("hostname")),
+        ips=tuple(contexts.ip_address(name, "public_ip", ip) for ip in ips),
         domains=tuple((d.name, d.selector) for d in domains),
         dkim_public_keys=dict(keys),
         dmarc_report_address=data.get("mailmend_dmarc_report_address"),
@@ -76,7 +76,7 @@ def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     if host.name in DKIM_RECORDS:
         return {(r.domain, r.selector): r.public_key_b64 for r in DKIM_RECORDS[host.name]}
     keys: dict[tuple[str, str], str] = {}
-    for d in values.dkim_domains(host.name, data.get("domains") or [], data["opendkim_key_dir"]):
+    for d in contexts.dkim_domains(host.name, data.get("domains") or [], data["opendkim_key_dir"]):
         key = host.get_fact(HostDkimPublicKey, txt=d.txt_record, private_key=d.private_key)
         if key:
             keys[(d.name, d.selector)] = key
@@ -152,14 +152,14 @@ def check_dns(data: Mapping[str, Any]) -> Generator[StringCommand, None, None]:
 
 
 @deploy("Checks", data_defaults=DEFAULTS)
-def checks_deploy() -> None:
+def checks_report_deploy() -> None:
     """Check the host's DNS, PTR, SPF, DKIM, DMARC and blocklists from this machine.
 
     Changes nothing; reads the host's DKIM public keys to compare them with the published ones.
     """
     check_dns(
         name="Check PTR, FCrDNS, SPF, DKIM, DMARC and blocklists (DNS asked from here)",
-        data=_settings(host.name, values.host_data(host.data)),
+        data=_settings(host.name, contexts.host_data(host.data)),
     )
 
 
@@ -169,11 +169,11 @@ def _settings(name: str, data: dict[str, Any]) -> dict[str, Any]:
 
     servers = data.get("mailmend_nameservers") or []
     if not isinstance(servers, list):
-        raise values.DeployValueError(name, "mailmend_nameservers", "expected a list")
+        raise contexts.DeployValueError(name, "mailmend_nameservers", "expected a list")
     for server in servers:
         try:
-            parse_nameserver(values.safe_text(name, "mailmend_nameservers", server))
+            parse_nameserver(contexts.safe_text(name, "mailmend_nameservers", server))
         except ValueError as err:
-            raise values.DeployValueError(name, "mailmend_nameservers", str(err)) from None
+            raise contexts.DeployValueError(name, "mailmend_nameservers", str(err)) from None
     _target(name, data, {})  # hostname, IPs and domains are valid
     return data

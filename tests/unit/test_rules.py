@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from mailmend import values as v
+from mailmend import rules as v
 
 UNSPECIFIED_V4 = str(ipaddress.IPv4Address(0))  # spelled out, it trips ruff S104
 

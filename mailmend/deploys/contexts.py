@@ -1,14 +1,16 @@
 """Turn ``host.data`` into typed, validated template contexts, one function per component.
 
 Fleet files are validated by :mod:`mailmend.fleet`, but host data can also come from
-``group_data/`` or an inventory written by hand, so every value that reaches a template or
-a shell command is checked again here, before any operation is added. A refused value raises
-:class:`DeployValueError` naming the host and the field:
+``group_data/``, ``--data`` or an inventory written by hand, so every value that reaches a
+template or a shell command is checked again here, before any operation is added: the fleet
+keys by the fleet's own checkers (:func:`mailmend.keys.check_value`, one rule set), the
+tuning keys (``DEFAULTS`` of each deploy) here. A refused value raises
+:class:`DeployValueError` (a pyinfra ``DeployError``) naming the host and the field:
 
     >>> hostname_context("mx1", {"hostname": "mx1.example.com\\nrelayhost = evil"})
     Traceback (most recent call last):
     ...
-    deploys.values.DeployValueError: host mx1: hostname: ...
+    mailmend.deploys.contexts.DeployValueError: host mx1: hostname: ...
 
 The contexts are plain frozen dataclasses; templates read their attributes and nothing else.
 """
@@ -17,26 +19,18 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mailmend import secretref
+from pyinfra.api.exceptions import DeployError
+
+from mailmend import keys, secretref
 from mailmend.checks.dkim_key import key_files
-from mailmend.values import MANAGED_POSTFIX_KEYS as MANAGED_POSTFIX_KEYS  # the one list
-from mailmend.values import (
-    fqdn_problem,
-    normalize_fqdn,
-    normalize_relay_host,
-    postfix_key_problem,
-    postfix_value_problem,
-    relay_host_problem,
-    selector_problem,
-    unsafe_char_problem,
-)
+from mailmend.rules import MANAGED_POSTFIX_KEYS as MANAGED_POSTFIX_KEYS  # the one list
+from mailmend.rules import ip_problem, relay_credentials_problem, unsafe_char_problem
 
 #: The templates shipped with the package (``mailmend/templates``), found by importlib.
 TEMPLATES_DIR = Path(str(resources.files("mailmend.templates")))
@@ -44,9 +38,6 @@ TEMPLATES_DIR = Path(str(resources.files("mailmend.templates")))
 #: Options for pyinfra's ``files.template`` (and the tests' renderer): Jinja's
 #: ``StrictUndefined`` and ``keep_trailing_newline`` are pyinfra's own defaults.
 JINJA_ENV_KWARGS: dict[str, Any] = {"trim_blocks": True, "lstrip_blocks": True}
-
-_POSTFIX_KEY = re.compile(r"[a-z][a-z0-9_]*\Z")
-_FORBIDDEN = frozenset("'\"\\`")
 
 #: Tuning keys that both the Postfix and the OpenDKIM deploy read (the milter socket is wired
 #: on both sides), merged into each deploy's ``DEFAULTS``.
@@ -77,8 +68,11 @@ SUPPRESS_RECIPIENTS = "suppress_recipients"
 SUPPRESS_TRANSPORT = "suppress_transport"
 
 
-class DeployValueError(ValueError):
-    """A host data value that must not reach a template or a shell command."""
+class DeployValueError(DeployError, ValueError):
+    """A host data value that must not reach a template or a shell command.
+
+    A pyinfra ``DeployError``: pyinfra prints it on one line and exits 1, no traceback.
+    """
 
     def __init__(self, host: str, field: str, reason: str) -> None:
         super().__init__(f"host {host}: {field}: {reason}")
@@ -168,7 +162,7 @@ class OpenDkimContext:
 def safe_text(host: str, field: str, value: object) -> str:
     """``value`` as a string with no control character, quote or backslash, else refuse it.
 
-    The character rules are the fleet file's (:mod:`mailmend.values`); plain inner spaces are
+    The character rules are the fleet file's (:mod:`mailmend.rules`); plain inner spaces are
     allowed here because Postfix list values need them.
     """
     if not isinstance(value, str):
@@ -181,25 +175,80 @@ def safe_text(host: str, field: str, value: object) -> str:
     return value
 
 
+def fleet_value(host: str, data: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """The fleet key ``key`` of host data (``default`` when unset), checked by the fleet's own
+    checker (:mod:`mailmend.keys`): the same rules, the same messages as ``fleet.toml``.
+
+    A sandbox fleet's hosts carry ``mailmend_sandbox`` (loopback public addresses allowed).
+    """
+    raw = data.get(key)
+    if raw is None:
+        return default
+    sandbox = data.get("mailmend_sandbox") is True
+    value, problems = keys.check_value(key, _fleet_form(key, raw), sandbox=sandbox)
+    if problems:
+        field, reason = problems[0]
+        raise DeployValueError(host, field, reason)
+    return value
+
+
+def check_fleet_keys(host: str, data: Mapping[str, Any]) -> None:
+    """Every fleet key of host data, by the fleet's rules, with nothing gathered from the host:
+    the mail deploy runs it first, so a bad ``--data`` or ``group_data/`` value stops it before
+    any fact is read or any operation added."""
+    for key in keys.SHARED_KEYS:
+        if not key.startswith("ssh_"):  # pyinfra's own ssh_* data, not the fleet's
+            fleet_value(host, data, key)
+    required(host, data, "hostname")
+    required(host, data, "public_ipv4")
+
+
+def _fleet_form(key: str, raw: object) -> object:
+    """Host data as the fleet file spells it: ``group_data/`` is Python, not TOML."""
+    if key == "postfix_main_cf" and isinstance(raw, Mapping):
+        # A Python True or 10240000 is the main.cf "yes" or "10240000".
+        return {k: _main_cf_text(v) for k, v in raw.items()}
+    if key == "domains" and isinstance(raw, list | tuple):
+        return [
+            d if isinstance(d, Mapping) else {"name": getattr(d, "name", None),
+                                               "selector": getattr(d, "selector", None)}
+            for d in raw
+        ]  # fmt: skip
+    return raw
+
+
+def _main_cf_text(value: object) -> object:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value) if isinstance(value, int) else value
+
+
+def required(host: str, data: Mapping[str, Any], key: str) -> Any:
+    """A fleet key every host needs (``hostname``; ``public_ipv4`` for the deploy)."""
+    value = fleet_value(host, data, key)
+    if value is None:
+        raise DeployValueError(host, key, "missing: every host needs it")
+    return value
+
+
 def fqdn(host: str, field: str, value: object) -> str:
-    """A lower-cased fully qualified domain name (the fleet file's RFC 1123 rules)."""
-    text = safe_text(host, field, value)
-    problem = fqdn_problem(text)
-    if problem:
-        raise DeployValueError(host, field, problem)
-    return normalize_fqdn(text)
+    """A lower-cased fully qualified host name (the fleet key ``hostname``'s rules)."""
+    name = fleet_value(host, {"hostname": value}, "hostname")
+    if name is None:
+        raise DeployValueError(host, field, "missing: every host needs it")
+    assert isinstance(name, str)
+    return name
 
 
 def ip_address(host: str, field: str, value: object, version: int | None = None) -> str:
+    """One IP address of a tuning key (the fleet's ``ip_problem`` rule), canonical text."""
     text = safe_text(host, field, value)
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        raise DeployValueError(host, field, f"{text!r} is not an IP address") from None
+    problem = ip_problem(text)
+    if problem:
+        raise DeployValueError(host, field, problem)
+    address = ipaddress.ip_address(text)
     if version is not None and address.version != version:
         raise DeployValueError(host, field, f"{text!r} is not an IPv{version} address")
-    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
-        raise DeployValueError(host, field, f"{text!r} has an IPv6 zone index")
     return address.compressed
 
 
@@ -222,32 +271,24 @@ def pacing_delay(rate_per_minute: int) -> int:
     return math.ceil(60 / rate_per_minute)
 
 
-def _opt(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    value = data.get(key, default)
-    return default if value is None else value
-
-
 # -- components -----------------------------------------------------------------------------
 
 
 def hostname_context(host: str, data: Mapping[str, Any]) -> HostnameContext:
-    name = fqdn(host, "hostname", data.get("hostname"))
-    ipv6 = data.get("public_ipv6")
+    name = required(host, data, "hostname")
     return HostnameContext(
         fqdn=name,
         short=name.split(".", 1)[0],
-        public_ipv4=ip_address(host, "public_ipv4", data.get("public_ipv4"), 4),
-        public_ipv6=None if ipv6 is None else ip_address(host, "public_ipv6", ipv6, 6),
+        public_ipv4=required(host, data, "public_ipv4"),
+        public_ipv6=fleet_value(host, data, "public_ipv6"),
     )
 
 
 def relay_nexthop(host: str, value: object) -> str:
-    """``host``, ``host:port``, ``[host]`` or ``[host]:port`` (the fleet file's rules)."""
-    text = safe_text(host, "relay_host", value)
-    problem = relay_host_problem(text)
-    if problem:
-        raise DeployValueError(host, "relay_host", problem)
-    return normalize_relay_host(text)
+    """``host``, ``host:port``, ``[host]`` or ``[host]:port`` (the fleet key's rules)."""
+    nexthop = fleet_value(host, {"relay_host": value}, "relay_host")
+    assert isinstance(nexthop, str)
+    return nexthop
 
 
 def read_relay_credentials(
@@ -262,6 +303,10 @@ def read_relay_credentials(
     """
     field = "relay_credentials"
     ref = safe_text(host, field, reference)
+    if ref.partition(":")[0] in ("env", "file"):
+        problem = relay_credentials_problem(ref)  # the fleet key's rule and message
+        if problem:
+            raise DeployValueError(host, field, problem)
     try:
         secret = secretref.resolve(ref, environ, read_file)
     except secretref.SecretRefError as err:
@@ -277,32 +322,9 @@ def read_relay_credentials(
 
 
 def extra_settings(host: str, value: object) -> tuple[tuple[str, str], ...]:
-    """The admin's extra main.cf settings, in their order, refusing managed keys."""
-    field = "postfix_main_cf"
-    if value is None:
-        return ()
-    if not isinstance(value, Mapping):
-        raise DeployValueError(host, field, "expected a table of main.cf settings")
-    out: list[tuple[str, str]] = []
-    for key, raw in value.items():
-        where = f"{field}.{key}"
-        if not isinstance(key, str):
-            raise DeployValueError(host, field, f"{key!r} is not a main.cf parameter name")
-        problem = postfix_key_problem(key)  # the fleet check's rule: one list of managed keys
-        if problem:
-            raise DeployValueError(host, where, problem)
-        if isinstance(raw, bool):
-            raw = "yes" if raw else "no"
-        elif isinstance(raw, int):
-            raw = str(raw)
-        text = safe_text(host, where, raw)
-        if "\u2028" in text or "\u2029" in text:
-            raise DeployValueError(host, where, "line separator in value")
-        problem = postfix_value_problem(text)
-        if problem:
-            raise DeployValueError(host, where, problem)
-        out.append((key, text))
-    return tuple(out)
+    """The admin's extra main.cf settings, in their order (the fleet key's rules)."""
+    settings = fleet_value(host, {"postfix_main_cf": value}, "postfix_main_cf", {})
+    return tuple(settings.items())
 
 
 def postfix_context(
@@ -312,22 +334,18 @@ def postfix_context(
     read_file: Callable[[Path], str] | None = None,
 ) -> PostfixContext:
     names = hostname_context(host, data)
-    rate = positive_int(host, "rate_limit_per_minute", _opt(data, "rate_limit_per_minute", 5))
-    recipient_limit = data.get("recipient_limit")
-    if recipient_limit is not None:
-        recipient_limit = positive_int(host, "recipient_limit", recipient_limit)
+    rate = fleet_value(host, data, "rate_limit_per_minute", 5)
+    recipient_limit = fleet_value(host, data, "recipient_limit")
 
-    listen = data.get("listen_address")
-    smtpd_listen = None
-    if listen is not None:
+    smtpd_listen = fleet_value(host, data, "listen_address")
+    if smtpd_listen is not None:
         # Postfix refuses an inet_interfaces address that is not on a local interface (the
         # sandbox's 127.0.10.N are not): master.cf binds it instead, Postfix's own loopback
         # stays the interface list.
-        smtpd_listen = ip_address(host, "listen_address", listen)
         if ":" in smtpd_listen:
             smtpd_listen = f"[{smtpd_listen}]"
         inet_interfaces = "loopback-only"
-    elif data.get("receives_mail"):
+    elif fleet_value(host, data, "receives_mail", False):
         inet_interfaces = "all"
     else:
         inet_interfaces = "loopback-only"
@@ -335,18 +353,16 @@ def postfix_context(
     inet_protocols = "all" if names.public_ipv6 or ":" in (smtpd_listen or "") else "ipv4"
 
     bind4 = bind6 = None
-    bind = data.get("bind_address")
-    if bind is not None:
-        address = ip_address(host, "bind_address", bind)
+    address = fleet_value(host, data, "bind_address")
+    if address is not None:
         if ":" in address:
             bind6 = address
         else:
             bind4 = address
 
     relay = None
-    relay_host = data.get("relay_host")
-    if relay_host is not None:
-        nexthop = relay_nexthop(host, relay_host)
+    nexthop = fleet_value(host, data, "relay_host")
+    if nexthop is not None:
         reference = data.get("relay_credentials")
         secret = None
         if reference is not None:
@@ -368,7 +384,7 @@ def postfix_context(
         milter_socket=_milter_socket(host, data),
         maillog_file=_abs_path(host, "postfix_maillog_file", data),
         config_dir=_abs_path(host, "postfix_config_dir", data),
-        extra_settings=extra_settings(host, data.get("postfix_main_cf")),
+        extra_settings=tuple(fleet_value(host, data, "postfix_main_cf", {}).items()),
         suppress_recipients_map=f"hash:{suppression_dir}/{SUPPRESS_RECIPIENTS}",
         suppress_transport_map=f"hash:{suppression_dir}/{SUPPRESS_TRANSPORT}",
         policy_service=_queue_relative(host, "hygiene_policy_socket", data),
@@ -397,30 +413,15 @@ def _queue_relative(host: str, field: str, data: Mapping[str, Any]) -> str:
 
 
 def dkim_domains(host: str, value: object, key_root: str) -> tuple[DkimDomain, ...]:
-    if not isinstance(value, Iterable) or isinstance(value, (str, bytes, Mapping)):
-        raise DeployValueError(host, "domains", "expected a list of {name, selector}")
+    """The fleet key ``domains`` (its rules: one selector per domain), with key file paths."""
+    specs = fleet_value(host, {"domains": value}, "domains", ())
     out: list[DkimDomain] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(value):
-        where = f"domains[{index}]"
-        if isinstance(entry, Mapping):
-            raw_name, raw_selector = entry.get("name"), entry.get("selector")
-        else:
-            raw_name = getattr(entry, "name", None)
-            raw_selector = getattr(entry, "selector", None)
-        name = fqdn(host, f"{where}.name", raw_name)
-        selector = safe_text(host, f"{where}.selector", raw_selector).lower()
-        problem = selector_problem(selector)
-        if problem:
-            raise DeployValueError(host, f"{where}.selector", problem)
-        if name in seen:
-            raise DeployValueError(host, f"{where}.name", f"{name} is listed twice")
-        seen.add(name)
-        key_dir, private_key, txt_record = key_files(name, selector, key_root)
+    for spec in specs:
+        key_dir, private_key, txt_record = key_files(spec.name, spec.selector, key_root)
         out.append(
             DkimDomain(
-                name=name,
-                selector=selector,
+                name=spec.name,
+                selector=spec.selector,
                 key_dir=key_dir,
                 private_key=private_key,
                 txt_record=txt_record,
@@ -454,13 +455,13 @@ def opendkim_context(host: str, data: Mapping[str, Any]) -> OpenDkimContext:
         trusted.append(names.public_ipv6)
     for field in ("listen_address", "bind_address"):
         if data.get(field) is not None:
-            trusted.append(ip_address(host, field, data.get(field)))
+            trusted.append(fleet_value(host, data, field))
     bits = positive_int(host, "opendkim_key_bits", data.get("opendkim_key_bits"))
     if bits < 1024:
         raise DeployValueError(host, "opendkim_key_bits", f"{bits} bits is too weak for DKIM")
     key_root = _abs_path(host, "opendkim_key_dir", data)
     return OpenDkimContext(
-        domains=dkim_domains(host, data.get("domains"), key_root),
+        domains=dkim_domains(host, data.get("domains") or (), key_root),
         trusted_hosts=tuple(dict.fromkeys(trusted)),
         socket=_abs_path(host, "opendkim_socket", data),
         key_bits=bits,
@@ -488,7 +489,8 @@ def host_data(data: Any) -> dict[str, Any]:
 #: The repository's admin lists, resolved from this file (like the templates), never the cwd.
 #: The default (empty) allow/deny lists shipped with the package; a fleet names its own.
 SUPPRESSION_DIR = Path(str(resources.files("mailmend") / "suppression"))
-#: ``policyd-rate-limit``'s daily cap when ``hygiene_sender_limits`` is not set.
+#: ``policyd-rate-limit``'s daily cap when neither the fleet key ``sender_limit_per_day`` nor
+#: the tuning key ``hygiene_sender_limits`` is set.
 DEFAULT_DAILY_SENDER_LIMIT = 1000
 
 
@@ -509,15 +511,21 @@ class HygieneContext:
     policy_config: str
 
 
-def sender_limits(host: str, value: object, rate_per_minute: int) -> tuple[tuple[int, int], ...]:
-    """``[[count, seconds], ...]``; by default the provider's per-minute cap, then a daily cap.
+def sender_limits(
+    host: str, value: object, rate_per_minute: int, per_day: int | None = None
+) -> tuple[tuple[int, int], ...]:
+    """``[[count, seconds], ...]``; by default the provider's per-minute cap, then a daily cap
+    (the fleet key ``sender_limit_per_day``, else 1000). ``value`` is the tuning key
+    ``hygiene_sender_limits``: a list of windows of its own, which wins when set.
 
     >>> sender_limits("mx1", None, 5)
     ((5, 60), (1000, 86400))
+    >>> sender_limits("mx1", None, 4, 300)
+    ((4, 60), (300, 86400))
     """
     field = "hygiene_sender_limits"
     if value is None:
-        return ((rate_per_minute, 60), (DEFAULT_DAILY_SENDER_LIMIT, 86400))
+        return ((rate_per_minute, 60), (per_day or DEFAULT_DAILY_SENDER_LIMIT, 86400))
     if not isinstance(value, (list, tuple)) or not value:
         raise DeployValueError(host, field, "expected a non-empty list of [count, seconds]")
     out: list[tuple[int, int]] = []
@@ -540,7 +548,8 @@ def _list_file(host: str, field: str, value: object, default: Path) -> Path:
 
 
 def hygiene_context(host: str, data: Mapping[str, Any]) -> HygieneContext:
-    rate = positive_int(host, "rate_limit_per_minute", _opt(data, "rate_limit_per_minute", 5))
+    rate = fleet_value(host, data, "rate_limit_per_minute", 5)
+    per_day = fleet_value(host, data, "sender_limit_per_day")
     suppression_dir = _abs_path(host, "hygiene_suppression_dir", data).rstrip("/")
     networks = data.get("hygiene_limited_networks")
     if not isinstance(networks, (list, tuple)):
@@ -566,7 +575,7 @@ def hygiene_context(host: str, data: Mapping[str, Any]) -> HygieneContext:
         deny_file=_list_file(
             host, "hygiene_deny_file", data.get("hygiene_deny_file"), SUPPRESSION_DIR / "deny.txt"
         ),
-        sender_limits=sender_limits(host, data.get("hygiene_sender_limits"), rate),
+        sender_limits=sender_limits(host, data.get("hygiene_sender_limits"), rate, per_day),
         limited_networks=tuple(limited),
         policy_socket=_abs_path(host, "hygiene_policy_socket", data),
         policy_config=_abs_path(host, "hygiene_policy_config", data),
