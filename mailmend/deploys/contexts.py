@@ -284,13 +284,6 @@ def hostname_context(host: str, data: Mapping[str, Any]) -> HostnameContext:
     )
 
 
-def relay_nexthop(host: str, value: object) -> str:
-    """``host``, ``host:port``, ``[host]`` or ``[host]:port`` (the fleet key's rules)."""
-    nexthop = fleet_value(host, {"relay_host": value}, "relay_host")
-    assert isinstance(nexthop, str)
-    return nexthop
-
-
 def read_relay_credentials(
     host: str,
     reference: object,
