@@ -8,6 +8,7 @@ configs with the real ``postconf`` and ``opendkim`` without installing them on t
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -139,11 +140,22 @@ def cached_root(name: str, build: object, version: str = IMAGE_VERSION) -> Path:
     """
     base = cache_dir()
     root = base / f"{name}-v{version}"
-    archive = base / f"{name}-v{version}.tar.zst"
     stamp = root / ".mailmend-image"
     if stamp.exists():
         return root
     base.mkdir(parents=True, exist_ok=True)
+    # Two sandboxes starting at once (parallel test workers) build or restore an image once:
+    # the second waits for the first, then finds the stamp.
+    with (base / f"{name}-v{version}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            _build_or_restore(name, build, version, root, stamp)
+    return root
+
+
+def _build_or_restore(name: str, build: object, version: str, root: Path, stamp: Path) -> None:
+    base = root.parent
+    archive = base / f"{name}-v{version}.tar.zst"
     if archive.exists():
         _log(f"restoring {archive.name}")
         _extract(archive, root)
@@ -155,7 +167,6 @@ def cached_root(name: str, build: object, version: str = IMAGE_VERSION) -> Path:
         shutil.rmtree(root, ignore_errors=True)
         building.rename(root)
     stamp.write_text(version + "\n")
-    return root
 
 
 def base_root(suite: str = SUITE) -> Path:

@@ -32,8 +32,24 @@ def require_root() -> None:
     pytest.skip("end-to-end tests need root: run scripts/test")
 
 
+#: Blocks one pytest-xdist worker may use: each module's sandbox takes MAILMEND_SANDBOX_BLOCK +
+#: its own offset (0..69) + this stride times the worker's number, so parallel workers never
+#: share an address (127.B.x.y, B <= 255: at most three workers).
+WORKER_STRIDE = 70
+
+
+def worker_index() -> int:
+    """0 without xdist; N for xdist's worker ``gwN``."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
+def sandbox_block(offset: int = 0) -> int:
+    return int(os.environ.get(BLOCK_ENV, "1")) + offset + WORKER_STRIDE * worker_index()
+
+
 def sandbox_net(offset: int = 0) -> Net:
-    return Net(int(os.environ.get(BLOCK_ENV, "1")) + offset)
+    return Net(sandbox_block(offset))
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +114,16 @@ def genkey_txt(directory: Path, selector: str, bits: int = 2048) -> Path:
     path = directory / f"{selector}.txt"
     path.write_text(f'{selector}._domainkey IN TXT ( "v=DKIM1; h=sha256; k=rsa; " {chunks} )\n')
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``scripts/test`` runs ``-n`` workers with ``--dist loadgroup``):
+    every end-to-end test that shares the session's ``sandbox`` runs on one worker, in file
+    order (some files build on what earlier files published there); every other end-to-end
+    module stays whole on one worker, where its module-scoped sandbox lives."""
+    for item in items:
+        if item.get_closest_marker("end_to_end") is None:
+            continue
+        shares = "sandbox" in getattr(item, "fixturenames", ())
+        group = "session-sandbox" if shares else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(name=group))

@@ -29,11 +29,11 @@ from mailmend.checks.txt import txt_strings
 from sandbox.control import Sandbox
 from sandbox.dns import REVERSE_ZONE6, reverse_zone
 from sandbox.scenario import Net, Scenario
-from tests.conftest import require_root, run_mailmend
+from tests.conftest import require_root, run_mailmend, sandbox_block
 
 pytestmark = pytest.mark.end_to_end
 
-NET = Net(int(os.environ.get("MAILMEND_IPV6_BLOCK", "8")))  # beside other sandboxes
+NET = Net(int(os.environ.get("MAILMEND_IPV6_BLOCK", 0)) or sandbox_block(offset=7))
 NAMESERVER = NET.dns
 SELECTOR = "s1"
 GOOD = "good.example"  # SPF ip6:2001:db8::/64

@@ -32,14 +32,14 @@ from mailmend.cli.options import DEFAULT_DEADLINE
 from sandbox.control import Sandbox
 from sandbox.dns import PROVIDER_ZONE, reverse_zone
 from sandbox.scenario import Net, Scenario
-from tests.conftest import require_root, run_mailmend, run_pyinfra
+from tests.conftest import require_root, run_mailmend, run_pyinfra, sandbox_block
 from tests.faultdns import Handler, ThreadedDns, drop, servfail, zone
 
 pytestmark = pytest.mark.end_to_end
 
-# Block 4 (the docs' output shows 127.4.9.53); MAILMEND_CHECKS_BLOCK moves it, so that two
-# engineers can run this module at once without two Knots answering on one address.
-NET = Net(int(os.environ.get("MAILMEND_CHECKS_BLOCK", "4")))
+# Block 4 under scripts/test (the docs' output shows 127.4.9.53); MAILMEND_CHECKS_BLOCK moves
+# it, so that two engineers can run this module at once without two Knots on one address.
+NET = Net(int(os.environ.get("MAILMEND_CHECKS_BLOCK", 0)) or sandbox_block(offset=3))
 NAMESERVER = NET.dns
 GOOD = "good.example"
 SELECTOR = "s1"
