@@ -118,12 +118,9 @@ def genkey_txt(directory: Path, selector: str, bits: int = 2048) -> Path:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``scripts/test`` runs ``-n`` workers with ``--dist loadgroup``):
-    every end-to-end test that shares the session's ``sandbox`` runs on one worker, in file
-    order (some files build on what earlier files published there); every other end-to-end
-    module stays whole on one worker, where its module-scoped sandbox lives."""
+    every end-to-end test runs on one worker, in file order, exactly as without xdist (several
+    files build on what earlier files published in the shared sandbox, and some read files of
+    the repository that others write); the unit tests spread over the other workers."""
     for item in items:
-        if item.get_closest_marker("end_to_end") is None:
-            continue
-        shares = "sandbox" in getattr(item, "fixturenames", ())
-        group = "session-sandbox" if shares else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(name=group))
+        if item.get_closest_marker("end_to_end") is not None:
+            item.add_marker(pytest.mark.xdist_group(name="end-to-end"))
