@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_reports(args: argparse.Namespace, targets: list[HostTarget]) -> FleetReport:
-    """Run the checks of ``mailmend check`` (``args`` as :func:`add_check_arguments` makes
+    """Run the checks of ``mailmend check`` (``args`` as :func:`add_arguments` makes
     them) on ``targets``; ``mailmend watch`` runs them the same way."""
     blocklists = None if args.no_dnsbl else _load_blocklists()
     dqs_key = dqs_key_from_args(args)
