@@ -26,7 +26,7 @@ from typing import Any
 from mailmend.checks.dns import Resolver
 from mailmend.checks.host import FleetReport, HostReport, HostTarget, check_fleet, count_statuses
 from mailmend.checks.result import ListProblem
-from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, UsageError, usage_errors
+from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, UsageError, say, usage_errors
 from mailmend.cli.options import (
     DEFAULT_DEADLINE,
     add_fleet_argument,
@@ -148,10 +148,10 @@ def dqs_key_from_args(args: argparse.Namespace) -> str | None:
     if args.dqs_key is not None and args.dqs_key_file is not None:
         raise UsageError("give --dqs-key-file or --dqs-key, not both")
     if args.dqs_key is not None:
-        print(
-            "mailmend check: warning: --dqs-key is readable by every user of this machine "
+        say(
+            "check",
+            "warning: --dqs-key is readable by every user of this machine "
             f"(ps, /proc/PID/cmdline): use --dqs-key-file FILE or ${DQS_ENV}",
-            file=sys.stderr,
         )
         return str(args.dqs_key) or None
     if args.dqs_key_file is not None:
@@ -167,10 +167,7 @@ def _read_dqs_key_file(path: str) -> str:
     if not text:
         raise UsageError(f"--dqs-key-file: {path} is empty: put the DQS key in it")
     if os.stat(path).st_mode & 0o077:
-        print(
-            f"mailmend check: warning: {path} is readable by others: chmod 600 {path}",
-            file=sys.stderr,
-        )
+        say("check", f"warning: {path} is readable by others: chmod 600 {path}")
     return text
 
 

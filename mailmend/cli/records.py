@@ -132,11 +132,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if silent:
         for ns in silent:
-            print(
-                f"mailmend records: nameserver {ns} does not answer (no reply within "
-                f"{args.timeout:g}s): nothing can be planned; check it or give another "
-                "--nameserver",
-                file=sys.stderr,
+            _say(
+                f"nameserver {ns} does not answer (no reply within {args.timeout:g}s): "
+                "nothing can be planned; check it or give another --nameserver"
             )
         return EXIT_FAIL
     if args.format == "zone":  # records joining a published rrset keep its TTL
@@ -240,9 +238,7 @@ def _key(path: str) -> TsigKey:
     except TsigKeyError as err:
         raise UsageError(str(err)) from None
     if loose_permissions(path):
-        print(
-            f"mailmend records: warning: {path} is readable by others: chmod 600", file=sys.stderr
-        )
+        _say(f"warning: {path} is readable by others: chmod 600")
     return key
 
 
