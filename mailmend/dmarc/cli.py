@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, UsageError, report_usage_error
+from mailmend.cli.options import seconds
 
 # The stage rule's module is light (no XML, no IMAP); the rest is imported when a command runs,
 # so building mailmend's parser costs little.
@@ -62,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--folder", default="INBOX", help="folder to read (default INBOX)")
     fetch.add_argument("--move-to", metavar="FOLDER", help="move read report mails there")
     fetch.add_argument("--cafile", metavar="FILE", help="extra CA to trust (a private server)")
-    fetch.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+    fetch.add_argument("--timeout", type=seconds, default=30.0, metavar="SECONDS")
     _db_argument(fetch)
     imp = sub.add_parser(
         "import", help="read report files (XML, .zip, .gz, mails) and directories",
@@ -88,9 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nameserver", metavar="IP[:PORT]", action="append", default=[],
         help="resolver for SPF and PTR (default: the fleet's, else the system's)",
     )  # fmt: skip
-    src.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per query")
+    src.add_argument("--timeout", type=seconds, default=3.0, metavar="SECONDS", help="per query")
     src.add_argument(
-        "--deadline", type=float, default=10.0, metavar="SECONDS",
+        "--deadline", type=seconds, default=10.0, metavar="SECONDS",
         help="classify every source within this long (the rest: unknown)",
     )  # fmt: skip
     _db_argument(src)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmend.cli.errors import EXIT_OK
-from mailmend.cli.options import add_fleet_argument
+from mailmend.cli.options import add_fleet_argument, seconds
 from mailmend.store import StoreError, default_db_path, exclusive
 
 ACTIONS = ("run", "history", "status")
@@ -121,9 +121,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dqs-key-file", metavar="FILE", help="Spamhaus DQS key in a file (or $MAILMEND_DQS_KEY)"
     )
     what.add_argument("--dqs-key", metavar="KEY", help="the DQS key itself (visible in ps)")
-    what.add_argument("--timeout", type=float, metavar="SECONDS", help="per-query timeout")
+    what.add_argument("--timeout", type=seconds, metavar="SECONDS", help="per-query timeout")
     what.add_argument(
-        "--deadline", type=float, default=DEADLINE, metavar="SECONDS",
+        "--deadline", type=seconds, default=DEADLINE, metavar="SECONDS",
         help=f"hosts not done by then are unknown (default {DEADLINE:g}; a DNS outage "
         "otherwise makes a run last minutes)",
     )  # fmt: skip

@@ -11,6 +11,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.dmarc_reports import Row, gzipped, report_xml
 from tests.faultdns import FakeDns, aio, drop
 from tests.unit.test_dead_dns import MARGIN, _fleet, _mailmend
@@ -76,3 +78,27 @@ async def test_dmarc_sources_ends_with_a_silent_nameserver(tmp_path: Path) -> No
     assert len(domain["sources"]) == 12
     assert {s["class"] for s in domain["sources"]} == {"unknown"}
     assert all(s["detail"] for s in domain["sources"])  # each says DNS could not tell
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("watch", "--once", "--timeout"),
+        ("watch", "--once", "--deadline"),
+        ("dmarc", "sources", "--timeout"),
+        ("dmarc", "sources", "--deadline"),
+        ("dmarc", "fetch", "--imap", "127.0.0.1:9", "--imap-user", "u", "--timeout"),
+    ],
+)
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+@aio
+async def test_timeout_and_deadline_must_be_finite_and_positive(
+    tmp_path: Path, argv: tuple[str, ...], value: str
+) -> None:
+    """Regression (review rv-fault): nan/inf were a traceback (exit 1) in dmarc, and watch
+    took any of them (--timeout inf: no per-query bound); now one line, exit 2."""
+    db = str(tmp_path / "x.db")
+    code, out, err = await _mailmend(*argv, value, "--db", db, guard=MARGIN)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and argv[-1] in err and "Traceback" not in err
+    assert not Path(db).exists()
