@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NamedTuple, NoReturn
 
-from mailmend.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, report_usage_error
+from mailmend.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, report_usage_error, say
 
 
 class Subcommand(NamedTuple):
@@ -90,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = importlib.import_module(COMMANDS[args.command].module).run(args)
     except UsageError as err:
         return report_usage_error(args.command, err)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # subcommands that were mid-change say what they did first
+        say(args.command, "interrupted (Ctrl-C): stopped before the end; run it again")
         return EXIT_INTERRUPTED
     return code
 

@@ -92,3 +92,20 @@ def test_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "--timeout" in err[0] and "finite number of seconds" in err[0]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An interrupted command says so (it used to exit 130 with nothing on stderr)."""
+    import mailmend.cli.queue
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mailmend.cli.queue, "run", interrupted)
+    assert main(["queue"]) == 130
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "mailmend queue: interrupted (Ctrl-C): stopped before the end; run it again"
+    ]
