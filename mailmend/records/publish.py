@@ -173,10 +173,12 @@ def published_ttls(
     """The TTL ``server`` gives each (name, type) of ``records`` that has a published rrset
     (for the zone snippet). A name it cannot answer for is left out (``--ttl`` applies)."""
     out: dict[tuple[str, str], int] = {}
-    for record in records:
+    asked: set[tuple[str, str]] = set()  # once per rrset, answered or not (a silent server
+    for record in records:  # would otherwise cost a full timeout per record of the rrset)
         key = (record.name, record.rdtype)
-        if not record.rrset or key in out or record.rdtype == "PTR":
+        if not record.rrset or key in asked or record.rdtype == "PTR":
             continue
+        asked.add(key)
         try:
             rrset = read_rrset(record.name, record.rdtype, server, timeout)
         except PublishError:

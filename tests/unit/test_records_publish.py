@@ -50,3 +50,28 @@ def test_settle_reads_the_update_back(
     assert got == state, seen
     if data is None:
         assert "cannot read it back" in seen and "run records again" in seen
+
+
+@pytest.mark.parametrize("answer", ["silent", "none", "ttl"])
+def test_published_ttls_asks_once_per_rrset(monkeypatch: pytest.MonkeyPatch, answer: str) -> None:
+    """Records of one rrset cost one TCP read, also when the server gives no TTL for it."""
+    asked: list[tuple[str, str]] = []
+
+    def read(name: str, rdtype: str, server: Nameserver, timeout: float) -> object:
+        asked.append((name, rdtype))
+        if answer == "silent":
+            raise publish.UpdateRefused("cannot ask 127.0.0.1:53 for A: timed out")
+        if answer == "none":
+            return None
+        return dns.rrset.from_text(name + ".", 600, "IN", "A", "192.0.2.1")
+
+    monkeypatch.setattr(publish, "read_rrset", read)
+    name, published = f"mx.{D}", ("192.0.2.1",)
+    records = [
+        RecordChange("a", name, "A", Action.ADD, "192.0.2.2", rrset=published),
+        RecordChange("a", name, "A", Action.ADD, "192.0.2.3", rrset=published),
+        RecordChange("a", name, "A", Action.KEEP, "192.0.2.1", rrset=published),
+    ]
+    ttls = publish.published_ttls(records, SERVER, 1.0)
+    assert asked == [(name, "A")]
+    assert ttls == ({(name, "A"): 600} if answer == "ttl" else {})
