@@ -88,8 +88,10 @@ def staged_config(
     """
     changed: list[str] = []
     chmods: list[str] = []
+    exists: dict[str, bool] = {}  # pyinfra does not cache facts: each read is a round trip
     for dest, content in configs:
         live = host.get_fact(File, path=dest)
+        exists[dest] = bool(live)
         if not live or host.get_fact(Sha1File, path=dest) != sha1_text(content):
             changed.append(dest)
         elif live["mode"] != int(mode):  # pyinfra's File fact: 0o644 reads as 644
@@ -103,7 +105,7 @@ def staged_config(
 
     for dest, content in configs:
         if dest in changed:
-            _show_diff(dest, content, exists=bool(host.get_fact(File, path=dest)))
+            _show_diff(dest, content, exists=exists[dest])
     yield StringCommand("mkdir -p -m 700", QuoteString(staging_dir))
     for dest, content in configs:
         staged = posixpath.join(staging_dir, posixpath.basename(dest))

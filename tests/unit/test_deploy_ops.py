@@ -40,9 +40,11 @@ class FakeHost:
         self.facts = facts
         self.noops: list[str] = []
         self.logs: list[str] = []
+        self.reads: list[tuple[type, Any]] = []
 
     def get_fact(self, cls: type, *args: Any, **kwargs: Any) -> Any:
         key = kwargs.get("path") or kwargs.get("command") or kwargs.get("txt")
+        self.reads.append((cls, key))
         return self.facts.get((cls, key), self.facts.get((cls, None)))
 
     def noop(self, message: str) -> None:
@@ -167,6 +169,18 @@ def test_changed_config_is_staged_validated_then_swapped() -> None:
     swap_text = swap.get_raw_value()  # type: ignore[union-attr]
     assert swap_text.index("cp -p") < swap_text.index("mv -f /etc/postfix/s/main.cf " + MAIN_CF)
     assert '/etc/postfix/main.cf.mailmend-"$(date -u +%Y%m%dT%H%M%SZ)"' in swap_text
+
+
+def test_changed_config_reads_each_fact_once() -> None:
+    """pyinfra does not cache facts: every get_fact is a command on the host."""
+    facts = {(File, MAIN_CF): {"mode": 644}, (Sha1File, MAIN_CF): staged.sha1_text("hand-edited")}
+    with fake(facts) as host:
+        list(
+            staged.staged_config._inner(
+                configs=[(MAIN_CF, "new\n")], staging_dir="/etc/postfix/s", validate=_validate
+            )
+        )
+    assert host.reads == [(File, MAIN_CF), (Sha1File, MAIN_CF)]
 
 
 def test_only_changed_files_of_a_set_are_swapped() -> None:
