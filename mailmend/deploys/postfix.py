@@ -67,7 +67,8 @@ def _missing(packages: list[str]) -> bool:
 
 
 def _install(ctx: contexts.PostfixContext, cache_time: int) -> None:
-    if _missing(["postfix"]):
+    missing = _missing(["postfix"])  # one DebPackages read (pyinfra 3 does not cache facts)
+    if missing:
         # Only before the first install: afterwards Debian never asks again and mailmend
         # owns main.cf. "No configuration": Debian writes no main.cf of its own.
         preseed = StringCommand(
@@ -84,7 +85,7 @@ def _install(ctx: contexts.PostfixContext, cache_time: int) -> None:
         name="Install Postfix",
         packages=["postfix"],
         # A converged host never runs apt-get update (no change on a second run).
-        update=_missing(["postfix"]),
+        update=missing,
         cache_time=cache_time,
         _env=_NONINTERACTIVE,
     )
