@@ -284,5 +284,7 @@ def test_docstring_examples() -> None:
 
     import mailmend.adopt
 
-    for module in (mailmend.adopt, maincf, mta, dkim_discovery):
-        assert doctest.testmod(module).failed == 0, module.__name__
+    # dkim_discovery has no examples: testmod of it ran nothing and passed whatever it held
+    for module in (mailmend.adopt, maincf, mta):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, (module.__name__, result)
