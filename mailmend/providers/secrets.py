@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from mailmend.checks.escape import visible
 from mailmend.secretref import SecretRefError
@@ -120,6 +121,40 @@ def http_error(err: requests.RequestException, what: str) -> ProviderError:
             return Unavailable(f"{what}: {_host(err)} did not answer in time")
         return Unavailable(f"{what}: cannot reach {_host(err)} ({type(err).__name__})")
     return status_error(response.status_code, what)
+
+
+@contextmanager
+def http_errors(what: str) -> Iterator[None]:
+    """A failed HTTP exchange (``requests`` or ``urllib3``, which some official clients use
+    directly) as one :class:`ProviderError` line."""
+    try:
+        yield
+    except requests.RequestException as err:
+        raise http_error(err, what) from None
+    except urllib3.exceptions.HTTPError as err:
+        raise urllib3_error(err, what) from None
+
+
+def urllib3_error(err: urllib3.exceptions.HTTPError, what: str) -> ProviderError:
+    """One line for a request urllib3 could not complete (no HTTP status came back)."""
+    reason = getattr(err, "reason", None) or err
+    host = getattr(getattr(err, "pool", None), "host", None) or "the provider"
+    if isinstance(reason, urllib3.exceptions.TimeoutError):
+        return Unavailable(f"{what}: {host} did not answer in time")
+    return Unavailable(f"{what}: cannot reach {host} ({type(reason).__name__})")
+
+
+@contextmanager
+def client_errors(
+    what: str, kind: type[Exception], status_and_detail: Callable[[Any], tuple[int, str]]
+) -> Iterator[None]:
+    """A client library's exception ``kind`` as one line (its status and its own text)."""
+    try:
+        with http_errors(what):
+            yield
+    except kind as err:
+        status, detail = status_and_detail(err)
+        raise status_error(status, what, redact(detail)) from None
 
 
 def status_error(status: int, what: str, detail: str = "") -> ProviderError:

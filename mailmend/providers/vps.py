@@ -12,7 +12,7 @@ renames the droplet, and :mod:`mailmend.providers.ptr` calls it only with an exp
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,7 +22,8 @@ import requests
 from mailmend.providers.secrets import (
     NotFound,
     ProviderError,
-    http_error,
+    client_errors,
+    http_errors,
     redact,
     remember,
     status_error,
@@ -59,27 +60,6 @@ def _not_found(provider: str, ip: str) -> NotFound:
     return NotFound(f"{provider}: no server with the IP {ip} in this account")
 
 
-@contextmanager
-def _http(what: str) -> Iterator[None]:
-    try:
-        yield
-    except requests.RequestException as err:
-        raise http_error(err, what) from None
-
-
-@contextmanager
-def _client_errors(
-    what: str, kind: type[Exception], status_and_detail: Callable[[Any], tuple[int, str]]
-) -> Iterator[None]:
-    """A client library's exception ``kind`` as one line (its status and its own text)."""
-    try:
-        with _http(what):
-            yield
-    except kind as err:
-        status, detail = status_and_detail(err)
-        raise status_error(status, what, redact(detail)) from None
-
-
 class Hostinger:
     """hostinger-api: ``POST /api/vps/v1/virtual-machines/{vmId}/ptr/{ipAddressId}``."""
 
@@ -89,13 +69,14 @@ class Hostinger:
         from hostinger_api.api_client import ApiClient
         from hostinger_api.configuration import Configuration
 
-        self.client = ApiClient(Configuration(host=endpoint, access_token=token))
+        # retries=0: urllib3 would otherwise try 4 times, each with the full timeout.
+        self.client = ApiClient(Configuration(host=endpoint, access_token=token, retries=0))
         self.timeout = timeout
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
         from hostinger_api.exceptions import ApiException
 
-        return _client_errors(
+        return client_errors(
             what, ApiException, lambda e: (int(e.status or 0), _json(e.body).get("message", ""))
         )
 
@@ -145,7 +126,7 @@ class Hetzner:
             code = err.code
             return code if isinstance(code, int) else statuses.get(str(code), 400), err.message
 
-        return _client_errors(what, APIException, convert)
+        return client_errors(what, APIException, convert)
 
     def find(self, ip: str) -> Target:
         with self._errors("hetzner: listing servers"):
@@ -179,7 +160,7 @@ class Linode:
     def _errors(self, what: str) -> AbstractContextManager[None]:
         from linode_api4.errors import ApiError
 
-        return _client_errors(
+        return client_errors(
             what, ApiError, lambda e: (int(e.status or 0), "; ".join(map(str, e.errors)))
         )
 
@@ -235,7 +216,7 @@ class Ovh:
         import ovh.exceptions as ovh_errors
 
         try:
-            with _http(what):
+            with http_errors(what):
                 yield
         except ovh_errors.APIError as err:
             response = getattr(err, "response", None)
@@ -271,7 +252,7 @@ class Vultr:
         self.timeout = timeout
 
     def _call(self, what: str, method: str, path: str, **kwargs: Any) -> Any:
-        with _http(what):
+        with http_errors(what):
             response = self.session.request(
                 method, self.base + path, timeout=self.timeout, **kwargs
             )

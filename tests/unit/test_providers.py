@@ -292,3 +292,30 @@ def test_records_provider_options_are_checked_first(
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if ": warning: " not in line]  # fleet warnings
     assert len(errors) == 1 and message in errors[0] and "s3cret" not in err
+
+
+def test_hostinger_client_failures_without_a_status_are_one_line() -> None:
+    """hostinger-api speaks urllib3, not requests: a refused connection and a server that
+    never answers are one Unavailable line each, after one try with the timeout (urllib3
+    would otherwise retry 3 times)."""
+    import socket
+    import time
+
+    from mailmend.providers.vps import Hostinger
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with pytest.raises(secrets.Unavailable, match=r"^hostinger: listing virtual machines: "):
+        Hostinger("token", f"http://127.0.0.1:{port}", 1.0).find(IP)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts, never answers
+    try:
+        started = time.monotonic()
+        with pytest.raises(secrets.Unavailable, match="did not answer in time"):
+            Hostinger("token", f"http://127.0.0.1:{silent.getsockname()[1]}", 0.5).find(IP)
+        assert time.monotonic() - started < 2.0  # one try of 0.5 s, not four
+    finally:
+        silent.close()
