@@ -14,10 +14,14 @@ Gmail's ``[Gmail]/Spam``).
 
 from __future__ import annotations
 
+import socket
 import ssl
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import imapclient
 import imapclient.exceptions
@@ -40,6 +44,10 @@ _JUNK_FLAG = b"\\Junk"
 
 class ImapError(Exception):
     """The mailbox could not be reached or opened (one line; the password never in it)."""
+
+
+class ImapTimeout(ImapError):
+    """The server did not answer in time (one line): the connection is of no more use."""
 
 
 def parse_imap_target(text: str) -> tuple[str, int]:
@@ -110,7 +118,7 @@ def connect(
     except ssl.SSLError as err:
         raise ImapError(f"IMAP server {where}: TLS failed ({_reason(err)}); is it IMAPS?") from None
     except TimeoutError:
-        raise ImapError(f"IMAP server {where}: no answer within {timeout:g} s") from None
+        raise ImapTimeout(f"IMAP server {where}: no answer within {timeout:g} s") from None
     except OSError as err:
         raise ImapError(
             f"IMAP server {where} is unreachable ({_reason(err)}); check --imap HOST[:PORT]"
@@ -125,10 +133,132 @@ def connect(
             f"IMAP login as {user!r} at {where} failed: wrong user or password "
             "(check --imap-user and what --imap-password points to)"
         ) from None
+    except TimeoutError:
+        _close(client)
+        raise ImapTimeout(f"IMAP server {where}: no answer to login within {timeout:g} s") from None
     except (OSError, imapclient.exceptions.IMAPClientError) as err:
         _close(client)
         raise ImapError(f"IMAP server {where}: {_reason(err)}") from None
     return client
+
+
+class Deadline:
+    """The end of a whole run, ``seconds`` from now (``--deadline``)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def wait(self, timeout: float) -> tuple[float, str]:
+        """How long the next wait may take (``timeout``, less when the deadline is nearer),
+        and the words that say which limit it is; :class:`ImapTimeout` when none is left."""
+        left = self.left()
+        if left <= timeout:
+            why = f"within the {self.seconds:g} s deadline (--deadline)"
+            if left <= 0:
+                raise ImapTimeout(f"the {self.seconds:g} s deadline (--deadline) passed")
+            return left, why
+        return timeout, f"within {timeout:g} s (--timeout)"
+
+
+class Bounded:
+    """A logged-in client whose every wait ends in time: before each call the socket's
+    timeout is set to what :meth:`Deadline.wait` allows, and a watchdog shuts the socket down
+    at the deadline (a server that sends a byte now and then cannot stretch a call past it).
+    A call that runs out of time raises :class:`ImapTimeout`; the client is then closed.
+    Everything else is the client's own method (``bounded.search([...])``)."""
+
+    def __init__(
+        self, client: imapclient.IMAPClient, where: str, timeout: float, deadline: Deadline
+    ) -> None:
+        self._client = client
+        self._where = where
+        self._timeout = timeout
+        self._deadline = deadline
+        self._expired = threading.Event()
+        self._broken = False
+        self._watchdog = threading.Timer(max(0.0, deadline.left()), self._expire)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _expire(self) -> None:
+        self._expired.set()
+        try:
+            self._client.socket().shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, method, args, kwargs)
+
+        return call
+
+    def _call(
+        self, name: str, method: Callable[..., Any], args: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        if self._broken:
+            raise ImapTimeout(f"IMAP server {self._where}: the connection was given up")
+        try:
+            wait, why = self._deadline.wait(self._timeout)
+        except ImapTimeout as err:
+            self._broken = True
+            raise ImapTimeout(f"IMAP server {self._where}: {err}") from None
+        try:
+            self._client.socket().settimeout(wait)
+            return method(*args, **kwargs)
+        except TimeoutError:
+            self._broken = True
+            raise ImapTimeout(f"IMAP server {self._where}: no answer to {name} {why}") from None
+        except (OSError, imapclient.exceptions.IMAPClientError):
+            if not self._expired.is_set():
+                raise
+            self._broken = True
+            why = f"within the {self._deadline.seconds:g} s deadline (--deadline)"
+            raise ImapTimeout(f"IMAP server {self._where}: no answer to {name} {why}") from None
+
+    def close(self) -> None:
+        """Log out when there is time and the server still answers; else just hang up."""
+        self._watchdog.cancel()
+        if not self._broken and not self._expired.is_set():
+            try:
+                self._call("logout", self._client.logout, (), {})
+                return
+            except (OSError, ImapError, imapclient.exceptions.IMAPClientError):
+                pass
+        _close(self._client)
+
+
+@contextmanager
+def session(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    *,
+    cafile: Path | None,
+    timeout: float,
+    deadline: Deadline,
+) -> Iterator[Bounded]:
+    """A logged-in :class:`Bounded` client: connecting, logging in and every later wait end
+    by ``deadline`` (each within ``timeout``); logged out (or hung up) on the way out."""
+    wait, why = deadline.wait(timeout)
+    try:
+        client = connect(host, port, user, password, cafile=cafile, timeout=wait)
+    except ImapTimeout as err:
+        raise ImapTimeout(str(err).replace(f"within {wait:g} s", why)) from None
+    bounded = Bounded(client, f"{host}:{port}", timeout, deadline)
+    try:
+        yield bounded
+    finally:
+        bounded.close()
 
 
 def _close(client: imapclient.IMAPClient) -> None:

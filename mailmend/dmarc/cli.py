@@ -1,8 +1,9 @@
 """``mailmend dmarc``: read aggregate reports (fetch, import) and show who sends (sources).
 
 Exit codes (docs/dmarc.md): 0 done; 1 some input was refused (each named on stderr) and the
-rest kept; 2 usage or input error (bad option, unreadable path, IMAP login refused, bad
-``--since``), nothing changed.
+rest kept, or the IMAP server stopped answering (``fetch``: one line; what was read is kept);
+2 usage or input error (bad option, unreadable path, IMAP login refused, bad ``--since``),
+nothing changed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from mailmend.dmarc.ingest import IngestResult
 
 EXIT_REFUSED = EXIT_FAIL
+EXIT_NO_ANSWER = EXIT_FAIL  # the IMAP server stopped answering: what was read is kept
+FETCH_DEADLINE = 300.0  # seconds for a whole fetch (a rerun goes on where it stopped)
 FORMATS = ("table", "json", "html")
 _SINCE = re.compile(r"^(\d{1,5})([hdw])$")
 
@@ -63,7 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fetch.add_argument("--folder", default="INBOX", help="folder to read (default INBOX)")
     fetch.add_argument("--move-to", metavar="FOLDER", help="move read report mails there")
     fetch.add_argument("--cafile", metavar="FILE", help="extra CA to trust (a private server)")
-    fetch.add_argument("--timeout", type=seconds, default=30.0, metavar="SECONDS")
+    fetch.add_argument(
+        "--timeout", type=seconds, default=30.0, metavar="SECONDS",
+        help="each wait for the server at most this long (30)",
+    )  # fmt: skip
+    fetch.add_argument(
+        "--deadline", type=seconds, default=FETCH_DEADLINE, metavar="SECONDS",
+        help=f"the whole fetch ends by then; what was read is kept ({FETCH_DEADLINE:g})",
+    )  # fmt: skip
     _db_argument(fetch)
     imp = sub.add_parser(
         "import", help="read report files (XML, .zip, .gz, mails) and directories",
@@ -318,27 +328,25 @@ def _fetch(args: argparse.Namespace) -> int:
     from mailmend.dmarc.ingest import Ingester
     from mailmend.store import StoreError, exclusive
 
+    deadline = imap.Deadline(args.deadline)
     try:
         host, port = imap.parse_imap_target(args.imap)
     except ValueError as err:
         raise UsageError(f"--imap: {err}") from None
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
     cafile = Path(args.cafile) if args.cafile else None
     db = _db_path(args)
     conn = _open(args)
+    ingester = Ingester(conn)
     try:
         password = imap.resolve_password(args.imap_password)
-        client = imap.connect(
-            host, port, args.imap_user, password, cafile=cafile, timeout=args.timeout
-        )
         mailbox = f"{args.imap_user}@{host}:{port}/{args.folder}"
-        ingester = Ingester(conn)
-        try:
-            with exclusive(db, "dmarc"):
-                moved = fetch_reports(client, args.folder, mailbox, ingester, args.move_to)
-        finally:
-            _logout(client)
+        with exclusive(db, "dmarc"), imap.session(
+            host, port, args.imap_user, password, cafile=cafile, timeout=args.timeout,
+            deadline=deadline,
+        ) as client:  # fmt: skip
+            moved = fetch_reports(client, args.folder, mailbox, ingester, args.move_to)
+    except imap.ImapTimeout as err:
+        return _timed_out(str(err), ingester.result)
     except (imap.ImapError, StoreError) as err:
         raise UsageError(str(err)) from None
     finally:
@@ -346,6 +354,20 @@ def _fetch(args: argparse.Namespace) -> int:
     if args.move_to:
         print(f"moved {len(moved)} message(s) to {args.move_to}", file=sys.stderr)
     return _finish(ingester.result, False)
+
+
+def _timed_out(reason: str, result: IngestResult) -> int:
+    """The server stopped answering: the reports refused so far, then one line; exit 1."""
+    from mailmend.dmarc.render import printable
+
+    for problem in result.problems:
+        print(f"mailmend dmarc: refused: {printable(problem, 400)}", file=sys.stderr)
+    print(
+        f"mailmend dmarc: {printable(reason, 300)}; what was read is kept: {result.summary()}; "
+        "run it again when the server answers (it reads only what it has not kept)",
+        file=sys.stderr,
+    )
+    return EXIT_NO_ANSWER
 
 
 def _sources(args: argparse.Namespace) -> int:
@@ -411,12 +433,3 @@ def _write(text: str, output: str | None) -> None:
     from mailmend.cli.options import write_output
 
     write_output(text, output)
-
-
-def _logout(client: Any) -> None:
-    import imapclient.exceptions
-
-    try:
-        client.logout()
-    except (OSError, imapclient.exceptions.IMAPClientError):
-        pass  # the reports are kept; a failed goodbye changes nothing

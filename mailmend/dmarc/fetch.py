@@ -36,8 +36,12 @@ def fetch_reports(
 ) -> list[int]:
     """Feed every new message of ``folder`` to ``ingester``; returns the UIDs moved.
 
-    ``client`` is a logged-in ``imapclient.IMAPClient``; ``mailbox`` names the account and
-    folder in the database. Raises :class:`ImapError` (one line) when the folder cannot be used.
+    ``client`` is a logged-in ``imapclient.IMAPClient`` (or :class:`mailmend.imap.Bounded`);
+    ``mailbox`` names the account and folder in the database. Raises :class:`ImapError` (one
+    line) when the folder cannot be used. Batch by batch, the reports are committed together
+    with the messages marked read; with ``move_to``, the kept messages are marked only once
+    moved. A run stopped anywhere (a timeout, Ctrl-C) loses nothing: the next one reads the
+    messages not marked, and a report it already has is counted as already kept, not twice.
     """
     conn = ingester.conn
     try:
@@ -49,37 +53,47 @@ def fetch_reports(
     seen = seen_uids(conn, mailbox, uidvalidity)
     todo = [u for u in uids if u not in seen]
     limit = ingester.limits.max_input * 4 // 3 + 65536  # base64 and the rest of the mail
-    done: list[int] = []
+    moved: list[int] = []
     for batch in _chunks(todo, BATCH):
-        sizes = client.fetch(batch, ["RFC822.SIZE"])
-        wanted = []
-        for uid in batch:
-            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
-            if size > limit:
-                ingester.result.inputs += 1
-                ingester.problem(f"message UID {uid}", f"{size} bytes: larger than {limit}")
-            else:
-                wanted.append(uid)
-        bodies = client.fetch(wanted, ["BODY.PEEK[]"]) if wanted else {}
-        for uid in wanted:
-            body = bodies.get(uid, {}).get(b"BODY[]")
-            if not isinstance(body, bytes):
-                ingester.problem(f"message UID {uid}", "the server sent no body")
-                continue
-            before = len(ingester.result.problems)
-            ingester.add(body, f"message UID {uid} ({_subject(body)!r})")
-            if len(ingester.result.problems) == before:
-                done.append(uid)
+        done = _read(client, batch, ingester, limit)
+        later = set(done) if move_to else set()  # marked once moved
+        mark_seen(conn, mailbox, uidvalidity, [u for u in batch if u not in later])
         ingester.commit()
-        mark_seen(conn, mailbox, uidvalidity, batch)
-    if move_to and done:
-        _move(client, done, move_to)
-    return done if move_to else []
+        if move_to and done:
+            _move(client, done, move_to, create=not moved)
+            mark_seen(conn, mailbox, uidvalidity, done)
+            moved += done
+    return moved
 
 
-def _move(client: Any, uids: list[int], folder: str) -> None:
+def _read(client: Any, batch: Sequence[int], ingester: Ingester, limit: int) -> list[int]:
+    """Feed one batch to ``ingester``; the UIDs whose reports were kept (or already were)."""
+    sizes = client.fetch(batch, ["RFC822.SIZE"])
+    wanted = []
+    for uid in batch:
+        size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+        if size > limit:
+            ingester.result.inputs += 1
+            ingester.problem(f"message UID {uid}", f"{size} bytes: larger than {limit}")
+        else:
+            wanted.append(uid)
+    bodies = client.fetch(wanted, ["BODY.PEEK[]"]) if wanted else {}
+    done: list[int] = []
+    for uid in wanted:
+        body = bodies.get(uid, {}).get(b"BODY[]")
+        if not isinstance(body, bytes):
+            ingester.problem(f"message UID {uid}", "the server sent no body")
+            continue
+        before = len(ingester.result.problems)
+        ingester.add(body, f"message UID {uid} ({_subject(body)!r})")
+        if len(ingester.result.problems) == before:
+            done.append(uid)
+    return done
+
+
+def _move(client: Any, uids: list[int], folder: str, *, create: bool) -> None:
     try:
-        if not client.folder_exists(folder):
+        if create and not client.folder_exists(folder):
             client.create_folder(folder)
         if client.has_capability("MOVE"):
             client.move(uids, folder)

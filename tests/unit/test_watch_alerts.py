@@ -3,11 +3,8 @@ server with STARTTLS and AUTH, a real command), retries, and the alerts file's e
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import socket
-import ssl
 import threading
 from collections.abc import Iterator
 from email import message_from_bytes
@@ -18,10 +15,6 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailmend.watch.alerts import (
     AlertConfigError,
@@ -33,6 +26,7 @@ from mailmend.watch.alerts import (
     deliver,
     load_alerts,
 )
+from tests.tls import server_context
 
 EVENT: dict[str, Any] = {
     "kind": "listed",
@@ -132,37 +126,6 @@ def test_failing_command_says_why(tmp_path: Path) -> None:
 # --- email ---------------------------------------------------------------------------------------
 
 
-def _certificate(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 class _Sink:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
@@ -182,9 +145,7 @@ class _Sink:
 
 @pytest.fixture
 def smtp_server(tmp_path: Path) -> Iterator[tuple[int, Path, _Sink]]:
-    cert, key = _certificate(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context, cert = server_context(tmp_path)
     sink = _Sink()
     with socket.socket() as probe:  # a free port (aiosmtpd's readiness check needs a real one)
         probe.bind(("127.0.0.1", 0))
