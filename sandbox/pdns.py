@@ -101,6 +101,11 @@ class SandboxPowerDns:
             path.write_text(render_zone(zone, records, serial))
             self.pdnsutil("load-zone", zone, str(path))
 
+    def restore_zones(self) -> None:
+        """Every zone back to what :meth:`configure` loaded (the server may be running)."""
+        for path in sorted((self.dir / "zones").glob("*.zone")):
+            self.pdnsutil("load-zone", path.name.removesuffix(".zone"), str(path))
+
     def pdnsutil(self, *args: str) -> str:
         proc = subprocess.run(
             ["pdnsutil", f"--config-dir={self.dir}", *args],

@@ -1,4 +1,6 @@
-"""Publish a ``mailmend records`` plan through a DNS provider's API (dns-lexicon).
+"""Publish a ``mailmend records`` plan through a DNS provider's API: dns-lexicon's providers
+(:class:`Session`), and Hostinger through its own client (:mod:`.hostinger_dns`), which lexicon
+lacks. Both are a :class:`ZoneApi`.
 
 The guarantees of the RFC 2136 path (:mod:`mailmend.records.publish`), as far as an HTTP API
 allows them:
@@ -28,7 +30,7 @@ import importlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import dns.exception
 import dns.rdata
@@ -40,6 +42,7 @@ from mailmend.checks.txt import split_txt
 from mailmend.providers.secrets import (
     AuthRefused,
     ProviderError,
+    RateLimited,
     Unavailable,
     http_deadline,
     http_error,
@@ -52,6 +55,10 @@ from mailmend.records.plan import Plan, RecordChange
 #: "zone" = zone-file strings without the outer quotes (lexicon adds them: ``a" "b``);
 #: "joined" = the whole text, the provider splits it. Only powerdns was tested (sandbox).
 TXT_STYLE = {"powerdns": "zone"}
+
+#: Providers written through their own official client instead of dns-lexicon (which has
+#: none for them): name -> the Python package it needs.
+NATIVE = {"hostinger": "hostinger_api"}
 
 
 class StaleZone(ProviderError):
@@ -74,6 +81,8 @@ class ZoneOutcome:
     status: str = "pending"  # applied | refused | partial
     message: str = ""
     written: list[str] = field(default_factory=list)
+    #: What the provider keeps of the zone as it was before (e.g. Hostinger's snapshot id).
+    notes: list[str] = field(default_factory=list)
     api_failures: list[str] = field(default_factory=list)
 
     @property
@@ -114,8 +123,27 @@ def _text(provider: str, rdtype: str, record: Mapping[str, Any]) -> str:
     return content.rstrip(".") if rdtype in ("PTR", "CNAME", "MX", "NS") else content
 
 
+class ZoneApi(Protocol):
+    """One provider zone as :func:`publish` uses it: read an rrset's values, write rrsets."""
+
+    provider: str
+    zone: str
+
+    def refresh(self) -> None:
+        """Forget what was read: the next :meth:`texts` asks the API again."""
+
+    def texts(self, name: str, rdtype: str) -> list[str]:
+        """The values of the rrset ``name``/``rdtype`` (TXT: the joined text), sorted."""
+
+    def write(
+        self, rrsets: Mapping[tuple[str, str], Sequence[RecordChange]], outcome: ZoneOutcome
+    ) -> None:
+        """Write the planned changes (after :meth:`texts` read every rrset in ``rrsets``);
+        each call that went through is added to ``outcome.written``."""
+
+
 class Session:
-    """One authenticated lexicon provider object for one zone (reads are fresh per session)."""
+    """One authenticated lexicon provider object for one zone."""
 
     def __init__(self, provider: DnsProvider, secrets: Mapping[str, str], zone: str, ttl: int):
         module = importlib.import_module(f"lexicon._private.providers.{provider.name}")
@@ -133,27 +161,54 @@ class Session:
         self.zone = zone
         self.api = module.Provider(config)
         self.api.authenticate()
+        self._read: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def rrset(self, name: str, rdtype: str) -> list[dict[str, Any]]:
-        records = self.api.list_records(rdtype, name)
-        return [r for r in records if str(r.get("name", "")).rstrip(".") == name]
+        if (name, rdtype) not in self._read:
+            records = self.api.list_records(rdtype, name)
+            self._read[(name, rdtype)] = [
+                r for r in records if str(r.get("name", "")).rstrip(".") == name
+            ]
+        return self._read[(name, rdtype)]
+
+    def refresh(self) -> None:
+        self._read.clear()
 
     def texts(self, name: str, rdtype: str) -> list[str]:
         return sorted(_text(self.provider, rdtype, r) for r in self.rrset(name, rdtype))
 
+    def write(
+        self, rrsets: Mapping[tuple[str, str], Sequence[RecordChange]], outcome: ZoneOutcome
+    ) -> None:
+        """Per record: delete each replaced value (by the id read), then add the new one.
+        lexicon has no atomic replace: a failure between the two leaves a partial zone."""
+        for (name, rdtype), group in rrsets.items():
+            for record in group:
+                for old in record.remove:
+                    for listed in self.rrset(name, rdtype):
+                        if _text(self.provider, rdtype, listed) == old:
+                            self.api.delete_record(identifier=listed.get("id"))
+                            outcome.written.append(f"deleted {rdtype} {name} (old value)")
+                self.api.create_record(
+                    rdtype, name, _content(self.provider, rdtype, record.value or "")
+                )
+                outcome.written.append(f"added {rdtype} {name}")
+
 
 def load_provider(name: str) -> None:
     """Refuse a provider lexicon does not have (exit 2 before anything is sent)."""
+    module = NATIVE.get(name) or f"lexicon._private.providers.{name}"
     try:
-        importlib.import_module(f"lexicon._private.providers.{name}")
+        importlib.import_module(module)
     except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("lexicon"):
+        if name not in NATIVE and err.name and err.name.startswith("lexicon"):
             raise ProviderError(
                 f"dns-lexicon has no provider {name!r}, or it is not installed: "
                 "pip install 'mailmend[providers]'"
             ) from None
         raise ProviderError(
-            f"the {name} provider needs the Python package {err.name}: pip install it"
+            f"the {name} provider needs the Python package {err.name}: "
+            "pip install 'mailmend[providers]'"
         ) from None
 
 
@@ -171,7 +226,9 @@ def provider_errors(what: str) -> Iterator[None]:
         raise ProviderError(f"{what}: {text}") from None
 
 
-def find_zone(name: str, open_session: Any, cache: dict[str, Session | None], what: str) -> Session:
+def find_zone(
+    name: str, open_session: Callable[[str], ZoneApi], cache: dict[str, ZoneApi | None], what: str
+) -> ZoneApi:
     """The provider's zone holding ``name``: the longest suffix the API authenticates."""
     labels = name.split(".")
     for i in range(len(labels) - 1):
@@ -180,7 +237,7 @@ def find_zone(name: str, open_session: Any, cache: dict[str, Session | None], wh
             try:
                 with provider_errors(what):
                     cache[candidate] = open_session(candidate)
-            except (AuthRefused, Unavailable):
+            except (AuthRefused, RateLimited, Unavailable):  # says nothing of the zone
                 raise
             except ProviderError:
                 cache[candidate] = None
@@ -202,11 +259,15 @@ def publish(
     secrets = resolve_all(provider.credentials, f"DNS provider {provider.name}")
     changes = plan.changes()
 
-    def open_session(zone_name: str) -> Session:
+    def open_session(zone_name: str) -> ZoneApi:
+        if provider.name == "hostinger":
+            from mailmend.providers.hostinger_dns import HostingerZone
+
+            return HostingerZone(provider.options, secrets, zone_name, plan.ttl, timeout)
         return Session(provider, secrets, zone_name, plan.ttl)
 
     with http_deadline(timeout):
-        cache: dict[str, Session | None] = {}
+        cache: dict[str, ZoneApi | None] = {}
         groups: dict[str, list[RecordChange]] = {}
         for record in changes:
             if zone:
@@ -219,8 +280,9 @@ def publish(
             outcome = ZoneOutcome(zone_name, records)
             try:
                 with provider_errors(f"zone {zone_name}"):
-                    _publish_zone(open_session(zone_name), records, outcome)
-                    _check_api(open_session(zone_name), records, outcome)
+                    session = cache.get(zone_name) or open_session(zone_name)
+                    _publish_zone(session, records, outcome)
+                    _check_api(session, records, outcome)
             except ProviderError as err:
                 outcome.status = "partial" if outcome.written else "refused"
                 outcome.message = str(err)
@@ -228,37 +290,26 @@ def publish(
         return outcomes
 
 
-def _publish_zone(session: Session, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:
+def _publish_zone(session: ZoneApi, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:
     by_rrset: dict[tuple[str, str], list[RecordChange]] = {}
     for record in records:
         by_rrset.setdefault((record.name, record.rdtype), []).append(record)
-    current: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    session.refresh()  # read again right before writing
     for (name, rdtype), group in by_rrset.items():
-        rrset = session.rrset(name, rdtype)
-        now = sorted(_text(session.provider, rdtype, r) for r in rrset)
+        now = session.texts(name, rdtype)
         read = sorted(group[0].rrset)
         if now != read:
             raise StaleZone(
                 f"{rdtype} {name} changed since it was read (read {len(read)} record(s), "
                 f"now {len(now)}): nothing was written to zone {session.zone}; run records again"
             )
-        current[(name, rdtype)] = rrset
-    for (name, rdtype), group in by_rrset.items():
-        for record in group:
-            for old in record.remove:
-                for listed in current[(name, rdtype)]:
-                    if _text(session.provider, rdtype, listed) == old:
-                        session.api.delete_record(identifier=listed.get("id"))
-                        outcome.written.append(f"deleted {rdtype} {name} (old value)")
-            session.api.create_record(
-                rdtype, name, _content(session.provider, rdtype, record.value or "")
-            )
-            outcome.written.append(f"added {rdtype} {name}")
+    session.write(by_rrset, outcome)
     outcome.status = "applied"
 
 
-def _check_api(session: Session, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:
+def _check_api(session: ZoneApi, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:
     """Read back through the API: each new value is there, each replaced one is gone."""
+    session.refresh()
     for record in records:
         have = session.texts(record.name, record.rdtype)
         if record.value not in have:
@@ -291,6 +342,7 @@ async def verify_dns(
 def outcome_lines(outcome: ZoneOutcome, dns_failures: Sequence[str] = ()) -> list[str]:
     """What ``records --apply --provider`` says of one zone (stderr)."""
     n = len(outcome.records)
+    notes = [f"zone {outcome.zone}: {note}" for note in outcome.notes]
     if outcome.status == "refused":
         return [f"zone {outcome.zone}: not changed: {outcome.message}"]
     if outcome.status == "partial":
@@ -298,10 +350,11 @@ def outcome_lines(outcome: ZoneOutcome, dns_failures: Sequence[str] = ()) -> lis
         return [
             f"zone {outcome.zone}: PARTLY CHANGED: {outcome.message}",
             f"zone {outcome.zone}: already done at the provider: {done}; run records again",
+            *notes,
         ]
     lines = [f"zone {outcome.zone}: {n} change(s) written through the API"]
     lines += [f"zone {outcome.zone}: {failure}" for failure in outcome.api_failures]
     lines += [f"zone {outcome.zone}: not visible in DNS: {failure}" for failure in dns_failures]
     if not outcome.api_failures and not dns_failures:
         lines[0] += ", verified through the API and in DNS"
-    return lines
+    return lines + notes

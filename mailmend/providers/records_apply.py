@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--provider", metavar="NAME",
-        help="dns-lexicon provider (powerdns, cloudflare, ...); default: the fleet's [dns]",
+        help="hostinger, or a dns-lexicon provider (powerdns, cloudflare, ...); default: the "
+        "fleet's [dns]",
     )  # fmt: skip
     group.add_argument(
         "--provider-option", metavar="KEY=VALUE", action="append", default=[],
@@ -89,6 +90,12 @@ def provider_from(args: argparse.Namespace, fleet: Fleet) -> DnsProvider | None:
         provider_dns.load_provider(name)
     except ProviderError as err:
         raise UsageError(str(err)) from None
+    if name == "hostinger":
+        from mailmend.providers.hostinger_dns import settings_problem
+
+        problem = settings_problem(options, credentials)
+        if problem:
+            raise UsageError(problem)
     debug_logging(args.debug)
     return provider_dns.DnsProvider(name, options, credentials)
 

@@ -188,6 +188,9 @@ class _FakeApi:
     def __init__(self, store: dict[str, list[str]], fail_create: bool) -> None:
         self.store, self.fail_create = store, fail_create
 
+    def list_records(self, rtype: str, name: str) -> list[dict[str, str]]:
+        return [{"name": name, "content": c, "id": f"{name}={c}"} for c in self.store.get(name, [])]
+
     def delete_record(self, identifier: str) -> None:
         name, _, value = identifier.partition("=")
         self.store[name].remove(value)
@@ -207,16 +210,13 @@ def _fake_sessions(
 ) -> None:
     from mailmend.providers import dns as provider_dns
 
-    class FakeSession:
+    class FakeSession(provider_dns.Session):
+        """The real lexicon Session (its reads and writes) over a fake lexicon provider."""
+
         def __init__(self, provider: object, secrets: object, zone: str, ttl: int) -> None:
             self.provider, self.zone = "fake", zone
             self.api = _FakeApi(store, fail)
-
-        def rrset(self, name: str, rdtype: str) -> list[dict[str, str]]:
-            return [{"name": name, "content": c, "id": f"{name}={c}"} for c in store.get(name, [])]
-
-        def texts(self, name: str, rdtype: str) -> list[str]:
-            return sorted(store.get(name, []))
+            self._read = {}
 
     monkeypatch.setattr(provider_dns, "Session", FakeSession)
 
@@ -270,8 +270,27 @@ def test_a_record_changed_since_the_plan_stops_the_zone(monkeypatch: pytest.Monk
             ["--provider", "no_such_provider_xyz"],
             "dns-lexicon has no provider 'no_such_provider_xyz'",
         ),
+        (["--provider", "hostinger"], "hostinger needs its API token by reference"),
+        (
+            ["--provider", "hostinger", "--provider-credential", "api_token=s3cret"],
+            "must be a reference",
+        ),
+        (
+            ["--provider", "hostinger", "--provider-credential", "auth_token=env:T"],
+            "hostinger has no credential 'auth_token' (known: api_token)",
+        ),
+        (
+            ["--provider", "hostinger", "--provider-option", "pdns_server=http://127.0.0.1:1",
+             "--provider-credential", "api_token=env:T"],
+            "hostinger has no option 'pdns_server' (known: endpoint)",
+        ),
+        (
+            ["--provider", "hostinger", "--provider-option", "endpoint=http://api.example.com",
+             "--provider-credential", "api_token=env:T"],
+            "endpoint: ",
+        ),
     ],
-)
+)  # fmt: skip
 def test_records_provider_options_are_checked_first(
     tmp_path: object, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -319,3 +338,17 @@ def test_hostinger_client_failures_without_a_status_are_one_line() -> None:
         assert time.monotonic() - started < 2.0  # one try of 0.5 s, not four
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        ("v=spf1 ip4:203.0.113.7 -all", "v=spf1 ip4:203.0.113.7 -all"),  # as hPanel shows it
+        ('"v=DKIM1; k=rsa; p=MIIB" "IjANBg"', "v=DKIM1; k=rsa; p=MIIBIjANBg"),  # zone-file form
+        ('"unterminated', '"unterminated'),  # not zone-file form after all: kept as it is
+    ],
+)
+def test_hostinger_txt_values_read_back_joined(content: str, text: str) -> None:
+    from mailmend.providers.hostinger_dns import joined_txt
+
+    assert joined_txt(content) == text
