@@ -40,6 +40,9 @@ def host_data(spec: HostSpec) -> dict[str, Any]:
         "send_ipv6": spec.send_ipv6,
         "dkim_signer": spec.dkim_signer,
         "mailmend_groups": list(spec.groups),
+        # Where `mailmend ptr` sets the PTR: the deploy's plan and checks point at it. The
+        # provider's credentials stay out of host data (only `mailmend ptr` reads them).
+        "vps_provider": spec.vps_provider,
     }
     if spec.sender_limit_per_day is not None:
         # Per-sender quotas (deploys/hygiene.py): the provider's rate per minute, and the day.

@@ -107,10 +107,14 @@ def run_checks(data: Mapping[str, Any]) -> None:
     ``data`` is the host's data with this deploy's defaults, taken when the deploy is planned.
     """
     from mailmend.checks.report_table import render_table
+    from mailmend.providers.ptr import point_fixes_at_ptr
 
     target = _target(host.name, data, _host_keys(data))
     with _ONE_LOOP:  # pyinfra runs hosts as greenlets of one thread: one asyncio loop at a time
         report = asyncio.run(_check(target, data))
+    fleet_file = data.get("mailmend_fleet_file") or "FLEET.toml"
+    provider = contexts.fleet_value(host.name, data, "vps_provider")
+    point_fixes_at_ptr(report.results, host.name, provider, fleet_file)
     REPORTS[host.name] = report
     for line in render_table([report]).splitlines():
         if line.strip() and not line.startswith("1 hosts:"):
@@ -176,4 +180,5 @@ def _settings(name: str, data: dict[str, Any]) -> dict[str, Any]:
         except ValueError as err:
             raise contexts.DeployValueError(name, "mailmend_nameservers", str(err)) from None
     _target(name, data, {})  # hostname, IPs and domains are valid
+    contexts.fleet_value(name, data, "vps_provider")  # a name mailmend ptr knows, or none
     return data

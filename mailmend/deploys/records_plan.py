@@ -47,6 +47,7 @@ def _senders() -> list[Any]:
                 data.get("public_ipv4"),
                 data.get("public_ipv6"),
                 tuple((d.name, d.selector) for d in domains),
+                vps_provider=contexts.fleet_value(h.name, data, "vps_provider"),
             )
         )
     return out

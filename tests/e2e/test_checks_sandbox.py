@@ -659,7 +659,7 @@ def _html_text(text: str) -> str:
 
 def sandbox_fleet_with_nameservers(sb: Sandbox, path: Path) -> Path:
     """The sandbox fleet file: it names the sandbox's DNS server as the fleet's resolver."""
-    text = sb.fleet_text()
+    text = sb.fleet_text(hosts={"mx3": {"vps_provider": "linode"}})
     assert f'nameservers = ["{NAMESERVER}"]' in text
     path.write_text(text)
     return path
@@ -684,6 +684,11 @@ def test_pyinfra_check_deploy_checks_the_fleet_and_changes_nothing(
         "dkim mx1._domainkey.alpha.example: published key does not match the key on the host" in out
     )
     assert "ask your VPS provider to set the PTR of 198.51.100.12 to mx2.bravo.example" in out
+    # mx3's provider is known: its fix names the command that sets the PTR.
+    assert (
+        f"run mailmend ptr --fleet {fleet.resolve()} --host mx3 --apply (it asks linode to set "
+        "the PTR of 203.0.113.13 to mx3.charlie.example)" in out
+    )
     assert "198.51.100.12 is listed on SpamCop Blocking List" in out
     # The fleet summary: one line per host, then the totals.
     summary = out[out.index("mailmend checks, fleet summary:") :].splitlines()[1:5]
