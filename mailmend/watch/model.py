@@ -20,7 +20,6 @@ Key = tuple[str, str, str, str]  # host, check, subject, zone
 #: Event kinds, in the order a run reports them.
 KINDS = (
     "host_unreachable",
-    "host_reachable",
     "list_broken",
     "list_recovered",
     "listed",
@@ -167,8 +166,7 @@ def diff(
     was_down, is_down = unreachable
     for host in sorted(is_down - was_down):
         out.events.append(Event("host_unreachable", now, host, "", "", "", _UNREACHABLE % host))
-    for host in sorted(was_down - is_down):
-        out.events.append(Event("host_reachable", now, host, "", "", "", _REACHABLE % host))
+    # A host DNS answers for again is no event by itself (only what its answers changed is).
     was_broken, is_broken = broken
     for zone in sorted(is_broken - was_broken):
         out.events.append(Event("list_broken", now, "", "dnsbl", "", zone, _BROKEN % zone))
@@ -190,7 +188,6 @@ def diff(
 
 
 _UNREACHABLE = "%s: every check is unknown (DNS could not tell); no listing ends because of it"
-_REACHABLE = "%s: DNS answers again for this host"
 _BROKEN = "list %s is broken or wildcarding: its answers are ignored until it recovers"
 _RECOVERED = "list %s answers its test points again: its answers count again"
 
