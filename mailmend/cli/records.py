@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, closing, nullcontext
 from pathlib import Path
 
 from mailmend.checks.dkim_key import DkimPublicKey
@@ -116,8 +118,6 @@ def run(args: argparse.Namespace) -> int:
     if args.apply and provider is None and (server is None or key is None):
         raise UsageError("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
     keys = list(_dkim_keys(args, fleet))
-    if args.dmarc_stage == "auto":
-        args.dmarc_conn = dmarc_cli.stage_db(args)
     # Who answers "what is published": --nameserver, else the fleet's own nameservers (a
     # sandbox fleet must name its DNS server), else the primary, else this machine's resolver.
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if not readers:
         readers = [server] if server is not None else _system()
     try:
-        plan, silent = asyncio.run(_plan(args, fleet, keys, readers))
+        with _report_db(args) as reports:  # closed on every way out, Ctrl-C included
+            plan, silent = asyncio.run(_plan(args, fleet, keys, readers, reports))
     except KeyboardInterrupt:
         _say("interrupted while reading the published records: nothing was sent")
         return EXIT_INTERRUPTED
@@ -161,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _say(line: str) -> None:
     say("records", line)
+
+
+def _report_db(args: argparse.Namespace) -> AbstractContextManager[sqlite3.Connection | None]:
+    """The DMARC report database for ``--dmarc-stage auto`` (closed on leaving), else None."""
+    if args.dmarc_stage != "auto":
+        return nullcontext(None)
+    return closing(dmarc_cli.stage_db(args))
 
 
 def _apply(
@@ -263,7 +271,11 @@ def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> Iterator[DkimPublicKey
 
 
 async def _plan(
-    args: argparse.Namespace, fleet: Fleet, keys: list[DkimPublicKey], readers: list[Nameserver]
+    args: argparse.Namespace,
+    fleet: Fleet,
+    keys: list[DkimPublicKey],
+    readers: list[Nameserver],
+    reports: sqlite3.Connection | None,
 ) -> tuple[Plan, tuple[Nameserver, ...]]:
     """The plan, and the readers that never answered when none did (then the plan is moot)."""
     config = EngineConfig(nameservers=tuple(readers), timeout=args.timeout)
@@ -271,7 +283,8 @@ async def _plan(
         give_up = asyncio.get_running_loop().call_later(args.deadline, engine.abandon)
         stage: str | dict[str, StageChoice] | None = args.dmarc_stage
         if stage == "auto":
-            stage = await _auto_stages(args, engine, fleet)
+            assert reports is not None
+            stage = await _auto_stages(args, engine, fleet, reports)
         plan = await build_plan(
             engine,
             senders_from_fleet(fleet),
@@ -287,20 +300,17 @@ async def _plan(
 
 
 async def _auto_stages(
-    args: argparse.Namespace, engine: Engine, fleet: Fleet
+    args: argparse.Namespace, engine: Engine, fleet: Fleet, reports: sqlite3.Connection
 ) -> dict[str, StageChoice]:
     """``--dmarc-stage auto``: each fleet domain's choice from its reports."""
     from mailmend.dmarc.sources import fleet_addresses
     from mailmend.dmarc.staging import decide_domains, stage_choice
 
     domains = sorted({d.name for h in fleet.hosts for d in h.domains})
-    try:
-        decisions = await decide_domains(
-            engine, args.dmarc_conn, domains, fleet_addresses(fleet.hosts),
-            dmarc_cli.stage_rule(args), int(time.time()),
-        )  # fmt: skip
-    finally:
-        args.dmarc_conn.close()
+    decisions = await decide_domains(
+        engine, reports, domains, fleet_addresses(fleet.hosts), dmarc_cli.stage_rule(args),
+        int(time.time()),
+    )  # fmt: skip
     return {domain: stage_choice(decision) for domain, decision in decisions.items()}
 
 

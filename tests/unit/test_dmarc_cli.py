@@ -96,3 +96,47 @@ def test_sources_json_without_dns(tmp_path: Path, capsys: pytest.CaptureFixture[
     (source,) = domain["sources"]
     assert (source["ip"], source["class"], source["messages"]) == ("192.0.2.11", "unknown", 7)
     assert source["detail"]  # says why DNS could not tell
+
+
+class _CtrlC:
+    """An Engine that is interrupted as it opens (Ctrl-C before any DMARC decision)."""
+
+    def __init__(self, *args: object) -> None:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("way_out", ["ctrl-c", "bad nameserver"])
+def test_records_auto_closes_the_report_database_on_every_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    way_out: str,
+) -> None:  # fmt: skip
+    import sqlite3
+
+    import mailmend.dmarc.db
+
+    db = tmp_path / "reports.db"
+    assert main(["dmarc", "import", "--db", str(db), str(reports(tmp_path))]) == 0
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        '[fleet]\n[hosts.mx1]\nssh_host = "192.0.2.11"\nhostname = "mx1.alpha.example"\n'
+        'public_ipv4 = "192.0.2.11"\ndomains = [{ name = "alpha.example", selector = "mx1" }]\n'
+    )
+    opened: list[sqlite3.Connection] = []
+    real_open = mailmend.dmarc.db.open_dmarc_db
+
+    def recording_open(path: Path) -> sqlite3.Connection:
+        opened.append(real_open(path))
+        return opened[-1]
+
+    monkeypatch.setattr(mailmend.dmarc.db, "open_dmarc_db", recording_open)
+    argv = ["records", "--fleet", str(fleet), "--dmarc-stage", "auto", "--dmarc-db", str(db)]
+    if way_out == "ctrl-c":
+        monkeypatch.setattr("mailmend.cli.records.Engine", _CtrlC)
+        assert main([*argv, "--nameserver", "127.0.0.1:9"]) == 130
+        assert opened  # it was open when Ctrl-C came
+    else:
+        assert main([*argv, "--nameserver", "not-an-ip"]) == 2
+    capsys.readouterr()
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+            conn.execute("SELECT 1")
