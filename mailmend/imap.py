@@ -143,11 +143,14 @@ def connect(
 
 
 class Deadline:
-    """The end of a whole run, ``seconds`` from now (``--deadline``)."""
+    """The end of a whole run, ``seconds`` after ``start`` (default: now), set by ``option``."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(
+        self, seconds: float, option: str = "--deadline", start: float | None = None
+    ) -> None:
         self.seconds = seconds
-        self.end = time.monotonic() + seconds
+        self.option = option
+        self.end = (time.monotonic() if start is None else start) + seconds
 
     def left(self) -> float:
         return self.end - time.monotonic()
@@ -157,11 +160,13 @@ class Deadline:
         and the words that say which limit it is; :class:`ImapTimeout` when none is left."""
         left = self.left()
         if left <= timeout:
-            why = f"within the {self.seconds:g} s deadline (--deadline)"
             if left <= 0:
-                raise ImapTimeout(f"the {self.seconds:g} s deadline (--deadline) passed")
-            return left, why
+                raise ImapTimeout(f"the {self.seconds:g} s deadline ({self.option}) passed")
+            return left, self.within()
         return timeout, f"within {timeout:g} s (--timeout)"
+
+    def within(self) -> str:
+        return f"within the {self.seconds:g} s deadline ({self.option})"
 
 
 class Bounded:
@@ -221,7 +226,7 @@ class Bounded:
             if not self._expired.is_set():
                 raise
             self._broken = True
-            why = f"within the {self._deadline.seconds:g} s deadline (--deadline)"
+            why = self._deadline.within()
             raise ImapTimeout(f"IMAP server {self._where}: no answer to {name} {why}") from None
 
     def close(self) -> None:
@@ -289,7 +294,7 @@ def folder_kind(name: str, flags: Iterable[bytes]) -> FolderKind:
     return "other"
 
 
-def folders(client: imapclient.IMAPClient) -> list[tuple[str, FolderKind]]:
+def folders(client: imapclient.IMAPClient | Bounded) -> list[tuple[str, FolderKind]]:
     """Every selectable folder with its kind; inbox first, then junk, then the rest."""
     out: list[tuple[str, FolderKind]] = []
     for flags, _delim, name in client.list_folders():
@@ -302,7 +307,7 @@ def folders(client: imapclient.IMAPClient) -> list[tuple[str, FolderKind]]:
 
 
 def search_folders(
-    client: imapclient.IMAPClient, criteria: Sequence[object], kinds: Sequence[FolderKind]
+    client: imapclient.IMAPClient | Bounded, criteria: Sequence[object], kinds: Sequence[FolderKind]
 ) -> list[tuple[str, FolderKind, int]]:
     """(folder, kind, uid) of every message matching ``criteria`` in folders of ``kinds``."""
     hits: list[tuple[str, FolderKind, int]] = []

@@ -141,7 +141,9 @@ def _mailbox(args: argparse.Namespace) -> Mailbox:
     cafile = Path(args.imap_cafile) if args.imap_cafile else None
     if cafile is not None and not cafile.is_file():
         raise UsageError(f"--imap-cafile: {cafile} is not a file")
-    return Mailbox(host, port, args.imap_user, password, cafile)
+    # No IMAP wait longer than --timeout (the login before anything is sent included).
+    timeout = min(imap.DEFAULT_TIMEOUT, args.timeout)
+    return Mailbox(host, port, args.imap_user, password, cafile, timeout)
 
 
 def _try_login(mailbox: Mailbox) -> None:

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -50,6 +51,13 @@ class Mailbox:
         return imap.connect(
             self.host, self.port, self.user, self.password, cafile=self.cafile, timeout=self.timeout
         )
+
+    def session(self, deadline: imap.Deadline) -> AbstractContextManager[imap.Bounded]:
+        """Logged in; every wait (each at most :attr:`timeout`) ends by ``deadline``."""
+        return imap.session(
+            self.host, self.port, self.user, self.password, cafile=self.cafile,
+            timeout=self.timeout, deadline=deadline,
+        )  # fmt: skip
 
 
 @dataclass
@@ -138,7 +146,8 @@ async def _one(
         return rep
     if progress:
         progress(f"{spec.name}: submitted {token} for {job.domain}, waiting for it in the mailbox")
-    found = await asyncio.to_thread(_wait, mailbox, token, submitted + timeout, keep)
+    deadline = imap.Deadline(timeout, "--timeout", start=submitted)
+    found = await asyncio.to_thread(_wait, mailbox, token, deadline, keep)
     rep.timings["wait"] = round(time.monotonic() - submitted, 2)
     if found is None or isinstance(found, str):
         queue = await asyncio.to_thread(_queue_note, spec, to)
@@ -210,39 +219,33 @@ def _submit(spec: HostSpec, out: Outgoing) -> str | None:
 Found = tuple[bytes, str, str, float, bool]
 
 
-def _wait(mailbox: Mailbox, token: str, deadline: float, keep: bool) -> Found | str | None:
+def _wait(mailbox: Mailbox, token: str, deadline: imap.Deadline, keep: bool) -> Found | str | None:
     """The message with ``token`` (raw, folder, kind, arrival time, deleted), or None when it
-    never came, or an error text."""
+    never came, or an error text. Every IMAP wait ends by ``deadline`` (--timeout)."""
     try:
-        client = mailbox.connect()
+        with mailbox.session(deadline) as client:
+            while True:
+                hits = imap.search_folders(
+                    client, ["HEADER", TOKEN_HEADER, token], ("inbox", "junk", "other")
+                )
+                if hits:
+                    arrived = time.monotonic()
+                    folder, kind, uid = hits[0]
+                    client.select_folder(folder, readonly=keep)
+                    data = client.fetch([uid], ["BODY.PEEK[]"])
+                    raw = bytes(data[uid][b"BODY[]"])
+                    deleted = False if keep else remove(client, uid)
+                    return raw, folder, kind, arrived, deleted
+                if deadline.left() < POLL_INTERVAL:
+                    return None
+                time.sleep(POLL_INTERVAL)
     except imap.ImapError as err:
         return str(err)
-    try:
-        while True:
-            hits = imap.search_folders(
-                client, ["HEADER", TOKEN_HEADER, token], ("inbox", "junk", "other")
-            )
-            if hits:
-                arrived = time.monotonic()
-                folder, kind, uid = hits[0]
-                client.select_folder(folder, readonly=keep)
-                data = client.fetch([uid], ["BODY.PEEK[]"])
-                raw = bytes(data[uid][b"BODY[]"])
-                deleted = False if keep else remove(client, uid)
-                return raw, folder, kind, arrived, deleted
-            if time.monotonic() + POLL_INTERVAL > deadline:
-                return None
-            time.sleep(POLL_INTERVAL)
     except (OSError, imapclient.exceptions.IMAPClientError) as err:
         return f"IMAP: {err}"
-    finally:
-        try:
-            client.logout()
-        except (OSError, imapclient.exceptions.IMAPClientError):
-            pass
 
 
-def remove(client: imapclient.IMAPClient, uid: int) -> bool:
+def remove(client: imapclient.IMAPClient | imap.Bounded, uid: int) -> bool:
     """Delete the test message and only it: ``UID EXPUNGE`` (RFC 4315). A plain EXPUNGE would
     also purge whatever else the mailbox's owner had flagged deleted in that folder, so
     without UIDPLUS the message is only flagged (False: not removed)."""
