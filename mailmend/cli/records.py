@@ -82,9 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     want = parser.add_argument_group("what to propose")
     want.add_argument(
-        "--dmarc-stage", choices=("quarantine", "reject", "auto"),
-        help="move published DMARC policies to this stage (other tags kept); auto: one step "
-        "forward where the DMARC reports show it is safe (docs/dmarc.md)",
+        "--dmarc-stage", choices=("none", "quarantine", "reject", "auto"),
+        help="set published DMARC policies to this stage, forward or back (other tags kept); "
+        "auto: one step forward where the DMARC reports show it is safe, never back "
+        "(docs/dmarc.md)",
     )  # fmt: skip
     want.add_argument(
         "--replace-malformed", action="store_true",

@@ -1,8 +1,10 @@
 """DMARC records: a first ``p=none`` record with reports, the next stage of a staged rollout,
 and the authorisation records that report addresses at other domains need.
 
-Staging is none -> quarantine -> reject; a stage never goes backwards here, and every other tag
-of the published record is kept in its order.
+Staging is none -> quarantine -> reject. An explicit stage (``--dmarc-stage quarantine``) sets
+that policy, forward or back (a rollback after legitimate mail was lost); a stage chosen from
+the reports (``--dmarc-stage auto``) only ever moves forward. Every other tag of the published
+record is kept in its order.
 """
 
 from __future__ import annotations
@@ -94,10 +96,12 @@ def propose_dmarc(
     stage: str | None = None,
     replace_malformed: bool = False,
     pct: int | None = None,
+    back: bool = False,
 ) -> DmarcProposal:
     """The DMARC record for ``domain`` given the TXT records at ``_dmarc.DOMAIN``.
 
-    ``stage`` (quarantine or reject) moves the policy forward, keeping the other tags;
+    ``stage`` (none, quarantine or reject) moves the policy forward, keeping the other tags,
+    and back too when ``back`` (an explicit stage, never one chosen from the reports);
     ``pct`` (a step of a pct= ramp) sets pct=, 100 removes it.
     """
     name = dmarc_name(domain)
@@ -126,6 +130,9 @@ def propose_dmarc(
     if stage and POLICIES.index(stage) > POLICIES.index(current):
         tags["p"] = stage
         notes.append(f"p={current} -> p={stage}: watch the reports for legitimate mail failing")
+    elif stage and stage != current and back:
+        tags["p"] = stage
+        notes.append(f"p={current} -> p={stage}: moved BACK, as asked (--dmarc-stage {stage})")
     elif stage and stage != current:
         notes.append(f"p={current} is already past p={stage}: not moved back")
     if pct is not None and tags.get("pct", "100") != str(pct):

@@ -353,7 +353,8 @@ async def _dmarc(
     choice = stage if isinstance(stage, StageChoice) else None
     policy, pct = (choice.stage, choice.pct) if choice else (stage, None)
     assert not isinstance(policy, StageChoice)
-    proposal = propose_dmarc(domain, answer.records, report_address, policy, replace, pct)
+    back = isinstance(stage, str)  # an explicit stage may move back; one from reports never
+    proposal = propose_dmarc(domain, answer.records, report_address, policy, replace, pct, back)
     if proposal.value is None:
         return RecordChange(
             "dmarc", name, "TXT", Action.BLOCKED, None, proposal.published, answer.records,

@@ -147,6 +147,20 @@ def test_rerun_keeps_everything_and_sends_nothing(
     assert "0 to add, 0 to change" in out
 
 
+def test_an_explicit_stage_moves_forward_and_back_only_when_asked(
+    sandbox: Sandbox, keys: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """reject, then quarantine asked explicitly: moved back (a rollback), then none."""
+    name = f"_dmarc.{sandbox.hosts()[0].domain}"
+    report = load_fleet(sandbox.fleet_file).settings.dmarc_report_address
+    for stage in ("reject", "quarantine", "none"):
+        assert cli(sandbox, keys, "--apply", "--dmarc-stage", stage) == 0
+        assert txt(sandbox, name) == [f"v=DMARC1; p={stage}; rua=mailto:{report}"]
+    out = capsys.readouterr().out
+    assert "p=reject -> p=quarantine: moved BACK, as asked (--dmarc-stage quarantine)" in out
+    assert "p=quarantine -> p=none: moved BACK, as asked (--dmarc-stage none)" in out
+
+
 def test_wrong_tsig_key_is_refused_and_nothing_changes(
     sandbox: Sandbox, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -92,11 +93,36 @@ def test_stage_moves_forward_keeping_tags() -> None:
 
 
 def test_stage_never_goes_back_and_unchanged_record_is_kept_verbatim() -> None:
+    """A stage chosen from the reports (back=False) never moves back."""
     rec = "v=DMARC1;p=reject;rua=mailto:d@example.com"
     p = propose_dmarc("example.com", (rec,), None, "quarantine")
     assert p.value == rec
     assert any("not moved back" in n for n in p.notes)
     assert propose_dmarc("example.com", (rec,), None).value == rec
+
+
+@pytest.mark.parametrize(("stage", "policy"), [("quarantine", "quarantine"), ("none", "none")])
+def test_an_explicit_stage_moves_back_keeping_tags(stage: str, policy: str) -> None:
+    rec = "v=DMARC1; p=reject; rua=mailto:d@example.com; adkim=s"
+    p = propose_dmarc("example.com", (rec,), None, stage, back=True)
+    assert p.value == f"v=DMARC1; p={policy}; rua=mailto:d@example.com; adkim=s"
+    assert f"p=reject -> p={policy}: moved BACK, as asked (--dmarc-stage {stage})" in p.notes
+    same = propose_dmarc("example.com", (rec,), None, "reject", back=True)
+    assert same.value == rec  # the stage it is at: nothing to do
+
+
+def test_an_explicit_stage_goes_back_through_the_plan_and_auto_never_does() -> None:
+    from mailmend.records.dmarc import StageChoice
+    from mailmend.records.plan import _dmarc, _Reader
+    from tests.unit.test_ptr import FakeResolver
+
+    rec = "v=DMARC1; p=reject; rua=mailto:d@example.com"
+    resolver = FakeResolver({("_dmarc.example.com", "TXT"): (rec,)})
+    back = asyncio.run(_dmarc(_Reader(resolver), "example.com", None, "none", False))
+    assert back.value == "v=DMARC1; p=none; rua=mailto:d@example.com"
+    auto = StageChoice("quarantine", headline="from the reports")
+    kept = asyncio.run(_dmarc(_Reader(resolver), "example.com", None, auto, False))
+    assert kept.value == rec
 
 
 def test_missing_rua_is_added() -> None:
