@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import re
 import smtplib
 import ssl
 import subprocess
@@ -42,13 +41,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailmend import rules, secretref
+from mailmend.checks.escape import visible
 
 ATTEMPTS = 3
 BACKOFF = 2.0  # seconds before the 2nd attempt, doubled for the 3rd
 ALERT_BUDGET = 120.0  # seconds a run waits for its alerts (the rest go with the next run)
 TIMEOUT = 15.0
 TLS_MODES = ("starttls", "tls", "none")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029]")
 
 
 class AlertConfigError(ValueError):
@@ -64,11 +63,6 @@ class Channel(Protocol):
     def name(self) -> str: ...
 
     def send(self, event: Mapping[str, Any]) -> None: ...
-
-
-def one_line(text: str) -> str:
-    """``text`` with control characters (terminal escapes, newlines) shown as escapes."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 # --- secrets -------------------------------------------------------------------------------------
@@ -111,14 +105,14 @@ def _shown_url(url: str) -> str:
     """scheme://host[:port]/... : the path and query may hold a token."""
     parts = urllib.parse.urlsplit(url)
     if not parts.scheme or not parts.netloc:
-        return one_line(url[:40])
+        return visible(url[:40])
     host = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{one_line(host)}/..."
+    return f"{parts.scheme}://{visible(host)}/..."
 
 
 def slack_text(text: str) -> str:
     """Slack and Mattermost show ``text`` as is once &, < and > are escaped."""
-    return one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @dataclass(frozen=True)
@@ -147,10 +141,10 @@ class Webhook:
             with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
                 reply.read(4096)
         except urllib.error.HTTPError as err:
-            raise ChannelError(f"HTTP {err.code} {one_line(str(err.reason))}") from None
+            raise ChannelError(f"HTTP {err.code} {visible(str(err.reason))}") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise ChannelError(one_line(str(reason))) from None
+            raise ChannelError(visible(str(reason))) from None
 
 
 # --- command -------------------------------------------------------------------------------------
@@ -163,7 +157,7 @@ class Command:
 
     @property
     def name(self) -> str:
-        return f"command {one_line(self.argv[0])}"
+        return f"command {visible(self.argv[0])}"
 
     def send(self, event: Mapping[str, Any]) -> None:
         try:
@@ -180,7 +174,7 @@ class Command:
         except OSError as err:
             raise ChannelError(f"cannot run it: {err.strerror}") from None
         if done.returncode != 0:
-            tail = one_line(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else ""
+            tail = visible(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else ""
             raise ChannelError(f"exited {done.returncode}" + (f": {tail}" if tail else ""))
 
 
@@ -203,7 +197,7 @@ class Email:
         return f"email via {self.host}:{self.port}"
 
     def message(self, event: Mapping[str, Any]) -> EmailMessage:
-        text = one_line(str(event["text"]))
+        text = visible(str(event["text"]))
         msg = EmailMessage()
         msg["Subject"] = f"mailmend: {text}"[:200]
         msg["From"] = self.sender
@@ -214,7 +208,7 @@ class Email:
         follow = event.get("follow_up")
         body = [text, ""]
         if follow:
-            body += [f"Follow-up: {one_line(str(follow))}", ""]
+            body += [f"Follow-up: {visible(str(follow))}", ""]
         body += ["The event as JSON:", json.dumps(event, indent=2, sort_keys=True)]
         msg.set_content("\n".join(body) + "\n")
         return msg
@@ -238,9 +232,9 @@ class Email:
                     smtp.login(user, password)
                 smtp.send_message(self.message(event))
         except smtplib.SMTPException as err:
-            raise ChannelError(one_line(str(err))[:300]) from None
+            raise ChannelError(visible(str(err))[:300]) from None
         except (OSError, ssl.SSLError) as err:
-            raise ChannelError(one_line(str(err))[:300]) from None
+            raise ChannelError(visible(str(err))[:300]) from None
 
     def _credentials(self) -> tuple[str, str]:
         assert self.credentials is not None
@@ -263,7 +257,7 @@ def load_alerts(path: Path) -> list[Channel]:
     except OSError as err:
         raise AlertConfigError(f"cannot read {path}: {err.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise AlertConfigError(f"{path}: not valid TOML: {one_line(str(err))}") from None
+        raise AlertConfigError(f"{path}: not valid TOML: {visible(str(err))}") from None
     unknown = sorted(set(data) - {"alert"})
     if unknown:
         raise AlertConfigError(f"{path}: unknown key {unknown[0]!r}; use [[alert]] tables")
@@ -322,7 +316,7 @@ def _email(table: dict[str, Any], where: str) -> Channel:
         raise AlertConfigError(f"{where}: email must be an address or an array of addresses")
     for address in [*to, table.get("from", "")]:
         if not isinstance(address, str) or rules.email_problem(address):
-            raise AlertConfigError(f"{where}: {one_line(str(address))!r} is not an email address")
+            raise AlertConfigError(f"{where}: {visible(str(address))!r} is not an email address")
     host, port = _smtp(table.get("smtp"), where)
     tls = table.get("tls", "starttls")
     if tls not in TLS_MODES:

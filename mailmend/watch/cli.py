@@ -275,10 +275,10 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
 
 def _remote_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """``mailmend watch status --format json`` on the fleet's monitor host, over SSH."""
+    from mailmend.checks.escape import visible
     from mailmend.cli.errors import UsageError
     from mailmend.cli.options import load_fleet_file
     from mailmend.ssh import ssh_argv
-    from mailmend.watch.alerts import one_line
 
     fleet = load_fleet_file(args.fleet, "watch")
     name = fleet.settings.monitor_host
@@ -293,7 +293,7 @@ def _remote_status(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         raise UsageError(f"{name}: no answer over SSH within 60 s") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        raise UsageError(f"{name}: {one_line(last)}")
+        raise UsageError(f"{name}: {visible(last)}")
     try:
         data = json.loads(done.stdout)
     except json.JSONDecodeError:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mailmend.watch.alerts import one_line
+from mailmend.checks.escape import visible
 from mailmend.watch.model import Listing, format_duration
 from mailmend.watch.state import Run, WatchDb
 
@@ -113,7 +113,7 @@ def render_history(listings: Sequence[Listing], now: float, fmt: str) -> str:
                 ",".join(row["codes"]),
             )
         )
-    table = [tuple(one_line(str(c)) for c in line) for line in table]
+    table = [tuple(visible(str(c)) for c in line) for line in table]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     out = [
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table
@@ -122,7 +122,7 @@ def render_history(listings: Sequence[Listing], now: float, fmt: str) -> str:
         f"{r['host']} {r['subject']} {r['zone']}: {r['follow_up']}" for r in rows if r["follow_up"]
     ]
     if follow:
-        out += ["", "Follow-up:", *(f"  {one_line(line)}" for line in follow)]
+        out += ["", "Follow-up:", *(f"  {visible(line)}" for line in follow)]
     return "\n".join(out) + "\n"
 
 
@@ -182,4 +182,4 @@ def render_status(data: Mapping[str, Any], fmt: str, where: str = "") -> str:
         lines.append(f"list {zone} is broken: its answers are ignored")
     for host in data.get("unreachable_hosts") or []:
         lines.append(f"{host}: DNS said nothing in the last run (every check unknown)")
-    return "\n".join(one_line(line) for line in lines) + "\n"
+    return "\n".join(visible(line) for line in lines) + "\n"

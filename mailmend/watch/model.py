@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from mailmend.checks.host import HostReport
+if TYPE_CHECKING:  # `watch history` and `status` never load the checks
+    from mailmend.checks.host import HostReport
 
 UNKNOWN = "unknown"
 Key = tuple[str, str, str, str]  # host, check, subject, zone

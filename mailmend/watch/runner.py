@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mailmend.checks.escape import visible
 from mailmend.checks.host import FleetReport
-from mailmend.watch.alerts import ALERT_BUDGET, Channel, deliver, one_line
+from mailmend.watch.alerts import ALERT_BUDGET, Channel, deliver
 from mailmend.watch.history import blocklists_by_zone, follow_up
 from mailmend.watch.metrics import Metrics, Snapshot, zones_of
 from mailmend.watch.model import (
@@ -72,7 +73,7 @@ def run_once(check: Checker, db: WatchDb, settings: Settings) -> Outcome:
     db.set_db_seconds(run_id, db_seconds, time.process_time() - cpu1)
     if not settings.quiet:
         for event in recorded:
-            print(f"{event['kind']}: {one_line(event['text'])}", flush=True)
+            print(f"{event['kind']}: {visible(event['text'])}", flush=True)
     failed = _alert(db, settings.channels, settings.alert_budget)
     if settings.metrics is not None:
         duration = time.time() - started
