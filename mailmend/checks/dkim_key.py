@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from mailmend.checks.names import normalize_name
+from mailmend.checks.tag_list import TagListError, parse_tag_list
 from mailmend.checks.txt import split_txt
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "key_files",
     "key_name",
     "parse_key_text",
-    "parse_tags",
 ]
 
 KEY_DIR = "/etc/opendkim/keys"
@@ -110,25 +110,12 @@ class DkimPublicKey:
         )
 
 
-def parse_tags(text: str) -> dict[str, str]:
-    """``tag=value; ...`` with whitespace around tags ignored; a repeated tag is an error."""
-    tags: dict[str, str] = {}
-    for part in text.split(";"):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise DkimRecordError(f"{part.strip()!r} is not tag=value")
-        if name in tags:
-            raise DkimRecordError(f"tag {name}= appears twice")
-        tags[name] = value.strip()
-    return tags
-
-
 def parse_record(value: str, domain: str, selector: str) -> DkimPublicKey:
     """Parse a DKIM key record's value (``v=DKIM1; k=rsa; p=...``, RFC 6376 3.6.1)."""
-    tags = parse_tags(value)
+    try:
+        tags = parse_tag_list(value)
+    except TagListError as err:
+        raise DkimRecordError(str(err)) from None
     if "v" in tags and (tags["v"] != "DKIM1" or next(iter(tags)) != "v"):
         raise DkimRecordError("v= must be the first tag and be DKIM1")
     if "p" not in tags:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from mailmend.checks.dns import Resolver
 from mailmend.checks.names import normalize_name
 from mailmend.checks.result import SEVERITY, CheckResult, Status, dns_unknown
+from mailmend.checks.tag_list import TagListError, parse_tag_list
 
 CHECK = "dmarc"
 POLICIES = ("none", "quarantine", "reject")
@@ -48,17 +49,10 @@ def is_dmarc(txt: str) -> bool:
 
 def parse_record(text: str) -> DmarcRecord:
     """Parse and validate a DMARC record; raises :class:`DmarcRecordError`."""
-    tags: dict[str, str] = {}
-    for part in text.split(";"):
-        if not part.strip():
-            continue
-        name, sep, value = part.partition("=")
-        name = name.strip().lower()
-        if not sep:
-            raise DmarcRecordError(f"{part.strip()!r} is not tag=value")
-        if name in tags:
-            raise DmarcRecordError(f"tag {name}= appears twice")
-        tags[name] = value.strip()
+    try:
+        tags = parse_tag_list(text, fold_case=True)
+    except TagListError as err:
+        raise DmarcRecordError(str(err)) from None
     if "p" not in tags:
         raise DmarcRecordError("no p= tag: the policy is required")
     for tag in ("p", "sp"):
