@@ -3,8 +3,9 @@
 Exit codes (docs/ptr.md):
 
 - 0: every PTR names its host (nothing to do, or set and seen in DNS)
-- 1: a provider refused or failed, a host's forward record is missing (blocked), a PTR must
-  be set by hand (no ``vps_provider``), or DNS did not answer
+- 1: a provider refused, failed or did not answer in time (per host: "not changed", or "it
+  may have been set" when the PTR call went unanswered), a host's forward record is missing
+  (blocked), a PTR must be set by hand (no ``vps_provider``), or DNS did not answer
 - 2: usage or input error (bad option, unreadable fleet file or credential reference)
 - 3: set at the provider but not yet in DNS when the deadline passed ("pending at the
   provider"): run ``mailmend ptr`` again later to check
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from mailmend.checks.engine import Engine, EngineConfig
@@ -34,6 +37,9 @@ from mailmend.providers.ptr import (
 )
 
 EXIT_PENDING = EXIT_UNKNOWN  # set at the provider, not yet seen in DNS
+DEFAULT_DEADLINE = 300.0  # seconds for all the hosts' provider calls and DNS polls
+PARALLEL = 16  # hosts asked at once
+MAYBE_SET = "it may have been set: run mailmend ptr again to see"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", type=seconds, default=120.0, metavar="SECONDS",
         help="how long to poll DNS for a new PTR before calling it pending (120)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--deadline", type=seconds, default=DEFAULT_DEADLINE, metavar="SECONDS",
+        help="every host's provider calls and DNS polling end by then; a host still at it "
+        f"says how far it got ({DEFAULT_DEADLINE:g})",
     )  # fmt: skip
     parser.add_argument(
         "--debug", action="store_true",
@@ -106,10 +117,8 @@ def _run(args: argparse.Namespace) -> int:
     from mailmend.providers.secrets import debug_logging
 
     debug_logging(args.debug)
-    summary = Summary()
     by_name = {h.name: h for h in hosts}
-    for plan in todo:
-        summary.outcomes.append(_apply_one(plan, by_name[plan.host], readers, args))
+    summary = Summary(_apply_all([_HostRun(p, by_name[p.host]) for p in todo], readers, args))
     for outcome in summary.outcomes:
         _say(_outcome_line(outcome))
     if summary.failed or stuck:
@@ -117,34 +126,113 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_PENDING if summary.pending else EXIT_OK
 
 
-def _apply_one(
-    plan: PtrPlan, host: HostSpec, readers: Sequence[Nameserver], args: argparse.Namespace
-) -> PtrOutcome:
-    from mailmend.providers.secrets import BadCredentials, ProviderError, http_deadline, resolve
-    from mailmend.providers.vps import adapter
+def _apply_all(
+    runs: Sequence[_HostRun], readers: Sequence[Nameserver], args: argparse.Namespace
+) -> list[PtrOutcome]:
+    """Every host at once (at most :data:`PARALLEL` at a time), each in a daemon thread, all
+    ended by ``--deadline``: a host still at it then is cut short and says how far it got."""
+    end = time.monotonic() + args.deadline
+    gate = threading.BoundedSemaphore(PARALLEL)
+    for run in runs:
+        threading.Thread(target=run.go, args=(readers, args, end, gate), daemon=True).start()
+    for run in runs:
+        run.finished.wait(max(0.0, end - time.monotonic()))
+    return [run.outcome or run.cut_short(args.deadline) for run in runs]
 
-    assert host.vps_provider is not None
-    try:
-        if host.vps_credentials is None:
-            raise BadCredentials(f"host {host.name}: no vps_credentials in the fleet")
-        secret = resolve(host.vps_credentials, f"host {host.name}: vps_credentials")
-        with http_deadline(args.timeout):
-            api = adapter(host.vps_provider, secret, host.vps_endpoint, args.timeout)
-            target = api.find(plan.ip)
-            api.set_ptr(target, plan.fqdn)
-    except ProviderError as err:
-        return PtrOutcome(plan, "failed", f"{err}: not changed")
-    seen = asyncio.run(
-        wait_for_ptr(lambda ip: _ask_ptr(readers, args.timeout, ip), plan.ip, plan.fqdn, args.wait)
-    )
-    if seen:
-        return PtrOutcome(plan, "done", "", done_at_provider=True)
-    return PtrOutcome(
-        plan,
-        "pending",
-        f"accepted by {plan.provider} but not in DNS after {args.wait:g}s: pending at the "
-        "provider (some take hours); run mailmend ptr again later to check",
-        done_at_provider=True,
+
+class _HostRun:
+    """One host's PTR change. ``stage`` says how far it got: queued, asking (finding the
+    server: nothing changed yet), setting (the PTR call is sent), checking (accepted, DNS
+    polled). Once cut short, it sends nothing more."""
+
+    def __init__(self, plan: PtrPlan, host: HostSpec) -> None:
+        self.plan, self.host = plan, host
+        self.stage = "queued"
+        self.outcome: PtrOutcome | None = None
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        self._cut = False
+
+    def _advance(self, stage: str) -> bool:
+        with self._lock:
+            if not self._cut:
+                self.stage = stage
+            return not self._cut
+
+    def go(
+        self,
+        readers: Sequence[Nameserver],
+        args: argparse.Namespace,
+        end: float,
+        gate: threading.BoundedSemaphore,
+    ) -> None:
+        with gate:
+            try:
+                if self._advance("asking"):
+                    self.outcome = self._apply(readers, args, end)
+            finally:
+                self.finished.set()
+
+    def _apply(
+        self, readers: Sequence[Nameserver], args: argparse.Namespace, end: float
+    ) -> PtrOutcome | None:
+        from mailmend.providers.secrets import (
+            BadCredentials,
+            NoAnswer,
+            ProviderError,
+            http_deadline,
+            resolve,
+        )  # fmt: skip
+        from mailmend.providers.vps import adapter
+
+        plan, host = self.plan, self.host
+        assert host.vps_provider is not None
+        timeout = min(args.timeout, max(0.001, end - time.monotonic()))
+        try:
+            if host.vps_credentials is None:
+                raise BadCredentials(f"host {host.name}: no vps_credentials in the fleet")
+            secret = resolve(host.vps_credentials, f"host {host.name}: vps_credentials")
+            with http_deadline(timeout):
+                api = adapter(host.vps_provider, secret, host.vps_endpoint, timeout)
+                target = api.find(plan.ip)
+                if not self._advance("setting"):
+                    return None
+                api.set_ptr(target, plan.fqdn)
+        except NoAnswer as err:
+            if self.stage == "setting":
+                return PtrOutcome(plan, "failed", f"{err}: {MAYBE_SET}")
+            return PtrOutcome(plan, "failed", f"{err}: not changed")
+        except ProviderError as err:
+            return PtrOutcome(plan, "failed", f"{err}: not changed")
+        self._advance("checking")
+        wait = min(args.wait, max(0.0, end - time.monotonic()))
+        seen = asyncio.run(
+            wait_for_ptr(lambda ip: _ask_ptr(readers, args.timeout, ip), plan.ip, plan.fqdn, wait)
+        )
+        if seen:
+            return PtrOutcome(plan, "done", "", done_at_provider=True)
+        return PtrOutcome(plan, "pending", _pending(plan, f"after {wait:g}s"), True)
+
+    def cut_short(self, deadline: float) -> PtrOutcome:
+        with self._lock:
+            self._cut = True
+            stage = self.stage
+        plan, by = self.plan, f"within the {deadline:g} s deadline (--deadline)"
+        if stage == "queued":
+            return PtrOutcome(plan, "failed", f"not tried {by}: not changed")
+        if stage == "asking":
+            return PtrOutcome(plan, "failed", f"{plan.provider} did not answer {by}: not changed")
+        if stage == "setting":
+            return PtrOutcome(
+                plan, "failed", f"{plan.provider} did not answer the PTR call {by}: {MAYBE_SET}"
+            )
+        return PtrOutcome(plan, "pending", _pending(plan, f"by the {deadline:g} s deadline"), True)
+
+
+def _pending(plan: PtrPlan, when: str) -> str:
+    return (
+        f"accepted by {plan.provider} but not in DNS {when}: pending at the provider (some "
+        "take hours); run mailmend ptr again later to check"
     )
 
 

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,11 @@ class RateLimited(ProviderError):
 
 class Unavailable(ProviderError):
     pass
+
+
+class NoAnswer(Unavailable):
+    """The provider did not answer in time: a call that changes something may or may not
+    have been carried out."""
 
 
 class BadCredentials(ProviderError):
@@ -118,7 +124,7 @@ def http_error(err: requests.RequestException, what: str) -> ProviderError:
     response = err.response
     if response is None:
         if isinstance(err, requests.Timeout):
-            return Unavailable(f"{what}: {_host(err)} did not answer in time")
+            return NoAnswer(f"{what}: {_host(err)} did not answer in time")
         return Unavailable(f"{what}: cannot reach {_host(err)} ({type(err).__name__})")
     return status_error(response.status_code, what)
 
@@ -140,7 +146,7 @@ def urllib3_error(err: urllib3.exceptions.HTTPError, what: str) -> ProviderError
     reason = getattr(err, "reason", None) or err
     host = getattr(getattr(err, "pool", None), "host", None) or "the provider"
     if isinstance(reason, urllib3.exceptions.TimeoutError):
-        return Unavailable(f"{what}: {host} did not answer in time")
+        return NoAnswer(f"{what}: {host} did not answer in time")
     return Unavailable(f"{what}: cannot reach {host} ({type(reason).__name__})")
 
 
@@ -173,18 +179,24 @@ def status_error(status: int, what: str, detail: str = "") -> ProviderError:
     return ProviderError(f"{what}: the provider refused the request (HTTP {status}{extra})")
 
 
+_DEADLINE: ContextVar[float | None] = ContextVar("http_deadline", default=None)
+_REQUEST: Callable[..., Any] = requests.Session.request
+
+
+def _request(self: requests.Session, *args: Any, **kwargs: Any) -> Any:
+    seconds = _DEADLINE.get()
+    if seconds is not None and kwargs.get("timeout") is None:
+        kwargs["timeout"] = seconds
+    return _REQUEST(self, *args, **kwargs)
+
+
 @contextmanager
 def http_deadline(seconds: float) -> Iterator[None]:
-    """Every ``requests`` call without a timeout made inside gets ``seconds``."""
-    original: Callable[..., Any] = requests.Session.request
-
-    def request(self: requests.Session, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = seconds
-        return original(self, *args, **kwargs)
-
-    requests.Session.request = request  # type: ignore[method-assign]
+    """Every ``requests`` call without a timeout made inside gets ``seconds``. Per thread
+    (a context variable): hosts handled in parallel threads each keep their own."""
+    requests.Session.request = _request  # type: ignore[method-assign]
+    token = _DEADLINE.set(seconds)
     try:
         yield
     finally:
-        requests.Session.request = original  # type: ignore[method-assign]
+        _DEADLINE.reset(token)

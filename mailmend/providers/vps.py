@@ -20,8 +20,10 @@ from typing import Any, Protocol
 import requests
 
 from mailmend.providers.secrets import (
+    NoAnswer,
     NotFound,
     ProviderError,
+    Unavailable,
     client_errors,
     http_errors,
     redact,
@@ -126,7 +128,7 @@ class Hetzner:
             code = err.code
             return code if isinstance(code, int) else statuses.get(str(code), 400), err.message
 
-        return client_errors(what, APIException, convert)
+        return _unreadable_errors(what, client_errors(what, APIException, convert))
 
     def find(self, ip: str) -> Target:
         with self._errors("hetzner: listing servers"):
@@ -221,9 +223,12 @@ class Ovh:
         except ovh_errors.APIError as err:
             response = getattr(err, "response", None)
             status = int(getattr(response, "status_code", 0) or 0)
+            cause = err.args[1] if len(err.args) > 1 else None
+            if isinstance(err, ovh_errors.HTTPError) and isinstance(cause, requests.Timeout):
+                raise NoAnswer(f"{what}: the OVH API did not answer in time") from None
             if isinstance(err, ovh_errors.HTTPError | ovh_errors.NetworkError):
                 raise ProviderError(f"{what}: cannot reach the OVH API") from None
-            message = err.args[0] if err.args else type(err).__name__
+            message = err.args[0] if err.args and err.args[0] is not None else ""
             raise status_error(status or 400, what, redact(str(message))) from None
 
     def find(self, ip: str) -> Target:
@@ -307,6 +312,20 @@ class DigitalOcean:
             f"/droplets/{_quote(target.server_id)}/actions",
             json={"type": "rename", "name": fqdn},
         )
+
+
+@contextmanager
+def _unreadable_errors(what: str, inner: AbstractContextManager[None]) -> Iterator[None]:
+    """hcloud reads an error body of another shape (``{"error": "text"}``, as a proxy in
+    front of the API may send) with a TypeError or KeyError: one line instead."""
+    try:
+        with inner:
+            yield
+    except (TypeError, KeyError) as err:
+        raise Unavailable(
+            f"{what}: the provider answered an error its client could not read "
+            f"({type(err).__name__}); try again later"
+        ) from None
 
 
 def _json(text: object) -> dict[str, Any]:
