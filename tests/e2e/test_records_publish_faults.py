@@ -1,24 +1,76 @@
 """``mailmend records --apply`` when answers are lost or the admin presses Ctrl-C (issue 15
 item 8): a proxy in front of the sandbox's Knot loses the reply to an update Knot applied, or
 holds a message while the test sends SIGINT. Every run must say which zones were updated and
-which not, and what it says must be what Knot serves."""
+which not, and what it says must be what Knot serves.
+
+Each test sets up what it needs (every DMARC record at p=none) and leaves every record the
+plan touches as it found it, so the tests run alone, in any order, and before or after the
+other files that publish into the shared sandbox."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
+import dns.query
+import dns.rcode
+import dns.rrset
+import dns.update
 import pytest
 
 from mailmend.fleet import load_fleet
+from mailmend.records.publish import read_rrset
+from mailmend.records.tsig import load_key_file
 from sandbox.control import Sandbox
 from tests.conftest import CLI_ENV, MAILMEND
 from tests.dnsproxy import DROP_REPLY, HOLD, HOLD_REPLY, PASS, DnsProxy
-from tests.e2e.test_records_publish import external_update, txt
+from tests.e2e.test_records_publish import external_update, server, txt
 
 pytestmark = pytest.mark.end_to_end
+
+Found = dict[tuple[str, str], "dns.rrset.RRset | None"]  # (name, type) -> rrset
+
+
+@pytest.fixture(scope="module")
+def found(sandbox: Sandbox) -> Found:
+    """Every rrset the tests' plan may change, as the sandbox holds it before this file."""
+    plan = subprocess.run(
+        [*argv(sandbox, sandbox.net.dns)[:-1], "--format", "json"],
+        capture_output=True, text=True, timeout=60, env=CLI_ENV, check=True,
+    )  # fmt: skip
+    keys = {
+        (r["name"].rstrip("."), r["type"])
+        for d in json.loads(plan.stdout)["domains"]
+        for r in d["records"]
+    }
+    assert any(name.startswith("_dmarc.") for name, _ in keys), plan.stdout
+    return {k: read_rrset(*k, server(sandbox)) for k in sorted(keys)}
+
+
+def zone_of(sb: Sandbox, name: str) -> str:
+    return max((z for z in sb.dns.zone_names() if f".{name}".endswith(f".{z}")), key=len)
+
+
+@pytest.fixture(autouse=True)
+def leave_as_found(sandbox: Sandbox, found: Found) -> Iterator[None]:
+    """After each test: put back every rrset the test changed, and check it is back."""
+    yield
+    key = load_key_file(sandbox.dns.tsig_file).key()
+    for (name, rdtype), before in found.items():
+        if read_rrset(name, rdtype, server(sandbox)) == before:
+            continue
+        update = dns.update.UpdateMessage(zone_of(sandbox, name), keyring=key, keyname=key.name)
+        if before is None:
+            update.delete(name + ".", rdtype)
+        else:
+            update.replace(name + ".", before)
+        response = dns.query.tcp(update, sandbox.net.dns, timeout=5)
+        assert response.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(response.rcode())
+    assert {k: read_rrset(*k, server(sandbox)) for k in found} == found
 
 
 def domains(sb: Sandbox) -> list[str]:
