@@ -52,8 +52,9 @@ class Silent:
 
 
 class SilentWrites:
-    """Answers GET with ``read(path)`` (JSON) and never answers a request that changes
-    something (POST, PUT, PATCH, DELETE): the call may or may not have been carried out."""
+    """Answers GET with ``read(path)`` (JSON; None: 404) and never answers a request that
+    changes something (POST, PUT, PATCH, DELETE): the call may or may not have been carried
+    out."""
 
     def __init__(self, read: Callable[[str], Any]) -> None:
         self.writes: list[tuple[str, str]] = []
@@ -65,8 +66,9 @@ class SilentWrites:
                 return
 
             def do_GET(self) -> None:
-                data = json.dumps(read(self.path)).encode()
-                self.send_response(200)
+                body = read(self.path)
+                data = json.dumps(body if body is not None else {"error": "Not Found"}).encode()
+                self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     src.add_argument(
         "--deadline", type=seconds, default=DEFAULT_DEADLINE, metavar="SECONDS",
-        help=f"reading the published records ends by then ({DEFAULT_DEADLINE:g})",
+        help="reading the published records ends by then, and so does writing them through "
+        f"--provider ({DEFAULT_DEADLINE:g})",
     )  # fmt: skip
     src.add_argument(
         "--dkim-from-hosts", action="store_true",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ import requests
 from mailmend.checks.txt import split_txt
 from mailmend.providers.secrets import (
     AuthRefused,
+    NoAnswer,
     ProviderError,
     RateLimited,
     Unavailable,
@@ -78,7 +80,7 @@ class DnsProvider:
 class ZoneOutcome:
     zone: str
     records: list[RecordChange]
-    status: str = "pending"  # applied | refused | partial
+    status: str = "pending"  # applied | refused | partial | unknown (a write went unanswered)
     message: str = ""
     written: list[str] = field(default_factory=list)
     #: What the provider keeps of the zone as it was before (e.g. Hostinger's snapshot id).
@@ -253,9 +255,12 @@ def publish(
     *,
     zone: str | None = None,
     timeout: float = 10.0,
+    deadline: float | None = None,
 ) -> list[ZoneOutcome]:
     """Write ``plan.changes()`` zone by zone; raises only before any write (credentials,
-    unreachable API, no zone), otherwise each zone has its outcome."""
+    unreachable API, no zone), otherwise each zone has its outcome. No zone is begun after
+    ``deadline`` seconds, and no request of one waits past it."""
+    end = None if deadline is None else time.monotonic() + deadline
     secrets = resolve_all(provider.credentials, f"DNS provider {provider.name}")
     changes = plan.changes()
 
@@ -278,15 +283,23 @@ def publish(
         outcomes = []
         for zone_name, records in groups.items():
             outcome = ZoneOutcome(zone_name, records)
+            outcomes.append(outcome)
+            left = timeout if end is None else min(timeout, end - time.monotonic())
+            if left <= 0:
+                outcome.status = "refused"
+                outcome.message = f"not sent: the {deadline:g} s deadline (--deadline) passed first"
+                continue
             try:
-                with provider_errors(f"zone {zone_name}"):
+                with provider_errors(f"zone {zone_name}"), http_deadline(left):
                     session = cache.get(zone_name) or open_session(zone_name)
                     _publish_zone(session, records, outcome)
                     _check_api(session, records, outcome)
             except ProviderError as err:
-                outcome.status = "partial" if outcome.written else "refused"
+                unanswered = outcome.status == "writing" and isinstance(err, NoAnswer)
+                outcome.status = (
+                    "partial" if outcome.written else "unknown" if unanswered else "refused"
+                )
                 outcome.message = str(err)
-            outcomes.append(outcome)
         return outcomes
 
 
@@ -303,6 +316,7 @@ def _publish_zone(session: ZoneApi, records: Sequence[RecordChange], outcome: Zo
                 f"{rdtype} {name} changed since it was read (read {len(read)} record(s), "
                 f"now {len(now)}): nothing was written to zone {session.zone}; run records again"
             )
+    outcome.status = "writing"
     session.write(by_rrset, outcome)
     outcome.status = "applied"
 
@@ -345,6 +359,10 @@ def outcome_lines(outcome: ZoneOutcome, dns_failures: Sequence[str] = ()) -> lis
     notes = [f"zone {outcome.zone}: {note}" for note in outcome.notes]
     if outcome.status == "refused":
         return [f"zone {outcome.zone}: not changed: {outcome.message}"]
+    if outcome.status == "unknown":
+        return [
+            f"zone {outcome.zone}: MAY HAVE CHANGED: {outcome.message}; run records again to see"
+        ]
     if outcome.status == "partial":
         done = "; ".join(outcome.written)
         return [

@@ -118,7 +118,9 @@ def apply(
     from mailmend.providers.secrets import BadCredentials, ProviderError
 
     try:
-        outcomes = provider_dns.publish(plan, provider, zone=args.zone, timeout=args.timeout)
+        outcomes = provider_dns.publish(
+            plan, provider, zone=args.zone, timeout=args.timeout, deadline=args.deadline
+        )
     except BadCredentials as err:
         _say(f"{err}: nothing was sent")
         return EXIT_USAGE

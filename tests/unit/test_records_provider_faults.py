@@ -1,0 +1,113 @@
+"""``mailmend records --apply --provider powerdns`` for 12 zones when the API fails: one that
+accepts connections and never answers, and one that answers reads (the zones are found) but
+never a write. The run ends by ``--deadline``, one line per zone, and no zone whose write was
+sent is said to be "not changed".
+
+dns-lexicon's powerdns provider talks to loopback peers (tests/silent_http.py) shaped as the
+PowerDNS API (``GET /api/v1/servers/localhost/zones/ZONE.``); the published records are read
+from a local DNS server (tests/faultdns.py). The real PowerDNS of the sandbox cannot be made
+to stall (tests/e2e/test_records_provider.py runs it).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLI_ENV, MAILMEND
+from tests.faultdns import ThreadedDns, zone
+from tests.silent_http import Silent, SilentWrites
+
+ZONES = 12
+TIMEOUT, DEADLINE = 2.0, 6.0
+SLACK = 2.0  # the process's start and the plan read from DNS, on a loaded 2-core machine
+_ZONE_PATH = re.compile(r"/api/v1/servers/localhost/zones/(d\d+\.example)\.\Z")
+
+
+@pytest.fixture(scope="module")
+def nameserver() -> Iterator[str]:
+    records: dict[tuple[str, str], list[str]] = {}
+    for i in range(1, ZONES + 1):
+        records[(f"d{i}.example.", "SOA")] = [f"ns.d{i}.example. h.d{i}.example. 1 2 3 4 5"]
+        records[(f"mx{i}.d{i}.example.", "A")] = [f"192.0.2.{i}"]
+    with ThreadedDns(zone(records)) as address:
+        yield address
+
+
+def fleet(tmp_path: Path) -> Path:
+    text = ['[fleet]\ndmarc_report_address = "dmarc@d1.example"\n']
+    for i in range(1, ZONES + 1):
+        text.append(
+            f'[hosts.mx{i}]\nssh_host = "127.0.0.1"\nssh_port = {2200 + i}\n'
+            f'hostname = "mx{i}.d{i}.example"\npublic_ipv4 = "192.0.2.{i}"\n'
+            f'domains = [{{ name = "d{i}.example", selector = "s{i}" }}]\n'
+        )
+    path = tmp_path / "fleet.toml"
+    path.write_text("".join(text))
+    return path
+
+
+def records(
+    tmp_path: Path, nameserver: str, url: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    argv = [
+        str(MAILMEND), "records", "--fleet", str(fleet(tmp_path)), "--nameserver", nameserver,
+        "--provider", "powerdns", "--provider-option", f"pdns_server={url}",
+        "--provider-credential", "auth_token=env:PDNS_API_KEY", "--apply",
+        "--timeout", f"{TIMEOUT:g}", "--deadline", f"{DEADLINE:g}",
+    ]  # fmt: skip
+    env = {**CLI_ENV, "PDNS_API_KEY": "k3y-" + "s3cr3t" * 4}
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+    return done, time.monotonic() - started
+
+
+def said(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "warning:" not in line]
+
+
+def test_an_api_that_never_answers_ends_by_the_timeout(tmp_path: Path, nameserver: str) -> None:
+    with Silent() as api:
+        done, took = records(tmp_path, nameserver, api.url)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert took < TIMEOUT + SLACK, took
+    # No zone could be found: one line for all of them, and nothing was sent.
+    assert said(done.stderr) == [
+        f"mailmend records: powerdns API: {api.url[7:]} did not answer in time: nothing was written"
+    ]
+
+
+def test_writes_never_answered_end_by_the_deadline_one_line_per_zone(
+    tmp_path: Path, nameserver: str
+) -> None:
+    def zones(path: str) -> dict[str, object] | None:
+        match = _ZONE_PATH.match(path.split("?")[0])
+        return {"name": match[1] + ".", "kind": "Native", "rrsets": []} if match else None
+
+    with SilentWrites(zones) as api:
+        done, took = records(tmp_path, nameserver, api.url)
+        writes = list(api.writes)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert took < DEADLINE + SLACK, took
+    lines = said(done.stderr)
+    by_zone = {line.split()[3].rstrip(":"): line for line in lines}
+    assert sorted(by_zone) == sorted(f"d{i}.example" for i in range(1, ZONES + 1)), lines
+    assert len(lines) == ZONES, lines
+    sent = {re.sub(r".*/zones/(.*)\.$", r"\1", path) for _method, path in writes}
+    assert sent  # some writes went out, and went unanswered
+    for name, line in by_zone.items():
+        if name in sent:
+            assert f"zone {name}: MAY HAVE CHANGED: " in line, line
+            assert line.endswith("did not answer in time; run records again to see"), line
+        else:
+            assert line.endswith(
+                f"zone {name}: not changed: not sent: the {DEADLINE:g} s deadline (--deadline) "
+                "passed first"
+            ), line
