@@ -17,7 +17,9 @@ once the host is up, from ``/root/sandbox-boot.env`` written into the host's ove
 * ``exim``: Debian's default MTA, exim4-daemon-light, "mail sent by smarthost; no local
   mail", with a smarthost and relay domains in ``update-exim4.conf.conf``.
 * ``dkim``: Postfix + OpenDKIM signing ``signed.example`` with its key in Debian's
-  ``/etc/dkimkeys/default.private`` (``Domain``/``Selector``/``KeyFile`` in opendkim.conf).
+  ``/etc/dkimkeys/default.private`` (``Domain``/``Selector``/``KeyFile`` in opendkim.conf),
+  selector ``default``, while the fleet file names another one (``news2026``): the admin's
+  selector is the one that must be published and checked.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Setup:
     configure: str  # shell, run chrooted in the image after the install
     boot: str  # shell, run on the host at boot (sources /root/sandbox-boot.env)
     suites: tuple[str, ...] = ("bookworm",)
+    #: the selector of the DKIM key it already signs with ("" when it signs with none)
+    signs_with: str = ""
 
 
 _LISTEN_ON_ADDR = r"""
@@ -240,7 +244,8 @@ SETUPS: dict[str, Setup] = {
             name="dkim",
             fqdn="mail.signed.example",
             domain="signed.example",
-            selector="default",
+            selector="news2026",
+            signs_with="default",
             packages=("postfix", "opendkim", "opendkim-tools"),
             preseed="postfix postfix/main_mailer_type select Internet Site\n"
             "postfix postfix/mailname string mail.signed.example\n",

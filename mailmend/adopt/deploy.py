@@ -287,8 +287,11 @@ def adopt_dkim(ctx: Any, make_domain: Any) -> Any:
         )
         if key.selector != domain.selector:
             host.log(
-                f'  set selector = "{shown(key.selector)}" for {domain.name} in the fleet file '
-                f"so that records and check look at the key that signs",
+                f"  it signs under selector {shown(key.selector)}, not the fleet's "
+                f"{domain.selector}: `mailmend records --dkim-from-hosts` and `mailmend check "
+                f"--dkim-from-hosts` use {shown(key.selector)} (read from this host); without "
+                f'--dkim-from-hosts, set selector = "{shown(key.selector)}" for {domain.name} '
+                "in the fleet file",
                 logger.warning,
             )
         domains.append(make_domain(domain.name, key.selector, key.key_file))

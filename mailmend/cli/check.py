@@ -29,6 +29,7 @@ from mailmend.checks.result import ListProblem
 from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, UsageError, say, usage_errors
 from mailmend.cli.options import (
     DEFAULT_DEADLINE,
+    add_dkim_from_hosts,
     add_fleet_argument,
     load_fleet_file,
     seconds,
@@ -73,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the host's DKIM public key for a --domain (opendkim-genkey's SELECTOR.txt, "
         "a p= record or base64): the published key must be this one (repeatable)",
     )
+    add_dkim_from_hosts(what, "and check the published record under it against that key")
     dns = parser.add_argument_group("DNS")
     dns.add_argument(
         "--nameserver",
@@ -124,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
     extra = _dmarc_sections(args, targets) if args.format == "html" else None
     text, code = render(run.hosts, args.format, colour=colour, lists=run.lists, extra_html=extra)
     write_output(text, args.output)
-    return code
+    unread = getattr(args, "dkim_unread", [])
+    for line in unread:
+        say("check", line)
+    return EXIT_UNKNOWN if unread and code == EXIT_OK else code
 
 
 def check_reports(args: argparse.Namespace, targets: list[HostTarget]) -> FleetReport:
@@ -234,6 +239,8 @@ def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
     if args.ip or args.hostname is not None or args.domain or args.dkim_key:
         if args.fleet or args.host:
             raise UsageError("give either --fleet/--host or --ip/--hostname/--domain, not both")
+        if getattr(args, "dkim_from_hosts", False):
+            raise UsageError("--dkim-from-hosts reads the hosts of a fleet: give --fleet")
         target = single_target(args.ip, args.hostname, args.domain)
         keys = dkim_keys_from_args(args.dkim_key, target.domains)
         return [dataclasses.replace(target, dkim_public_keys=keys)]
@@ -243,9 +250,38 @@ def targets_from_args(args: argparse.Namespace) -> list[HostTarget]:
     args.vps_providers = {h.name: h.vps_provider for h in fleet.hosts}, str(fleet.path)
     if not args.nameserver:  # the fleet's resolvers, unless --nameserver says otherwise
         args.nameserver = list(fleet.settings.nameservers)
-    hosts = {h.name for h in select_hosts(fleet, args.host)}
+    selected = select_hosts(fleet, args.host)
+    hosts = {h.name for h in selected}
     targets = [t for t in targets_from_fleet(fleet) if t.name in hosts]
+    if getattr(args, "dkim_from_hosts", False):
+        targets, args.dkim_unread = _with_host_dkim(targets, selected, args.ssh_timeout)
     return targets
+
+
+def _with_host_dkim(
+    targets: list[HostTarget], hosts: Sequence[Any], timeout: float
+) -> tuple[list[HostTarget], list[str]]:
+    """Each target's domains under the selector its host signs with, with the host's public
+    keys; and one line per host whose keys could not be read (checked as the fleet says)."""
+    from mailmend.adopt.host_keys import read_hosts
+
+    found = {h.host: h for h in read_hosts(hosts, timeout)}
+    out = []
+    for target in targets:
+        keys = found[target.name]
+        selectors = {d.domain: d.selector for d in keys.domains}
+        out.append(
+            dataclasses.replace(
+                target,
+                domains=tuple((d, selectors.get(d, s)) for d, s in target.domains),
+                dkim_public_keys={
+                    (d.domain, d.selector): d.key.public_key_b64
+                    for d in keys.domains
+                    if d.key is not None
+                },
+            )
+        )
+    return out, [h.problem for h in found.values() if h.problem]
 
 
 def targets_from_fleet(fleet: Any) -> list[HostTarget]:

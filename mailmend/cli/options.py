@@ -34,6 +34,22 @@ def seconds(text: str) -> float:
     return value
 
 
+#: ``--ssh-timeout``: seconds one host's read over ssh may take (mailmend.adopt.host_keys).
+SSH_TIMEOUT = 20.0
+
+
+def add_dkim_from_hosts(group: argparse._ActionsContainer, what: str) -> None:
+    """``--dkim-from-hosts`` (``what`` it does with the keys) and ``--ssh-timeout``."""
+    group.add_argument(
+        "--dkim-from-hosts", action="store_true",
+        help=f"read over ssh the selector each host signs with and its DKIM public key, {what}",
+    )  # fmt: skip
+    group.add_argument(
+        "--ssh-timeout", type=seconds, default=SSH_TIMEOUT, metavar="SECONDS",
+        help=f"--dkim-from-hosts: each host's read ends by then ({SSH_TIMEOUT:g})",
+    )  # fmt: skip
+
+
 def add_fleet_argument(group: argparse._ActionsContainer) -> None:
     """``--fleet FILE``."""
     group.add_argument("--fleet", metavar="FILE", help=FLEET_HELP)

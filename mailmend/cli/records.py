@@ -4,8 +4,10 @@ A subcommand of :mod:`mailmend.cli.main` (:func:`add_arguments`, :func:`run`).
 Exit codes (docs/records.md):
 
 - 0: nothing to do, or the plan was shown / applied and verified
-- 1: the server refused the update, the DNS does not show it afterwards, or a domain is
-  blocked (a malformed published record, a DNS failure) so part of the plan cannot be applied
+- 1: the server refused the update, the DNS does not show it afterwards, a domain is
+  blocked (a malformed published record, a DNS failure) so part of the plan cannot be
+  applied, or ``--dkim-from-hosts`` could not read a host's key (one line per such host;
+  the other hosts' records are still planned / applied)
 - 2: usage or input error (bad option, unreadable fleet or key file, unreadable DKIM key)
 """
 
@@ -13,28 +15,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailmend.adopt import host_keys
 from mailmend.checks.dkim_key import DkimPublicKey
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
 from mailmend.cli.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, UsageError, say, usage_errors
-from mailmend.cli.options import DEFAULT_DEADLINE, add_fleet_argument, load_fleet_file, seconds
+from mailmend.cli.options import (
+    DEFAULT_DEADLINE,
+    add_dkim_from_hosts,
+    add_fleet_argument,
+    load_fleet_file,
+    seconds,
+)
 from mailmend.dmarc import cli as dmarc_cli
 from mailmend.fleet import Fleet
 from mailmend.providers import records_apply
-from mailmend.records.dkim import DkimKeyError, fetch_genkey_txt, read_genkey_txt
+from mailmend.records.dkim import DkimKeyError, read_genkey_txt
 from mailmend.records.dmarc import StageChoice
 from mailmend.records.plan import (
     DEFAULT_TTL,
     Plan,
+    Sender,
     build_plan,
     plan_json,
     render_plan,
@@ -73,10 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reading the published records ends by then, and so does writing them through "
         f"--provider ({DEFAULT_DEADLINE:g})",
     )  # fmt: skip
-    src.add_argument(
-        "--dkim-from-hosts", action="store_true",
-        help="read each host's DKIM public key (/etc/opendkim/keys/DOMAIN/SELECTOR.txt) over ssh",
-    )  # fmt: skip
+    add_dkim_from_hosts(src, "and plan the DKIM record under it with that key")
     src.add_argument(
         "--dkim-txt", metavar="DOMAIN:SELECTOR=FILE", action="append", default=[],
         help="a local copy of an opendkim-genkey SELECTOR.txt (repeatable)",
@@ -119,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give --provider (an API) or --server/--tsig-key (RFC 2136), not both")
     if args.apply and provider is None and (server is None or key is None):
         raise UsageError("--apply needs --server IP[:PORT] and --tsig-key FILE, or --provider NAME")
-    keys = list(_dkim_keys(args, fleet))
+    dkim = _dkim_keys(args, fleet)
     # Who answers "what is published": --nameserver, else the fleet's own nameservers (a
     # sandbox fleet must name its DNS server), else the primary, else this machine's resolver.
     readers = [_nameserver(n, "--nameserver") for n in args.nameserver]
@@ -129,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         readers = [server] if server is not None else _system()
     try:
         with _report_db(args) as reports:  # closed on every way out, Ctrl-C included
-            plan, silent = asyncio.run(_plan(args, fleet, keys, readers, reports))
+            plan, silent = asyncio.run(_plan(args, fleet, dkim, readers, reports))
     except KeyboardInterrupt:
         _say("interrupted while reading the published records: nothing was sent")
         return EXIT_INTERRUPTED
@@ -147,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
             _say("interrupted while reading the published records: nothing was sent")
             return EXIT_INTERRUPTED
     sys.stdout.write(_render(plan, args.format))
-    code = EXIT_FAIL if plan.blocked else EXIT_OK
+    problems = dkim.problems()
+    for line in problems:
+        _say(line)
+    code = EXIT_FAIL if plan.blocked or problems else EXIT_OK
     changes = plan.changes()
     if not args.apply:
         if changes and (server is not None or provider is not None):
@@ -252,7 +264,42 @@ def _key(path: str) -> TsigKey:
     return key
 
 
-def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> Iterator[DkimPublicKey]:
+@dataclass(frozen=True)
+class DkimInput:
+    """The DKIM keys to plan with, and what ``--dkim-from-hosts`` found on the hosts."""
+
+    keys: list[DkimPublicKey] = field(default_factory=list)
+    hosts: list[host_keys.HostKeys] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """One line per host whose keys could not all be read (none given with --dkim-txt)."""
+        given = {(k.domain, k.selector) for k in self.keys}
+        out = []
+        for h in self.hosts:
+            if h.problem and any((d.domain, d.selector) not in given for d in h.missing()):
+                out.append(h.problem)
+        return out
+
+    def senders(self, fleet: Fleet) -> list[Sender]:
+        """The fleet's senders, each domain under the selector its host signs with."""
+        selectors = {(h.host, d.domain): d.selector for h in self.hosts for d in h.domains}
+        return [
+            dataclasses.replace(
+                s, domains=tuple((d, selectors.get((s.name, d), sel)) for d, sel in s.domains)
+            )
+            for s in senders_from_fleet(fleet)
+        ]
+
+    def origins(self) -> dict[tuple[str, str], str]:
+        return {(d.domain, d.selector): d.origin() for h in self.hosts for d in h.domains}
+
+    def skipped(self) -> dict[tuple[str, str], str]:
+        return {(d.domain, d.selector): h.problem for h in self.hosts if h.problem
+                for d in h.missing()}  # fmt: skip
+
+
+def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> DkimInput:
+    found = DkimInput()
     try:
         for spec in args.dkim_txt:
             pair, sep, file = spec.partition("=")
@@ -263,19 +310,25 @@ def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> Iterator[DkimPublicKey
                 text = Path(file).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as err:
                 raise UsageError(f"--dkim-txt: cannot read {file}: {err}") from None
-            yield read_genkey_txt(text, domain, selector)
-        if args.dkim_from_hosts:
-            for host in fleet.hosts:
-                for d in host.domains:
-                    yield fetch_genkey_txt(host, d.name, d.selector)
+            found.keys.append(read_genkey_txt(text, domain, selector))
     except DkimKeyError as err:
         raise UsageError(str(err)) from None
+    if args.dkim_from_hosts:
+        given = {(k.domain, k.selector) for k in found.keys}
+        found.hosts.extend(host_keys.read_hosts(fleet.hosts, args.ssh_timeout))
+        found.keys.extend(
+            d.key
+            for h in found.hosts
+            for d in h.domains
+            if d.key is not None and (d.domain, d.selector) not in given
+        )
+    return found
 
 
 async def _plan(
     args: argparse.Namespace,
     fleet: Fleet,
-    keys: list[DkimPublicKey],
+    dkim: DkimInput,
     readers: list[Nameserver],
     reports: sqlite3.Connection | None,
 ) -> tuple[Plan, tuple[Nameserver, ...]]:
@@ -289,8 +342,10 @@ async def _plan(
             stage = await _auto_stages(args, engine, fleet, reports)
         plan = await build_plan(
             engine,
-            senders_from_fleet(fleet),
-            dkim_keys=keys,
+            dkim.senders(fleet),
+            dkim_keys=dkim.keys,
+            dkim_origins=dkim.origins(),
+            dkim_skipped=dkim.skipped(),
             report_address=fleet.settings.dmarc_report_address,
             dmarc_stage=stage,
             replace_malformed=args.replace_malformed,

@@ -55,12 +55,14 @@ def _target(name: str, data: Mapping[str, Any], keys: Mapping[tuple[str, str], s
 
     ips = tuple(ip for ip in (data.get("public_ipv4"), data.get("public_ipv6")) if ip)
     domains = contexts.dkim_domains(name, data.get("domains") or [], data["opendkim_key_dir"])
+    signs = dict(keys)  # an adopted key signs under its own selector (mailmend/adopt)
+    signs_with = {domain: selector for domain, selector in signs}
     return HostTarget(
         name=name,
         hostname=contexts.fqdn(name, "hostname", data.get("hostname")),
         ips=tuple(contexts.ip_address(name, "public_ip", ip) for ip in ips),
-        domains=tuple((d.name, d.selector) for d in domains),
-        dkim_public_keys=dict(keys),
+        domains=tuple((d.name, signs_with.get(d.name, d.selector)) for d in domains),
+        dkim_public_keys=signs,
         dmarc_report_address=data.get("mailmend_dmarc_report_address"),
     )
 

@@ -40,13 +40,15 @@ def _senders() -> list[Any]:
     for h in state.inventory.iter_activated_hosts():
         data = contexts.host_data(h.data)
         domains = contexts.dkim_domains(h.name, data.get("domains") or [], "/")
+        # An adopted key signs under its own selector (mailmend/adopt): the summary read it.
+        signs = {k.domain: k.selector for k in summary.DKIM_RECORDS.get(h.name, ())}
         out.append(
             Sender(
                 h.name,
                 contexts.fqdn(h.name, "hostname", data.get("hostname")),
                 data.get("public_ipv4"),
                 data.get("public_ipv6"),
-                tuple((d.name, d.selector) for d in domains),
+                tuple((d.name, signs.get(d.name, d.selector)) for d in domains),
                 vps_provider=contexts.fleet_value(h.name, data, "vps_provider"),
             )
         )

@@ -63,6 +63,7 @@ class RecordChange:
     notes: tuple[str, ...] = ()
     ttl: int | None = None  # the published rrset's TTL, when read (see Plan.with_ttls)
     stage: StageChoice | None = None  # dmarc: the --dmarc-stage auto decision
+    origin: str = ""  # dkim: where the selector came from, when not the fleet file
 
     @property
     def publishable(self) -> bool:
@@ -208,14 +209,19 @@ async def build_plan(
     dmarc_stage: str | Mapping[str, StageChoice] | None = None,
     replace_malformed: bool = False,
     ttl: int = DEFAULT_TTL,
+    dkim_origins: Mapping[tuple[str, str], str] | None = None,
+    dkim_skipped: Mapping[tuple[str, str], str] | None = None,
 ) -> Plan:
     """What every domain and host of ``senders`` must publish, against what is published now.
 
-    ``dkim_keys`` are the hosts' public keys (a (domain, selector) without one is skipped).
+    ``dkim_keys`` are the hosts' public keys (a (domain, selector) without one is skipped,
+    with the reason in ``dkim_skipped`` when there is one); ``dkim_origins`` says where a
+    (domain, selector) came from when it is not the fleet file's (the host signs with it).
     ``dmarc_stage`` is one stage for every domain, or a choice per domain (``auto``).
     """
     reader = _Reader(resolver)
     keys = {(k.domain, k.selector): k for k in dkim_keys}
+    dkim = _DkimInput(keys, dkim_origins or {}, dkim_skipped or {})
     fleet_domains = sorted({d for s in senders for d, _ in s.domains})
     domain_plans = await asyncio.gather(
         *(
@@ -223,7 +229,7 @@ async def build_plan(
                 reader,
                 domain,
                 senders,
-                keys,
+                dkim,
                 fleet_domains,
                 report_address,
                 dmarc_stage,
@@ -240,7 +246,7 @@ async def _domain_plan(
     reader: _Reader,
     domain: str,
     senders: Sequence[Sender],
-    keys: Mapping[tuple[str, str], DkimPublicKey],
+    dkim: _DkimInput,
     fleet_domains: list[str],
     report_address: str | None,
     dmarc_stage: str | Mapping[str, StageChoice] | None,
@@ -253,7 +259,7 @@ async def _domain_plan(
     problems: list[str] = []
     records.append(await _spf(reader, domain, ips, replace_malformed, problems))
     for selector in selectors:
-        records.append(await _dkim(reader, domain, selector, keys.get((domain, selector))))
+        records.append(await _dkim(reader, domain, selector, dkim))
     stage = dmarc_stage.get(domain) if isinstance(dmarc_stage, Mapping) else dmarc_stage
     dmarc = await _dmarc(reader, domain, report_address, stage, replace_malformed)
     records.append(dmarc)
@@ -320,12 +326,28 @@ def _published_is(value: str, key: DkimPublicKey) -> bool:
     return published.same_key(key)
 
 
-async def _dkim(
-    reader: _Reader, domain: str, selector: str, key: DkimPublicKey | None
+@dataclass(frozen=True)
+class _DkimInput:
+    keys: Mapping[tuple[str, str], DkimPublicKey]
+    origins: Mapping[tuple[str, str], str]
+    skipped: Mapping[tuple[str, str], str]
+
+
+async def _dkim(reader: _Reader, domain: str, selector: str, dkim: _DkimInput) -> RecordChange:
+    record = await _dkim_record(reader, domain, selector, dkim)
+    origin = dkim.origins.get((domain, selector), "")
+    return dataclasses.replace(record, origin=origin) if origin else record
+
+
+async def _dkim_record(
+    reader: _Reader, domain: str, selector: str, dkim: _DkimInput
 ) -> RecordChange:
     name = key_name(domain, selector)
+    key = dkim.keys.get((domain, selector))
     if key is None:
-        reason = "the host's public key was not read: pass --dkim-from-hosts (or the keys)"
+        reason = dkim.skipped.get((domain, selector)) or (
+            "the host's public key was not read: pass --dkim-from-hosts (or the keys)"
+        )
         return RecordChange("dkim", name, "TXT", Action.SKIP, reason=reason)
     answer = await reader.get(name, "TXT")
     if not answer.ok:
@@ -451,7 +473,10 @@ def render_zone(plan: Plan) -> str:
     for domain in plan.domains:
         lines += ["", f"; {domain.domain}"]
         lines += [f"; BLOCKED: {visible(p)}" for p in domain.problems]
-        lines += [_zone_line(r, plan.ttl) for r in domain.records]
+        for record in domain.records:
+            if record.origin:
+                lines.append(f"; from the host: {visible(record.origin)}")
+            lines.append(_zone_line(record, plan.ttl))
     for host in plan.hosts:
         lines += ["", f"; host {host.host} ({host.fqdn})"]
         lines += [_zone_line(r, plan.ttl) for r in host.records]
@@ -520,6 +545,8 @@ def _plan_lines(record: RecordChange) -> list[str]:
         lines = [f"{head} {_short(_rdata(record))}: {visible(record.reason)}"]
     else:
         lines = [f"{head}: {visible(record.reason)}"]
+    if record.origin:
+        lines.append(f"            from the host: {visible(record.origin)}")
     if record.action is not Action.KEEP:
         lines += [f"            note: {visible(n)}" for n in record.notes]
     if record.stage is not None:
@@ -543,6 +570,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "published": list(r.rrset),
             "reason": r.reason or None,
             "notes": list(r.notes),
+            **({"origin": r.origin} if r.origin else {}),
             **({"stage": dict(r.stage.detail)} if r.stage is not None else {}),
         }
 

@@ -3,7 +3,8 @@
 One fleet: ``mx1`` (empty), ``mailserver`` (virtual domain to Dovecot over LMTP, submission
 587 with Dovecot SASL, custom restrictions, header_checks), ``relay`` (a smarthost with SASL
 credentials, through the mailserver's 587) and ``exim`` (Debian's Exim with a smarthost).
-``dkim`` (OpenDKIM signing with ``/etc/dkimkeys/default.private``, published at ``default``).
+``dkim`` (OpenDKIM signing with ``/etc/dkimkeys/default.private``, published at ``default``;
+the fleet file names another selector, ``news2026``).
 A ``--dry`` run first, then one deploy at 30 mails a minute, then: the Exim host stopped and
 unchanged, the others converged, main.cf merged (``postconf -n`` differs only in mailmend's
 parameters, master.cf unchanged), submission still authenticates and is signed and paced,
@@ -94,11 +95,13 @@ KEY_STAT = f"stat -c '%U %G %a %s %Y' {ADMIN_KEY} && sha256sum {ADMIN_KEY}"
 
 
 def published(sb: Sandbox, *hosts: tuple[SandboxHost, str]) -> None:
-    """Serve the DKIM TXT records of (host, genkey .txt path) pairs in the sandbox DNS."""
+    """Serve the DKIM TXT records of (host, genkey .txt path) pairs in the sandbox DNS (at the
+    selector the .txt file is named for)."""
     extra: dict[str, tuple[tuple[str, str, str], ...]] = {}
     for h, path in hosts:
         txt = "".join(re.findall(r'"([^"]*)"', sb.ssh(h, f"cat {path}")))
-        extra[h.domain] = ((f"{h.selector}._domainkey", "TXT", txt_strings(txt)),)
+        selector = Path(path).stem
+        extra[h.domain] = ((f"{selector}._domainkey", "TXT", txt_strings(txt)),)
     sb.dns.serve(replace(sb.scenario(), extra_records=extra))
 
 
@@ -296,22 +299,80 @@ def test_existing_dkim_key_is_adopted_untouched_and_signs(
     assert dkim.verify(raw, dnsfunc=sandbox_dns_txt(sb))
 
 
-def test_records_proposes_no_second_selector(
-    sb: Sandbox, fleet: Path, deployed: dict[str, Any], tmp_path: Path
+def test_records_from_hosts_publishes_the_selector_the_host_signs_with(
+    sb: Sandbox, fleet: Path, deployed: dict[str, Any]
 ) -> None:
-    # What --dkim-from-hosts reads over SSH (the Exim host of this fleet has no key to read):
-    # the public half mailmend copied beside its own keys.
-    txt = tmp_path / "default.txt"
-    txt.write_text(sb.ssh(host(sb, "dkim"), "cat /etc/opendkim/keys/signed.example/default.txt"))
+    """The fleet names news2026 for signed.example, the adopted key signs as default: records
+    reads that from the host and keeps default (no second selector). The Exim host (stopped
+    by the deploy) has no key: one line for it, exit 1, every other host still planned."""
+    signer = host(sb, "dkim")
+    assert signer.selector == "news2026"  # what the fleet file says
+    assert "it signs under selector default, not the fleet's news2026" in deployed["stderr"]
+    start = time.monotonic()
     proc = run_mailmend(
-        "records", "--fleet", str(fleet), "--nameserver", sb.net.dns,
-        "--dkim-txt", f"signed.example:default={txt}", "--format", "json", timeout=120,
+        "records", "--fleet", str(fleet), "--nameserver", sb.net.dns, "--dkim-from-hosts",
+        "--format", "json", timeout=120,
     )  # fmt: skip
-    assert proc.stdout, proc.stderr
+    took = time.monotonic() - start
+    assert proc.returncode == 1, proc.stderr
     plan = json.loads(proc.stdout)
-    domain = next(d for d in plan["domains"] if d["domain"] == "signed.example")
-    dkim_records = [(r["name"], r["action"]) for r in domain["records"] if r["kind"] == "dkim"]
-    assert dkim_records == [("default._domainkey.signed.example.", "keep")], proc.stderr
+    dkim_records = {
+        r["name"]: r for d in plan["domains"] for r in d["records"] if r["kind"] == "dkim"
+    }
+    signed = dkim_records.pop("default._domainkey.signed.example.")
+    assert signed["action"] == "keep", signed
+    assert signed["origin"] == (
+        "selector default is the one dkim signs with (from its opendkim KeyTable); "
+        "the fleet file names news2026"
+    )
+    assert "news2026._domainkey.signed.example." not in dkim_records
+    exim = dkim_records.pop("mx._domainkey.eximhost.example.")
+    assert exim["action"] == "skip" and exim["reason"].startswith("host exim: no DKIM public key")
+    # The hosts mailmend deployed: their own keys, under the fleet's selectors, planned.
+    assert {n: r["action"] for n, r in dkim_records.items()} == {
+        "mx1._domainkey.alpha.example.": "add",
+        "mail._domainkey.oldco.example.": "keep",
+        "app._domainkey.webshop.example.": "add",
+    }, dkim_records
+    problems = [line for line in proc.stderr.splitlines() if "DKIM" in line]
+    assert problems == [
+        "mailmend records: host exim: no DKIM public key for eximhost.example "
+        "(/etc/opendkim/keys/eximhost.example/mx.txt): deploy it (pyinfra inventory.py "
+        "deploys/mail.py --limit exim) or give --dkim-txt eximhost.example:mx=FILE; its DKIM "
+        "records are skipped"
+    ], proc.stderr
+    print(f"records --dkim-from-hosts, 5 hosts (one without a key): {took:.1f}s")
+    print("\n".join(x for x in deployed["stderr"].splitlines() if "signed.example" in x))
+    text = run_mailmend(
+        "records", "--fleet", str(fleet), "--nameserver", sb.net.dns, "--dkim-from-hosts",
+        timeout=120,
+    )  # fmt: skip
+    print(text.stdout + text.stderr)  # the doc's example (docs/deploy.md)
+
+
+def test_check_from_hosts_checks_the_selector_the_host_signs_with(
+    sb: Sandbox, fleet: Path, deployed: dict[str, Any]
+) -> None:
+    """check under the fleet's selector finds nothing at news2026; with --dkim-from-hosts it
+    checks default, against the host's own key, and passes."""
+    args = ("check", "--fleet", str(fleet), "--nameserver", sb.net.dns, "--host", "dkim",
+            "--no-dnsbl", "--format", "json")  # fmt: skip
+    plain = json.loads(run_mailmend(*args, timeout=120).stdout)
+    proc = run_mailmend(*args, "--dkim-from-hosts", timeout=120)
+    report = json.loads(proc.stdout)
+
+    def dkim_result(data: Any) -> dict[str, Any]:
+        [h] = data["hosts"]
+        [r] = [r for r in h["checks"] if r["check"] == "dkim"]
+        return dict(r)
+
+    assert "news2026._domainkey.signed.example" in dkim_result(plain)["summary"]
+    assert dkim_result(plain)["status"] == "fail"
+    checked = dkim_result(report)
+    assert checked["status"] == "pass", checked
+    assert "default._domainkey.signed.example" in checked["summary"], checked
+    assert proc.stderr == "", proc.stderr
+    print(run_mailmend(*args[:-2], "--dkim-from-hosts", timeout=120).stdout)  # docs/deploy.md
 
 
 def test_rerun_changes_nothing(sb: Sandbox, fleet: Path, deployed: dict[str, Any]) -> None:
