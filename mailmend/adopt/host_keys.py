@@ -90,7 +90,8 @@ class HostDomainKey:
 class HostKeys:
     host: str
     domains: tuple[HostDomainKey, ...]
-    problem: str | None = None  # one line: which host, what is missing, what to do
+    #: one line: which host, what is missing, what to do (the caller says what it did instead)
+    problem: str | None = None
 
     def missing(self) -> tuple[HostDomainKey, ...]:
         return tuple(d for d in self.domains if d.key is None)
@@ -175,7 +176,7 @@ def _missing_line(keys: HostKeys, txts: dict[str, str]) -> str:
     )
     return (
         f"host {keys.host}: {what}: deploy it (pyinfra inventory.py deploys/mail.py --limit "
-        f"{keys.host}) or give {_dkim_txt_hint(keys.missing())}; its DKIM records are skipped"
+        f"{keys.host}) or give {_dkim_txt_hint(keys.missing())}"
     )
 
 
@@ -193,7 +194,7 @@ def unreadable(spec: HostSpec, why: str) -> HostKeys:
         spec.name,
         domains,
         f"host {spec.name}: cannot read its DKIM keys over ssh ({visible(why)}): check that it "
-        f"is up and reachable, or give {hint}; its DKIM records are skipped",
+        f"is up and reachable, or give {hint}",
     )
 
 

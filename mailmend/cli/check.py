@@ -281,7 +281,8 @@ def _with_host_dkim(
                 },
             )
         )
-    return out, [h.problem for h in found.values() if h.problem]
+    unchecked = "; its DKIM is checked under the fleet file's selector, without the host's key"
+    return out, [h.problem + unchecked for h in found.values() if h.problem]
 
 
 def targets_from_fleet(fleet: Any) -> list[HostTarget]:

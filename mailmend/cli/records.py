@@ -264,6 +264,9 @@ def _key(path: str) -> TsigKey:
     return key
 
 
+SKIPPED = "; its DKIM records are skipped"
+
+
 @dataclass(frozen=True)
 class DkimInput:
     """The DKIM keys to plan with, and what ``--dkim-from-hosts`` found on the hosts."""
@@ -277,7 +280,7 @@ class DkimInput:
         out = []
         for h in self.hosts:
             if h.problem and any((d.domain, d.selector) not in given for d in h.missing()):
-                out.append(h.problem)
+                out.append(h.problem + SKIPPED)
         return out
 
     def senders(self, fleet: Fleet) -> list[Sender]:
@@ -294,7 +297,7 @@ class DkimInput:
         return {(d.domain, d.selector): d.origin() for h in self.hosts for d in h.domains}
 
     def skipped(self) -> dict[tuple[str, str], str]:
-        return {(d.domain, d.selector): h.problem for h in self.hosts if h.problem
+        return {(d.domain, d.selector): h.problem + SKIPPED for h in self.hosts if h.problem
                 for d in h.missing()}  # fmt: skip
 
 

@@ -3,9 +3,10 @@
 The checks run on the admin's machine (the pyinfra controller): every DNS question goes from
 here, through ``mailmend_nameservers`` (host data, ``["IP[:PORT]", ...]``; empty: the system's
 resolvers), with the Spamhaus DQS key from ``$MAILMEND_DQS_KEY``. On the host, at most one
-read-only command runs: the :class:`mailmend.deploys.facts.HostDkimPublicKey` fact reads the
-public half of each DKIM key (``KEY_DIR/DOMAIN/SELECTOR.txt``) so the published record can be
-compared with it. Nothing is ever changed.
+read-only command runs: the :class:`mailmend.deploys.facts.HostSigningDkim` fact reads the
+selector the host's OpenDKIM signs each domain with (an adopted key keeps the admin's, which
+may not be the fleet's) and the public half of that key (``KEY_DIR/DOMAIN/SELECTOR.txt``) so
+the published record under that selector can be compared with it. Nothing is ever changed.
 
 The checks run inside an operation that yields no command, at execution time: after every
 operation placed before them in the same run (``deploys/mail.py`` ends with
@@ -29,9 +30,11 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host, state
 
-from mailmend.checks.dkim_key import KEY_DIR
+from mailmend.adopt import host_keys
+from mailmend.checks.dkim_key import KEY_DIR, key_files
 from mailmend.deploys import contexts
-from mailmend.deploys.facts import HostDkimPublicKey
+from mailmend.deploys.facts import HostDkimPublicKey, HostSigningDkim
+from mailmend.fleet import DomainSpec, HostSpec
 
 DEFAULTS: dict[str, Any] = {
     "mailmend_nameservers": [],  # "IP[:PORT]" strings; empty: /etc/resolv.conf of this machine
@@ -77,11 +80,22 @@ def _host_keys(data: Mapping[str, Any]) -> dict[tuple[str, str], str]:
 
     if host.name in DKIM_RECORDS:
         return {(r.domain, r.selector): r.public_key_b64 for r in DKIM_RECORDS[host.name]}
+    key_dir = data["opendkim_key_dir"]
+    domains = contexts.dkim_domains(host.name, data.get("domains") or [], key_dir)
+    # The selector the host's OpenDKIM signs with (an adopted key keeps the admin's).
+    spec = HostSpec(name=host.name, ssh_host=host.name,
+                    domains=tuple(DomainSpec(d.name, d.selector) for d in domains))  # fmt: skip
+    output = host.get_fact(HostSigningDkim, domains=[d.name for d in domains], key_dir=key_dir)
+    found = host_keys.host_keys(spec, output or "", key_dir=key_dir)
     keys: dict[tuple[str, str], str] = {}
-    for d in contexts.dkim_domains(host.name, data.get("domains") or [], data["opendkim_key_dir"]):
-        key = host.get_fact(HostDkimPublicKey, txt=d.txt_record, private_key=d.private_key)
-        if key:
-            keys[(d.name, d.selector)] = key
+    for signs in found.domains:
+        if signs.key is not None:
+            keys[(signs.domain, signs.selector)] = signs.key.public_key_b64
+            continue
+        _, private_key, txt = key_files(signs.domain, signs.selector, key_dir)
+        key = host.get_fact(HostDkimPublicKey, txt=txt, private_key=private_key)
+        if key:  # a key put there by hand, without its .txt
+            keys[(signs.domain, signs.selector)] = key
     return keys
 
 

@@ -55,6 +55,23 @@ class HostDkimPublicKey(FactBase[Any]):
         return parse_dkim_public_key(output)
 
 
+class HostSigningDkim(FactBase[Any]):
+    """
+    What the host's OpenDKIM signs each domain with, and the public halves kept under
+    ``key_dir``: the raw output of :func:`mailmend.adopt.host_keys.remote_command` (the same
+    read-only command ``records --dkim-from-hosts`` runs over ssh), for
+    :func:`mailmend.adopt.host_keys.host_keys` to read.
+    """
+
+    def command(self, domains: list[str], key_dir: str) -> str:
+        from mailmend.adopt import dkim_discovery, host_keys
+
+        return host_keys.remote_command(domains, dkim_discovery.OPENDKIM_CONF, key_dir)
+
+    def process(self, output: list[str]) -> str:
+        return "\n".join(output)
+
+
 class MilterSockets(FactBase[Any]):
     """
     The ``unix:`` milter sockets Postfix's main.cf names (``smtpd_milters``,

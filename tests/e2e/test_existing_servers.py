@@ -375,6 +375,21 @@ def test_check_from_hosts_checks_the_selector_the_host_signs_with(
     print(run_mailmend(*args[:-2], "--dkim-from-hosts", timeout=120).stdout)  # docs/deploy.md
 
 
+def test_pyinfra_check_deploy_checks_the_selector_the_host_signs_with(
+    sb: Sandbox, fleet: Path, deployed: dict[str, Any]
+) -> None:
+    """deploys/check.py alone (no summary step before it) reads the selector on the host too:
+    default is checked against the host's key, nothing is asked at news2026."""
+    proc = run_pyinfra(fleet, "-y", "--limit", "dkim", "deploys/check.py")
+    out = proc.stdout + proc.stderr
+    assert "news2026._domainkey" not in out, out
+    rows = [line.split() for line in out.splitlines() if "signed.example" in line]
+    rows = [r[1:] if r[0].startswith("[") else r for r in rows]  # "[dkim] FAIL dkim CHECK ..."
+    problems = [r for r in rows if len(r) > 4 and r[1] == "dkim" and r[0] in ("FAIL", "WARN")]
+    assert problems and not [r for r in problems if r[2] == "dkim"], problems
+    print("\n".join(line for line in out.splitlines() if "signed.example" in line))
+
+
 def test_rerun_changes_nothing(sb: Sandbox, fleet: Path, deployed: dict[str, Any]) -> None:
     ms = host(sb, "mailserver")
     main_cf = sha(sb, ms, "/etc/postfix/main.cf")

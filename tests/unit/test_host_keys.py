@@ -111,8 +111,7 @@ def test_selector_found_on_the_host_before_the_deploy(host: FakeHost) -> None:
     assert keys.problem == (
         "host dkim: no DKIM public key for signed.example "
         "(/etc/opendkim/keys/signed.example/default.txt): deploy it (pyinfra inventory.py "
-        "deploys/mail.py --limit dkim) or give --dkim-txt signed.example:default=FILE; "
-        "its DKIM records are skipped"
+        "deploys/mail.py --limit dkim) or give --dkim-txt signed.example:default=FILE"
     )
 
 
@@ -319,3 +318,82 @@ def test_real_ssh_to_a_host_that_never_answers_ends_by_the_deadline() -> None:
         assert keys.problem is not None
         assert keys.problem.startswith("host mute: cannot read its DKIM keys over ssh (")
         assert keys.domains[0].key is None
+
+
+# -- check --dkim-from-hosts ------------------------------------------------------------------
+
+
+def check_zone(value: str, selector: str) -> dict[tuple[str, str], list[str]]:
+    """Everything signed.example's host needs, published, with the DKIM key at ``selector``."""
+    return {
+        ("1.2.0.192.in-addr.arpa.", "PTR"): ["mail.signed.example."],
+        ("mail.signed.example.", "A"): ["192.0.2.1"],
+        ("signed.example.", "TXT"): ['"v=spf1 ip4:192.0.2.1 -all"'],
+        ("_dmarc.signed.example.", "TXT"): ['"v=DMARC1; p=reject; rua=mailto:d@signed.example"'],
+        (f"{selector}._domainkey.signed.example.", "TXT"): [value],
+    }
+
+
+async def run_check(tmp_path: Path, published: dict[tuple[str, str], list[str]],
+                    *options: str) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    async with FakeDns(zone(published)) as server:
+        fleet = tmp_path / "fleet.toml"
+        fleet.write_text(
+            f'[fleet]\nsandbox = true\nnameservers = ["{server.nameserver}"]\n[hosts.dkim]\n'
+            'ssh_host = "192.0.2.1"\nhostname = "mail.signed.example"\n'
+            'public_ipv4 = "192.0.2.1"\n'
+            'domains = [{ name = "signed.example", selector = "news2026" }]\n'
+        )
+        code = await asyncio.to_thread(
+            main, ["check", "--fleet", str(fleet), "--no-dnsbl", "--format", "json", *options]
+        )
+    return code, {}
+
+
+@aio
+async def test_check_from_hosts_checks_the_selector_the_host_signs_with(
+    tmp_path: Path, host: FakeHost, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Regression: check looked at news2026 (the fleet's) while the host signs as default."""
+    txt = after_deploy(host, tmp_path)
+    value = " ".join(f'"{part}"' for part in txt.split('"')[1::2])
+    monkeypatch.setattr(host_keys, "RUNNER", fake_ssh({"192.0.2.1": host.run}))
+    published = check_zone(value, "default")
+    plain, _ = await run_check(tmp_path, published)
+    out, err = capsys.readouterr()
+    [dkim] = [c for c in json.loads(out)["hosts"][0]["checks"] if c["check"] == "dkim"]
+    assert plain == 1 and dkim["status"] == "fail" and "news2026" in dkim["summary"], dkim
+    code, _ = await run_check(tmp_path, published, "--dkim-from-hosts")
+    out, err = capsys.readouterr()
+    checks = json.loads(out)["hosts"][0]["checks"]
+    assert {c["check"]: c["status"] for c in checks}["dkim"] == "pass", checks
+    [dkim] = [c for c in checks if c["check"] == "dkim"]
+    assert "default._domainkey.signed.example" in dkim["summary"]
+    assert (code, err) == (0, ""), (checks, err)
+
+
+@aio
+async def test_check_from_hosts_with_an_unreadable_host_says_so_and_exits_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The host refuses ssh: checked as the fleet says (all pass), one line, exit 3."""
+    txt = genkey_txt(tmp_path, "news2026").read_text()
+    value = " ".join(f'"{part}"' for part in txt.split('"')[1::2])
+
+    def refused(command: str, timeout: float) -> subprocess.CompletedProcess[bytes]:
+        err = b"ssh: connect to host 192.0.2.1 port 22: Connection refused\r\n"
+        return subprocess.CompletedProcess([], 255, b"", err)
+
+    monkeypatch.setattr(host_keys, "RUNNER", fake_ssh({"192.0.2.1": refused}))
+    code, _ = await run_check(tmp_path, check_zone(value, "news2026"), "--dkim-from-hosts")
+    out, err = capsys.readouterr()
+    statuses = {c["check"]: c["status"] for c in json.loads(out)["hosts"][0]["checks"]}
+    assert "fail" not in statuses.values(), statuses
+    assert code == 3
+    assert err == (
+        "mailmend check: host dkim: cannot read its DKIM keys over ssh (ssh: connect to host "
+        "192.0.2.1 port 22: Connection refused): check that it is up and reachable, or give "
+        "--dkim-txt signed.example:news2026=FILE; its DKIM is checked under the fleet file's "
+        "selector, without the host's key\n"
+    )
