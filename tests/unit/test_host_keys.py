@@ -335,7 +335,7 @@ def check_zone(value: str, selector: str) -> dict[tuple[str, str], list[str]]:
 
 
 async def run_check(tmp_path: Path, published: dict[tuple[str, str], list[str]],
-                    *options: str) -> tuple[int, dict[str, Any]]:  # fmt: skip
+                    *options: str) -> int:  # fmt: skip
     async with FakeDns(zone(published)) as server:
         fleet = tmp_path / "fleet.toml"
         fleet.write_text(
@@ -347,7 +347,7 @@ async def run_check(tmp_path: Path, published: dict[tuple[str, str], list[str]],
         code = await asyncio.to_thread(
             main, ["check", "--fleet", str(fleet), "--no-dnsbl", "--format", "json", *options]
         )
-    return code, {}
+    return code
 
 
 @aio
@@ -360,11 +360,11 @@ async def test_check_from_hosts_checks_the_selector_the_host_signs_with(
     value = " ".join(f'"{part}"' for part in txt.split('"')[1::2])
     monkeypatch.setattr(host_keys, "RUNNER", fake_ssh({"192.0.2.1": host.run}))
     published = check_zone(value, "default")
-    plain, _ = await run_check(tmp_path, published)
+    plain = await run_check(tmp_path, published)
     out, err = capsys.readouterr()
     [dkim] = [c for c in json.loads(out)["hosts"][0]["checks"] if c["check"] == "dkim"]
     assert plain == 1 and dkim["status"] == "fail" and "news2026" in dkim["summary"], dkim
-    code, _ = await run_check(tmp_path, published, "--dkim-from-hosts")
+    code = await run_check(tmp_path, published, "--dkim-from-hosts")
     out, err = capsys.readouterr()
     checks = json.loads(out)["hosts"][0]["checks"]
     assert {c["check"]: c["status"] for c in checks}["dkim"] == "pass", checks
@@ -386,7 +386,7 @@ async def test_check_from_hosts_with_an_unreadable_host_says_so_and_exits_unknow
         return subprocess.CompletedProcess([], 255, b"", err)
 
     monkeypatch.setattr(host_keys, "RUNNER", fake_ssh({"192.0.2.1": refused}))
-    code, _ = await run_check(tmp_path, check_zone(value, "news2026"), "--dkim-from-hosts")
+    code = await run_check(tmp_path, check_zone(value, "news2026"), "--dkim-from-hosts")
     out, err = capsys.readouterr()
     statuses = {c["check"]: c["status"] for c in json.loads(out)["hosts"][0]["checks"]}
     assert "fail" not in statuses.values(), statuses
@@ -397,3 +397,43 @@ async def test_check_from_hosts_with_an_unreadable_host_says_so_and_exits_unknow
         "--dkim-txt signed.example:news2026=FILE; its DKIM is checked under the fleet file's "
         "selector, without the host's key\n"
     )
+
+
+def test_the_selectors_origin_is_a_comment_in_the_zone_snippet_and_in_json() -> None:
+    from mailmend.records.dkim import read_genkey_txt
+    from mailmend.records.plan import Sender, build_plan, plan_json, render_zone
+    from tests.unit.test_ptr import FakeResolver
+
+    key = read_genkey_txt(genkey_txt_text(), "signed.example", "default")
+    origin = "selector default is the one dkim signs with (from its opendkim KeyTable); \x1b[2J"
+    plan = asyncio.run(
+        build_plan(
+            FakeResolver({}),
+            [
+                Sender(
+                    "dkim",
+                    "mail.signed.example",
+                    "192.0.2.1",
+                    None,
+                    (("signed.example", "default"),),
+                )
+            ],
+            dkim_keys=[key],
+            dkim_origins={("signed.example", "default"): origin},
+        )
+    )
+    lines = render_zone(plan).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("default._domainkey"))
+    assert lines[at - 1] == (
+        "; from the host: selector default is the one dkim signs with (from its opendkim "
+        "KeyTable); \\027[2J"
+    )
+    [dkim] = [r for d in plan_json(plan)["domains"] for r in d["records"] if r["kind"] == "dkim"]
+    assert dkim["origin"] == origin and dkim["action"] == "add"
+
+
+def genkey_txt_text() -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return genkey_txt(Path(tmp), "default", bits=1024).read_text()
