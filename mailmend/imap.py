@@ -229,10 +229,10 @@ class Bounded:
             why = self._deadline.within()
             raise ImapTimeout(f"IMAP server {self._where}: no answer to {name} {why}") from None
 
-    def close(self) -> None:
+    def close(self, logout: bool = True) -> None:
         """Log out when there is time and the server still answers; else just hang up."""
         self._watchdog.cancel()
-        if not self._broken and not self._expired.is_set():
+        if logout and not self._broken and not self._expired.is_set():
             try:
                 self._call("logout", self._client.logout, (), {})
                 return
@@ -253,7 +253,8 @@ def session(
     deadline: Deadline,
 ) -> Iterator[Bounded]:
     """A logged-in :class:`Bounded` client: connecting, logging in and every later wait end
-    by ``deadline`` (each within ``timeout``); logged out (or hung up) on the way out."""
+    by ``deadline`` (each within ``timeout``); logged out on the way out, or hung up when
+    leaving by an exception (Ctrl-C included)."""
     wait, why = deadline.wait(timeout)
     try:
         client = connect(host, port, user, password, cafile=cafile, timeout=wait)
@@ -262,8 +263,10 @@ def session(
     bounded = Bounded(client, f"{host}:{port}", timeout, deadline)
     try:
         yield bounded
-    finally:
-        bounded.close()
+    except BaseException:  # Ctrl-C or a failure: hang up, wait for no goodbye
+        bounded.close(logout=False)
+        raise
+    bounded.close()
 
 
 def _close(client: imapclient.IMAPClient) -> None:

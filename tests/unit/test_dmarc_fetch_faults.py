@@ -8,6 +8,7 @@ runs it (the installed ``mailmend``), under a bounded ``subprocess`` timeout.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -106,3 +107,33 @@ def test_rerun_after_the_server_is_fixed_keeps_each_report_once(tmp_path: Path) 
         assert totals(conn) == (120, 120)
     finally:
         conn.close()
+
+
+def test_ctrl_c_while_the_server_stalls_ends_at_once(tmp_path: Path) -> None:
+    """Ctrl-C hangs up: no goodbye (LOGOUT) is waited for on a connection that hangs."""
+    secret = tmp_path / "imap-password"
+    secret.write_text(PASSWORD)
+    with ImapStandIn(tmp_path, {1: mail(1)}, stall={"SEARCH": 0}) as server:
+        argv = [
+            str(MAILMEND), "dmarc", "fetch", "--imap", server.address, "--imap-user", USER,
+            "--imap-password", f"file:{secret}", "--cafile", str(server.cafile),
+            "--db", str(tmp_path / "reports.db"), "--timeout", "30",
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLI_ENV
+        )
+        try:
+            assert server.stalled.wait(15)
+            proc.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            _out, err = proc.communicate(timeout=40)
+        finally:
+            proc.kill()
+            proc.wait()
+        took = time.monotonic() - started
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        "mailmend dmarc: interrupted (Ctrl-C): stopped before the end; run it again"
+    ]
+    assert took < SLACK, took
