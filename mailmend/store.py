@@ -45,10 +45,41 @@ def open_db(path: Path, component: str, migrations: Sequence[str]) -> sqlite3.Co
     """
     _make_parent(path)
     _create_private(path)
+    conn = _connect(path)
+    _prepare(conn, path, component, migrations)
+    return conn
+
+
+def open_existing_db(
+    path: Path, component: str, migrations: Sequence[str]
+) -> sqlite3.Connection | None:
+    """As :func:`open_db`, for a reader that must not create anything: None, with nothing
+    made or changed, when ``path`` is not a database holding ``component``'s tables."""
+    if not path.is_file():
+        return None
+    conn = _connect(path)
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        present = schema_version(conn, component) > 0
+    except sqlite3.Error:  # not an SQLite file, or no schema_version table
+        present = False
+    if not present:
+        conn.close()
+        return None
+    _prepare(conn, path, component, migrations)
+    return conn
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     except sqlite3.Error as err:
         raise StoreError(_describe(path, err)) from None
+
+
+def _prepare(
+    conn: sqlite3.Connection, path: Path, component: str, migrations: Sequence[str]
+) -> None:
+    """WAL, busy timeout, foreign keys, ``component`` migrated; ``conn`` closed on error."""
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -64,7 +95,6 @@ def open_db(path: Path, component: str, migrations: Sequence[str]) -> sqlite3.Co
     except StoreError:
         conn.close()
         raise
-    return conn
 
 
 def schema_version(conn: sqlite3.Connection, component: str) -> int:

@@ -19,8 +19,8 @@ import ipaddress
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from mailmend.checks.dns import Resolver
@@ -38,6 +38,7 @@ from mailmend.cli.options import (
 )
 
 DQS_ENV = "MAILMEND_DQS_KEY"
+AfterChecks = Callable[[Resolver], Awaitable[Any]]  # more DNS work on the checks' engine
 FORMATS = ("table", "json", "html", "nagios")
 
 
@@ -115,7 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @usage_errors("check")
 def run(args: argparse.Namespace) -> int:
     targets = targets_from_args(args)
-    run = check_reports(args, targets)
+    with _dmarc_db(args) as db:
+        sections = None if db is None else _dmarc_sections(db, targets)
+        run, extra = _check_then(args, targets, sections)
     if getattr(args, "vps_providers", None):  # PTR fixes name `mailmend ptr` (docs/ptr.md)
         from mailmend.providers.ptr import point_fixes_at_ptr
 
@@ -123,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
         for report in run.hosts:
             point_fixes_at_ptr(report.results, report.name, providers.get(report.name), fleet_path)
     colour = args.output is None and _colour_ok()
-    extra = _dmarc_sections(args, targets) if args.format == "html" else None
     text, code = render(run.hosts, args.format, colour=colour, lists=run.lists, extra_html=extra)
     write_output(text, args.output)
     unread = getattr(args, "dkim_unread", [])
@@ -135,6 +137,13 @@ def run(args: argparse.Namespace) -> int:
 def check_reports(args: argparse.Namespace, targets: list[HostTarget]) -> FleetReport:
     """Run the checks of ``mailmend check`` (``args`` as :func:`add_arguments` makes
     them) on ``targets``; ``mailmend watch`` runs them the same way."""
+    return _check_then(args, targets, None)[0]
+
+
+def _check_then(
+    args: argparse.Namespace, targets: list[HostTarget], then: AfterChecks | None
+) -> tuple[FleetReport, Any]:
+    """The checks, then ``then(resolver)`` on the same DNS engine; (report, what it returned)."""
     blocklists = None if args.no_dnsbl else _load_blocklists()
     dqs_key = dqs_key_from_args(args)
     if dqs_key is not None and blocklists is not None:
@@ -145,7 +154,7 @@ def check_reports(args: argparse.Namespace, targets: list[HostTarget]) -> FleetR
         except ValueError as err:
             raise UsageError(f"DQS key: {err}") from None
     progress = _progress if sys.stderr.isatty() else None
-    return asyncio.run(_check(args, targets, blocklists, dqs_key, progress))
+    return asyncio.run(_check(args, targets, blocklists, dqs_key, progress, then))
 
 
 def dqs_key_from_args(args: argparse.Namespace) -> str | None:
@@ -182,14 +191,16 @@ async def _check(
     blocklists: Sequence[Any] | None,
     dqs_key: str | None,
     progress: Callable[[int, int], None] | None,
-) -> FleetReport:
+    then: AfterChecks | None = None,
+) -> tuple[FleetReport, Any]:
     async with open_resolver(args.nameserver, args.timeout) as resolver:
         run = await check_fleet(
             resolver, targets, blocklists, dqs_key, deadline=args.deadline, progress=progress
         )
-    if progress is not None:
-        sys.stderr.write("\n")
-    return run
+        if progress is not None:
+            sys.stderr.write("\n")
+        extra = None if then is None else await then(resolver)
+    return run, extra
 
 
 @asynccontextmanager
@@ -209,11 +220,28 @@ async def open_resolver(nameservers: list[str], timeout: float | None) -> AsyncI
         yield engine
 
 
-def _dmarc_sections(args: argparse.Namespace, targets: list[HostTarget]) -> Any:
-    """The DMARC sections of the HTML report (None without a report database)."""
+@contextmanager
+def _dmarc_db(args: argparse.Namespace) -> Iterator[Any]:
+    """With ``--format html``: the DMARC report database (one connection, closed on every
+    way out), or None; other formats never open it."""
+    if args.format != "html":
+        yield None
+        return
     from mailmend.dmarc import cli as dmarc_cli
 
-    return dmarc_cli.check_sections(args, targets)
+    db = dmarc_cli.check_db(args)
+    try:
+        yield db
+    finally:
+        if db is not None:
+            db.close()
+
+
+def _dmarc_sections(db: Any, targets: list[HostTarget]) -> AfterChecks:
+    """The DMARC sections of the HTML report, asked on the checks' DNS engine."""
+    from mailmend.dmarc import cli as dmarc_cli
+
+    return lambda resolver: dmarc_cli.check_sections(resolver, db, targets)
 
 
 def _load_blocklists() -> Sequence[Any]:

@@ -173,46 +173,34 @@ def stage_db(args: argparse.Namespace) -> Any:
         raise UsageError(str(err)) from None
 
 
-def check_sections(args: argparse.Namespace, targets: Sequence[Any]) -> Any:
-    """``mailmend check --format html``: the DMARC section of each domain of ``targets``
-    (``checks.host.HostTarget``), from the report database if there is one."""
-    from mailmend.dmarc.db import has_dmarc_tables, open_dmarc_db
-    from mailmend.dmarc.render import render_sections
+def check_db(args: argparse.Namespace) -> Any:
+    """``mailmend check --format html``: the report database (``--dmarc-db``, or mailmend
+    dmarc's when it exists), opened once; None when there is none (nothing is created)."""
+    from mailmend.dmarc.db import open_dmarc_db_if_present
     from mailmend.store import StoreError, default_db_path
 
     path = Path(args.dmarc_db) if args.dmarc_db else default_db_path()
-    if not has_dmarc_tables(path):
-        if args.dmarc_db:
-            raise UsageError(f"--dmarc-db: no DMARC reports in {path} (mailmend dmarc import)")
-        return None
-    domains = sorted({d for t in targets for d, _selector in t.domains})
-    fleet = {ip: t.name for t in targets for ip in t.ips}
     try:
-        conn = open_dmarc_db(path)
+        conn = open_dmarc_db_if_present(path)
     except StoreError as err:
         raise UsageError(str(err)) from None
-    try:
-        views = asyncio.run(_fleet_views(args, conn, domains, fleet))
-    finally:
-        conn.close()
-    return render_sections(views)
+    if conn is None and args.dmarc_db:
+        raise UsageError(f"--dmarc-db: no DMARC reports in {path} (mailmend dmarc import)")
+    return conn
 
 
-async def _fleet_views(
-    args: argparse.Namespace, conn: Any, domains: list[str], fleet: dict[str, str]
-) -> list[Any]:
-    from mailmend.checks.engine import Engine, EngineConfig
-    from mailmend.checks.nameservers import parse_nameserver, system_nameservers
+async def check_sections(resolver: Any, conn: Any, targets: Sequence[Any]) -> Any:
+    """The DMARC section of each domain of ``targets`` (``checks.host.HostTarget``), from the
+    database :func:`check_db` opened, asking DNS through the checks' own ``resolver``."""
+    from mailmend.dmarc.render import render_sections
     from mailmend.dmarc.staging import fleet_views
 
-    try:
-        servers = tuple(parse_nameserver(n) for n in args.nameserver) or system_nameservers()
-    except ValueError as err:
-        raise UsageError(f"--nameserver: {err}") from None
-    config = EngineConfig(nameservers=servers)
+    domains = sorted({d for t in targets for d, _selector in t.domains})
+    fleet = {ip: t.name for t in targets for ip in t.ips}
     now = int(datetime.now(UTC).timestamp())
-    async with Engine(config) as engine:
-        return await fleet_views(engine, conn, domains, fleet, StageRule(), now, now - 30 * 86_400)
+    since = now - 30 * 86_400
+    views = await fleet_views(resolver, conn, domains, fleet, StageRule(), now, since)
+    return render_sections(views)
 
 
 def _whole(low: int, high: int) -> Any:

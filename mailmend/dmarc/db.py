@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mailmend.dmarc.report import Report
-from mailmend.store import open_db
+from mailmend.store import open_db, open_existing_db
 
 COMPONENT = "dmarc"
 MIGRATIONS: tuple[str, ...] = (
@@ -93,22 +93,10 @@ def open_dmarc_db(path: Path) -> sqlite3.Connection:
     return open_db(path, COMPONENT, MIGRATIONS)
 
 
-def has_dmarc_tables(path: Path) -> bool:
-    """Whether the database at ``path`` holds the dmarc tables (read-only look: a report
-    that only shows them never creates them)."""
-    if not path.is_file():
-        return False
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            row = conn.execute(
-                "SELECT version FROM schema_version WHERE component = ?", (COMPONENT,)
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
-    return row is not None
+def open_dmarc_db_if_present(path: Path) -> sqlite3.Connection | None:
+    """The one connection to the database at ``path`` if it holds the dmarc tables, else None
+    (a report that only shows them never creates them); raises ``StoreError``."""
+    return open_existing_db(path, COMPONENT, MIGRATIONS)
 
 
 def store_report(conn: sqlite3.Connection, report: Report, origin: str, now: int) -> bool:

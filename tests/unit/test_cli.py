@@ -6,18 +6,24 @@ import base64
 import json
 import os
 import socket
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
+from mailmend.checks import engine as engine_module
 from mailmend.checks.dns import Rcode, Resolver
 from mailmend.checks.host import FleetReport
 from mailmend.checks.names import reverse_name
 from mailmend.cli import check
 from mailmend.cli.errors import UsageError
 from mailmend.cli.main import COMMANDS, build_parser, main
+from mailmend.dmarc.db import open_dmarc_db
+from mailmend.dmarc.ingest import Ingester
+from tests.dmarc_reports import Row, report_xml
 from tests.unit.test_ptr import FQDN, IP, FakeResolver
 
 D = "example.com"
@@ -154,6 +160,50 @@ def test_nagios_exit_codes_follow_nagios(zone: Zone, capsys: pytest.CaptureFixtu
 def test_html_output(zone: Zone, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*ARGS, "--format", "html"]) == 0
     assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
+
+
+def test_html_with_dmarc_reports_opens_one_database_and_one_dns_engine(
+    zone: Zone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, other = tmp_path / "dmarc.db", "198.51.100.77"
+    conn = open_dmarc_db(db)
+    ingester = Ingester(conn)
+    rows = [Row(IP, 40, header_from=D), Row(other, 5, header_from=D, dkim="fail", spf="fail")]
+    ingester.add(report_xml("google.com", "r1", D, rows, begin=int(time.time()) - 86_400), "r1")
+    ingester.commit()
+    conn.close()
+    zone[(reverse_name(other), "PTR")] = ("sender.elsewhere.test.",)
+    connections: list[sqlite3.Connection] = []
+    real_connect = sqlite3.connect
+
+    def counting_connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        connections.append(real_connect(*args, **kwargs))  # type: ignore[call-overload]
+        return connections[-1]
+
+    def no_second_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a second DNS engine was started")
+
+    fake_open, opened = check.open_resolver, []
+
+    @asynccontextmanager
+    async def counting_open(
+        nameservers: list[str], timeout: float | None
+    ) -> AsyncIterator[Resolver]:
+        async with fake_open(nameservers, timeout) as resolver:
+            opened.append(resolver)
+            yield resolver
+
+    monkeypatch.setattr(sqlite3, "connect", counting_connect)
+    monkeypatch.setattr(engine_module, "Engine", no_second_engine)
+    monkeypatch.setattr(check, "open_resolver", counting_open)
+    assert main([*ARGS, "--format", "html", "--dmarc-db", str(db)]) == 0
+    page = capsys.readouterr().out
+    assert f"DMARC {D}" in page and "sender.elsewhere.test" in page
+    assert len(connections) == 1  # one database connection ...
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        connections[0].execute("SELECT 1")  # ... closed when the report is written
+    (resolver,) = opened  # one engine: the DMARC sources were asked on the checks' own
+    assert (reverse_name(other).rstrip("."), "PTR") in resolver.asked  # type: ignore[attr-defined]
 
 
 @pytest.fixture

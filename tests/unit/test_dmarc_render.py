@@ -12,8 +12,8 @@ from unittest.mock import patch
 import pytest
 
 from mailmend.checks.report_html import render_html as render_check_html
-from mailmend.dmarc.cli import UsageError, check_sections
-from mailmend.dmarc.db import DomainReports, SourceStats, has_dmarc_tables, open_dmarc_db
+from mailmend.dmarc.cli import UsageError, check_db
+from mailmend.dmarc.db import DomainReports, SourceStats, open_dmarc_db, open_dmarc_db_if_present
 from mailmend.dmarc.render import (
     DomainView,
     printable,
@@ -90,14 +90,24 @@ def test_html_escapes_everything() -> None:
 def test_sections_only_from_a_database_with_reports(tmp_path: Path) -> None:
     other = tmp_path / "watch.db"
     open_db(other, "watch", ["CREATE TABLE w (x INTEGER)"]).close()
-    assert not has_dmarc_tables(other)
-    assert not has_dmarc_tables(tmp_path / "missing.db")
+    before = other.read_bytes()
+    assert open_dmarc_db_if_present(other) is None
+    assert other.read_bytes() == before  # no dmarc tables made in someone else's database
+    assert open_dmarc_db_if_present(tmp_path / "missing.db") is None
+    assert not (tmp_path / "missing.db").exists()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n")
+    assert open_dmarc_db_if_present(text) is None
+    assert text.read_text() == "not a database\n"
     mine = tmp_path / "dmarc.db"
     open_dmarc_db(mine).close()
-    assert has_dmarc_tables(mine)
+    conn = open_dmarc_db_if_present(mine)
+    assert conn is not None
+    conn.close()
     args = argparse.Namespace(dmarc_db=None, nameserver=[])
     with patch.dict(os.environ, {"XDG_STATE_HOME": str(tmp_path / "state")}):
-        assert check_sections(args, []) is None  # nothing imported: no section, no file made
+        assert check_db(args) is None  # nothing imported: no section, no file made
     assert not (tmp_path / "state").exists()
-    with pytest.raises(UsageError, match="no DMARC reports in"):
-        check_sections(argparse.Namespace(dmarc_db=str(other), nameserver=[]), [])
+    for path in (other, text, tmp_path / "missing.db"):
+        with pytest.raises(UsageError, match="no DMARC reports in"):
+            check_db(argparse.Namespace(dmarc_db=str(path), nameserver=[]))
