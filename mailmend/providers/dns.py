@@ -268,7 +268,7 @@ def publish(
         if provider.name == "hostinger":
             from mailmend.providers.hostinger_dns import HostingerZone
 
-            return HostingerZone(provider.options, secrets, zone_name, plan.ttl, timeout)
+            return HostingerZone(provider.options, secrets, zone_name, plan.ttl, timeout, end)
         return Session(provider, secrets, zone_name, plan.ttl)
 
     with http_deadline(timeout):
@@ -361,7 +361,8 @@ def outcome_lines(outcome: ZoneOutcome, dns_failures: Sequence[str] = ()) -> lis
         return [f"zone {outcome.zone}: not changed: {outcome.message}"]
     if outcome.status == "unknown":
         return [
-            f"zone {outcome.zone}: MAY HAVE CHANGED: {outcome.message}; run records again to see"
+            f"zone {outcome.zone}: MAY HAVE CHANGED: {outcome.message}; run records again to see",
+            *notes,
         ]
     if outcome.status == "partial":
         done = "; ".join(outcome.written)

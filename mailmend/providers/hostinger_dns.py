@@ -23,7 +23,8 @@ How a zone is written:
 4. One PUT with ``overwrite`` true carries each changed rrset in full. Its values are kept as
    they were read, byte for byte; the replaced ones are left out and the new one is added. The
    rrset keeps its own TTL; a new rrset gets the plan's TTL. One request per zone: Hostinger
-   applies it or refuses it, and no rrset is left half written by mailmend.
+   applies it or refuses it, and no rrset is left half written by mailmend. An update whose
+   answer never comes leaves the zone "may have changed" (the next run reads what is there).
 
 An rrset that holds a disabled record is refused: the overwrite would delete that record, and the
 API has no way to create a disabled one. TXT values are sent as the whole text. hPanel takes TXT
@@ -34,6 +35,7 @@ tested (docs/records.md).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -97,7 +99,9 @@ class HostingerZone:
         zone: str,
         ttl: int,
         timeout: float,
+        end: float | None = None,
     ) -> None:
+        """``end``: a ``time.monotonic()`` no request waits past (``--deadline``)."""
         from hostinger_api.api.dns_snapshot_api import DNSSnapshotApi
         from hostinger_api.api.dns_zone_api import DNSZoneApi
         from hostinger_api.api_client import ApiClient
@@ -107,12 +111,18 @@ class HostingerZone:
         # retries=0: urllib3 would otherwise try 4 times, each with the full timeout.
         config = Configuration(host=endpoint, access_token=secrets["api_token"], retries=0)
         client = ApiClient(config)
-        self.zone, self.ttl, self.timeout = zone, ttl, timeout
+        self.zone, self.ttl, self.timeout, self.end = zone, ttl, timeout, end
         self.zones = DNSZoneApi(client)
         self.snapshots = DNSSnapshotApi(client)
         self._rrsets: dict[tuple[str, str], Any] | None = None
         self.refresh()
         self._load()  # a zone the account does not hold fails here (find_zone goes on)
+
+    def _wait(self) -> float:
+        """The timeout of the next request: ``timeout``, or less when the deadline is near."""
+        if self.end is None:
+            return self.timeout
+        return max(0.05, min(self.timeout, self.end - time.monotonic()))
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
         from hostinger_api.exceptions import ApiException
@@ -125,7 +135,7 @@ class HostingerZone:
     def _load(self) -> dict[tuple[str, str], Any]:
         if self._rrsets is None:
             with self._errors(f"reading zone {self.zone}"):
-                listed = self.zones.get_dns_records_v1(self.zone, _request_timeout=self.timeout)
+                listed = self.zones.get_dns_records_v1(self.zone, _request_timeout=self._wait())
             self._rrsets = {}
             for entry in listed or []:
                 name = self._absolute(entry.name or "@")
@@ -159,21 +169,15 @@ class HostingerZone:
         request = DNSV1ZoneUpdateRequest(overwrite=True, zone=zone)
         rollback = self._newest_snapshot()
         with self._errors(f"validating the update of zone {self.zone}"):
-            self.zones.validate_dns_records_v1(self.zone, request, _request_timeout=self.timeout)
-        try:
-            with self._errors(f"updating zone {self.zone}"):
-                self.zones.update_dns_records_v1(self.zone, request, _request_timeout=self.timeout)
-        except Unavailable:
-            outcome.written.append(
-                f"the update of {len(zone)} rrset(s) was sent and no answer came: it may have "
-                "been applied"
-            )
-            raise
+            self.zones.validate_dns_records_v1(self.zone, request, _request_timeout=self._wait())
+        if rollback:
+            outcome.notes.append(rollback)
+        # One request: applied or not. Unanswered, the zone's outcome is "may have changed".
+        with self._errors(f"updating zone {self.zone}"):
+            self.zones.update_dns_records_v1(self.zone, request, _request_timeout=self._wait())
         for (name, rdtype), group in rrsets.items():
             replaced = any(record.remove for record in group)
             outcome.written.append(f"{'replaced' if replaced else 'added'} {rdtype} {name}")
-        if rollback:
-            outcome.notes.append(rollback)
 
     def _entry(self, name: str, rdtype: str, group: Sequence[RecordChange]) -> Any:
         from hostinger_api.models.dnsv1_zone_update_request_zone_inner import (
@@ -209,7 +213,7 @@ class HostingerZone:
         try:
             with self._errors(f"listing the snapshots of zone {self.zone}"):
                 listed = self.snapshots.get_dns_snapshot_list_v1(
-                    self.zone, _request_timeout=self.timeout
+                    self.zone, _request_timeout=self._wait()
                 )
         except ProviderError as err:
             if isinstance(err, Unavailable):
