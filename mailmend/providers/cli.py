@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import threading
 import time
@@ -75,6 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--debug", action="store_true",
         help="log the provider clients' requests on stderr (secrets shown as ***)",
     )  # fmt: skip
+    parser.add_argument(
+        "--format", choices=("table", "json"), default="table",
+        help="stdout: the plan as a table (default), or plan and outcomes as one JSON "
+        "document at the end (docs/ptr.md)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,9 +103,25 @@ def _run(args: argparse.Namespace) -> int:
     hosts = select_hosts(fleet, args.host)
     readers = _readers(args, fleet)
     plans = asyncio.run(_plan(readers, args.timeout, hosts))
-    print("PTR records (from DNS) and what to set:")
-    for plan in plans:
-        print(render(plan))
+    if args.format == "table":
+        print("PTR records (from DNS) and what to set:")
+        for plan in plans:
+            print(render(plan))
+    outcomes: list[PtrOutcome] = []
+    code = _decide(args, plans, hosts, readers, outcomes)
+    if args.format == "json":
+        print(json.dumps(_json_doc(args, plans, outcomes, code), indent=2))
+    return code
+
+
+def _decide(
+    args: argparse.Namespace,
+    plans: Sequence[PtrPlan],
+    hosts: Sequence[HostSpec],
+    readers: Sequence[Nameserver],
+    outcomes: list[PtrOutcome],
+) -> int:
+    """Apply what the plan says (with --apply); ``outcomes`` gets each host's; the exit code."""
     todo = [
         p
         for p in plans
@@ -119,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     debug_logging(args.debug)
     by_name = {h.name: h for h in hosts}
     summary = Summary(_apply_all([_HostRun(p, by_name[p.host]) for p in todo], readers, args))
+    outcomes += summary.outcomes
     for outcome in summary.outcomes:
         _say(_outcome_line(outcome))
     if summary.failed or stuck:
@@ -234,6 +257,34 @@ def _pending(plan: PtrPlan, when: str) -> str:
         f"accepted by {plan.provider} but not in DNS {when}: pending at the provider (some "
         "take hours); run mailmend ptr again later to check"
     )
+
+
+def _json_doc(
+    args: argparse.Namespace, plans: Sequence[PtrPlan], outcomes: Sequence[PtrOutcome], code: int
+) -> dict[str, object]:
+    """``--format json``: every PTR of the plan, with its outcome where one was applied.
+    DNS text stays as read (JSON escapes it); ``exit`` is the command's exit code."""
+    from mailmend.providers.secrets import redact
+
+    by_key = {(o.plan.host, o.plan.ip): o for o in outcomes}
+    entries = []
+    for plan in plans:
+        outcome = by_key.get((plan.host, plan.ip))
+        entries.append(
+            {
+                "host": plan.host,
+                "ip": plan.ip,
+                "fqdn": plan.fqdn,
+                "provider": plan.provider,
+                "current": list(plan.current),
+                "state": plan.state.value,
+                "note": plan.note or None,
+                "result": outcome.result if outcome else None,
+                "message": redact(_outcome_line(outcome)) if outcome else None,
+                "done_at_provider": outcome.done_at_provider if outcome else False,
+            }
+        )
+    return {"apply": bool(args.apply), "ptrs": entries, "exit": code}
 
 
 def _outcome_line(outcome: PtrOutcome) -> str:

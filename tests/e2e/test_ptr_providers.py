@@ -7,6 +7,7 @@ The sandbox's mx2 has no PTR (default scenario); each test starts from that.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +136,36 @@ def test_plan_then_apply_sets_the_ptr_and_dns_shows_it(
         assert "keep     mx2" in again.stdout
     finally:
         api.close()
+
+
+def test_json_gives_the_plan_and_each_outcome(
+    sandbox: Sandbox, fresh: SandboxHost, tmp_path: Path
+) -> None:
+    """--format json: stdout is one document (every PTR of the fleet, the outcome where one
+    was set, the exit code); the one-line messages stay on stderr."""
+    api = standin(sandbox, "hostinger")
+    try:
+        plan = run_ptr(sandbox, tmp_path, "hostinger", api.url, "--format", "json")
+        done = run_ptr(sandbox, tmp_path, "hostinger", api.url, "--apply", "--format", "json")
+    finally:
+        api.close()
+    before = json.loads(plan.stdout)
+    (entry,) = before["ptrs"]  # --host mx2
+    assert entry == {
+        "host": "mx2", "ip": fresh.public_ipv4, "fqdn": fresh.fqdn, "provider": "hostinger",
+        "current": [], "state": "set", "note": None, "result": None, "message": None,
+        "done_at_provider": False,
+    }  # fmt: skip
+    assert (before["apply"], before["exit"], plan.returncode) == (False, 0, 0)
+    after = json.loads(done.stdout)
+    (entry,) = after["ptrs"]
+    assert (entry["result"], entry["done_at_provider"], after["exit"]) == ("done", True, 0)
+    assert entry["message"] == (
+        f"mx2 {fresh.public_ipv4}: PTR set to {fresh.fqdn} through hostinger, seen in DNS "
+        "(FCrDNS holds)"
+    )
+    assert done.returncode == 0 and TOKEN["hostinger"] not in done.stdout
+    assert ptr(sandbox, fresh.public_ipv4) == [fresh.fqdn + "."]
 
 
 @pytest.mark.parametrize("provider", sorted(STANDINS))
