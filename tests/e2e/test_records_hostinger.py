@@ -15,14 +15,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.message
-import dns.query
 import pytest
 
 from mailmend.fleet import load_fleet
-from mailmend.records.dkim import read_genkey_txt
 from sandbox.control import Sandbox
-from tests.conftest import CLI_ENV, MAILMEND, genkey_txt
+from tests.conftest import CLI_ENV, MAILMEND
+from tests.e2e.dns_api import (
+    assert_first_apply_published,
+    dkim_keys_2048,
+    fleet_with_dns_table,
+    txt,
+)
 from tests.providers_standin.hostinger_dns import HostingerDnsStandIn
 
 pytestmark = pytest.mark.end_to_end
@@ -42,9 +45,7 @@ def api(sandbox: Sandbox) -> Iterator[HostingerDnsStandIn]:
 
 @pytest.fixture(scope="module")
 def keys(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 2048-bit DKIM key per host, as opendkim-genkey .txt files: DOMAIN:SELECTOR -> path."""
-    tmp = tmp_path_factory.mktemp("dkim-hostinger")
-    return {f"{h.domain}:{h.selector}": genkey_txt(tmp, h.selector, 2048) for h in sandbox.hosts()}
+    return dkim_keys_2048(sandbox, tmp_path_factory.mktemp("dkim-hostinger"))
 
 
 def records(
@@ -66,15 +67,6 @@ def records(
     return subprocess.run(
         [*argv, *extra], capture_output=True, text=True, timeout=120, env=env, check=False
     )
-
-
-def txt_strings(sb: Sandbox, name: str) -> list[list[bytes]]:
-    reply = dns.query.udp(dns.message.make_query(name, "TXT"), sb.net.pdns, timeout=3)
-    return sorted(list(rd.strings) for rr in reply.answer for rd in rr)
-
-
-def txt(sb: Sandbox, name: str) -> list[str]:
-    return sorted(b"".join(s).decode() for s in txt_strings(sb, name))
 
 
 def writes(api: HostingerDnsStandIn) -> list[tuple[str, str]]:
@@ -107,31 +99,19 @@ def test_apply_through_the_hostinger_api(
     puts = [r for r in api.requests if r.method == "PUT"]
     assert all(r.body["overwrite"] is True for r in puts)
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in puts)
-    for h in hosts:
-        (spf,) = [r for r in txt(sandbox, h.domain) if r.startswith("v=spf1")]
-        assert f"ip4:{h.public_ipv4}" in spf.split()
-    assert VERIFICATION in txt(sandbox, bravo)  # the other TXT record at the apex stays
-    for spec, path in keys.items():
-        domain, selector = spec.split(":")
-        key = read_genkey_txt(path.read_text(), domain, selector)
-        (strings,) = txt_strings(sandbox, key.name)
-        assert len(strings) == 2 and all(len(s) <= 255 for s in strings)  # 2048-bit: two
-        assert b"".join(strings).decode() == key.value()
-    report = load_fleet(sandbox.fleet_file).settings.dmarc_report_address
-    assert txt(sandbox, f"_dmarc.{hosts[0].domain}") == [f"v=DMARC1; p=none; rua=mailto:{report}"]
+    assert_first_apply_published(sandbox, keys, VERIFICATION)
 
 
 def test_rerun_from_the_fleets_dns_table_changes_nothing(
     sandbox: Sandbox, api: HostingerDnsStandIn, keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    fleet = tmp_path / "fleet.toml"
-    dns_table = [
-        "[dns]",
+    fleet = fleet_with_dns_table(
+        sandbox,
+        tmp_path / "fleet.toml",
         'provider = "hostinger"',
         f'options = {{ endpoint = "{api.url}" }}',
         'credentials = { api_token = "env:HOSTINGER_API_TOKEN" }',
-    ]
-    fleet.write_text(sandbox.fleet_text() + "\n" + "\n".join(dns_table) + "\n")
+    )
     api.requests.clear()
     done = records(sandbox, api, keys, "--apply", fleet=fleet)
     assert done.returncode == 0, done.stderr

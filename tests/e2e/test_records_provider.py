@@ -11,8 +11,6 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-import dns.message
-import dns.query
 import pytest
 
 from mailmend.checks.engine import Engine, EngineConfig
@@ -22,7 +20,13 @@ from mailmend.providers.dns import DnsProvider, Session, publish
 from mailmend.records.dkim import read_genkey_txt
 from mailmend.records.plan import Plan, build_plan, senders_from_fleet
 from sandbox.control import Sandbox
-from tests.conftest import CLI_ENV, MAILMEND, genkey_txt
+from tests.conftest import CLI_ENV, MAILMEND
+from tests.e2e.dns_api import (
+    assert_first_apply_published,
+    dkim_keys_2048,
+    fleet_with_dns_table,
+    txt,
+)
 
 pytestmark = pytest.mark.end_to_end
 
@@ -31,12 +35,7 @@ VERIFICATION = "google-site-verification=sandbox-pdns"
 
 @pytest.fixture(scope="module")
 def keys(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 2048-bit DKIM key per host, as opendkim-genkey .txt files: DOMAIN:SELECTOR -> path."""
-    out: dict[str, Path] = {}
-    tmp = tmp_path_factory.mktemp("dkim-pdns")
-    for h in sandbox.hosts():
-        out[f"{h.domain}:{h.selector}"] = genkey_txt(tmp, h.selector, 2048)
-    return out
+    return dkim_keys_2048(sandbox, tmp_path_factory.mktemp("dkim-pdns"))
 
 
 def provider(sb: Sandbox) -> DnsProvider:
@@ -63,15 +62,6 @@ def records(
     return subprocess.run(
         [*argv, *extra], capture_output=True, text=True, timeout=120, env=env, check=False
     )
-
-
-def txt_strings(sb: Sandbox, name: str) -> list[list[bytes]]:
-    reply = dns.query.udp(dns.message.make_query(name, "TXT"), sb.net.pdns, timeout=3)
-    return sorted(list(rd.strings) for rr in reply.answer for rd in rr)
-
-
-def txt(sb: Sandbox, name: str) -> list[str]:
-    return [b"".join(s).decode() for s in txt_strings(sb, name)]
 
 
 def make_plan(sb: Sandbox, keys: dict[str, Path], stage: str | None = None) -> Plan:
@@ -107,30 +97,19 @@ def test_apply_through_the_powerdns_api(sandbox: Sandbox, keys: dict[str, Path])
             f"mailmend records: zone {h.domain}: " in done.stderr
             and "verified through the API and in DNS" in done.stderr
         ), done.stderr
-        (spf,) = [r for r in txt(sandbox, h.domain) if r.startswith("v=spf1")]
-        assert f"ip4:{h.public_ipv4}" in spf.split()
-    assert VERIFICATION in txt(sandbox, bravo)  # the other TXT record at the apex stays
-    for spec, path in keys.items():
-        domain, selector = spec.split(":")
-        key = read_genkey_txt(path.read_text(), domain, selector)
-        (strings,) = txt_strings(sandbox, key.name)
-        assert len(strings) == 2 and all(len(s) <= 255 for s in strings)  # 2048-bit: two
-        assert b"".join(strings).decode() == key.value()
-    report = load_fleet(sandbox.fleet_file).settings.dmarc_report_address
-    assert txt(sandbox, f"_dmarc.{hosts[0].domain}") == [f"v=DMARC1; p=none; rua=mailto:{report}"]
+    assert_first_apply_published(sandbox, keys, VERIFICATION)
 
 
 def test_rerun_from_the_fleets_dns_table_changes_nothing(
     sandbox: Sandbox, keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    fleet = tmp_path / "fleet.toml"
-    dns_table = [
-        "[dns]",
+    fleet = fleet_with_dns_table(
+        sandbox,
+        tmp_path / "fleet.toml",
         'provider = "powerdns"',
         f'options = {{ pdns_server = "{sandbox.pdns.api_url}" }}',
         'credentials = { auth_token = "env:PDNS_API_KEY" }',
-    ]
-    fleet.write_text(sandbox.fleet_text() + "\n" + "\n".join(dns_table) + "\n")
+    )
     done = records(sandbox, keys, "--apply", fleet=fleet)
     assert done.returncode == 0, done.stderr
     assert "nothing to publish" in done.stderr and "written" not in done.stderr
