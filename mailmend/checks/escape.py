@@ -22,6 +22,8 @@ def _unsafe(ch: str) -> bool:
 
 def visible(text: str) -> str:
     """``text`` with every control, format or separator character (and ``\\``) as ``\\DDD``."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the common case, at C speed: printable ASCII has nothing to escape
     if not any(_unsafe(ch) for ch in text):
         return text
     out = []

@@ -4,7 +4,11 @@ and the queue table show control characters as ``\\DDD``."""
 from __future__ import annotations
 
 import io
+import unicodedata
 from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailmend.checks.escape import visible
 from mailmend.checks.report_table import render_table
@@ -43,3 +47,17 @@ def test_queue_table_escapes_senders_and_delay_reasons(tmp_path: Path) -> None:
     text = out.getvalue()
     assert not _raw_controls(text)
     assert "deferred (1): ok\\027]0;owned\\007" in text
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text())
+def test_the_ascii_fast_path_agrees_with_the_rule(text: str) -> None:
+    """visible() answers printable ASCII at once; the result is what the per-character rule
+    (controls, format and separator characters other than space, and ``\\``) gives."""
+    expected = "".join(
+        "\\\\" if ch == "\\"
+        else "".join(f"\\{b:03d}" for b in ch.encode("utf-8", "surrogatepass"))
+        if ch != " " and unicodedata.category(ch)[0] in "CZ"
+        else ch
+        for ch in text
+    )  # fmt: skip
+    assert visible(text) == expected
