@@ -45,7 +45,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 
-from mailmend.providers.secrets import ProviderError, Unavailable, client_errors
+from mailmend.providers.secrets import BadCredentials, ProviderError, Unavailable, client_errors
 from mailmend.records.plan import RecordChange
 from mailmend.rules import api_endpoint_problem
 
@@ -55,7 +55,8 @@ if TYPE_CHECKING:
 #: Where the API lives (``endpoint`` option: a stand-in or a proxy).
 DEFAULT_ENDPOINT = "https://developers.hostinger.com"
 OPTIONS = ("endpoint",)
-CREDENTIALS = ("api_token",)
+#: ``auth_token`` is accepted too: the name dns-lexicon's token providers use.
+CREDENTIALS = ("api_token", "auth_token")
 
 
 def settings_problem(options: Mapping[str, str], credentials: Mapping[str, str]) -> str | None:
@@ -66,7 +67,9 @@ def settings_problem(options: Mapping[str, str], credentials: Mapping[str, str])
     for key in credentials:
         if key not in CREDENTIALS:
             return f"hostinger has no credential {key!r} (known: {', '.join(CREDENTIALS)})"
-    if "api_token" not in credentials:
+    if len(credentials) > 1:
+        return "hostinger takes one API token: give api_token or auth_token, not both"
+    if not credentials:
         return (
             "hostinger needs its API token by reference: --provider-credential "
             "api_token=env:HOSTINGER_API_TOKEN (or credentials = { api_token = ... } in [dns])"
@@ -109,7 +112,10 @@ class HostingerZone:
 
         endpoint = options.get("endpoint", DEFAULT_ENDPOINT)
         # retries=0: urllib3 would otherwise try 4 times, each with the full timeout.
-        config = Configuration(host=endpoint, access_token=secrets["api_token"], retries=0)
+        token = secrets.get("api_token") or secrets.get("auth_token")
+        if not token:
+            raise BadCredentials(settings_problem(options, {}) or "hostinger: no API token")
+        config = Configuration(host=endpoint, access_token=token, retries=0)
         client = ApiClient(config)
         self.zone, self.ttl, self.timeout, self.end = zone, ttl, timeout, end
         self.zones = DNSZoneApi(client)

@@ -110,7 +110,7 @@ def test_rerun_from_the_fleets_dns_table_changes_nothing(
         tmp_path / "fleet.toml",
         'provider = "hostinger"',
         f'options = {{ endpoint = "{api.url}" }}',
-        'credentials = { api_token = "env:HOSTINGER_API_TOKEN" }',
+        'credentials = { auth_token = "env:HOSTINGER_API_TOKEN" }',  # lexicon's name: taken too
     )
     api.requests.clear()
     done = records(sandbox, api, keys, "--apply", fleet=fleet)

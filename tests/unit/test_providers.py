@@ -276,8 +276,13 @@ def test_a_record_changed_since_the_plan_stops_the_zone(monkeypatch: pytest.Monk
             "must be a reference",
         ),
         (
-            ["--provider", "hostinger", "--provider-credential", "auth_token=env:T"],
-            "hostinger has no credential 'auth_token' (known: api_token)",
+            ["--provider", "hostinger", "--provider-credential", "token=env:T"],
+            "hostinger has no credential 'token' (known: api_token, auth_token)",
+        ),
+        (
+            ["--provider", "hostinger", "--provider-credential", "api_token=env:T",
+             "--provider-credential", "auth_token=env:T"],
+            "give api_token or auth_token, not both",
         ),
         (
             ["--provider", "hostinger", "--provider-option", "pdns_server=http://127.0.0.1:1",
