@@ -233,9 +233,10 @@ def _open_existing(db_path: Path) -> Any:
     from mailmend.cli.errors import UsageError
     from mailmend.watch.state import WatchDb
 
-    if not db_path.exists():
+    db = WatchDb.open_existing(db_path)
+    if db is None:
         raise UsageError(f"no watch database at {db_path}: run `mailmend watch --once` first")
-    return WatchDb.open(db_path)
+    return db
 
 
 def _history(args: argparse.Namespace, db_path: Path) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mailmend.store import open_db, transaction
+from mailmend.store import open_db, open_existing_db, transaction
 from mailmend.watch.model import Diff, Event, Key, Known, Listing, Observation
 
 COMPONENT = "watch"
@@ -134,6 +134,13 @@ class WatchDb:
     @classmethod
     def open(cls, path: Path) -> WatchDb:
         return cls(open_db(path, COMPONENT, MIGRATIONS))
+
+    @classmethod
+    def open_existing(cls, path: Path) -> WatchDb | None:
+        """As :meth:`open`, for a reader: None, nothing created, when ``path`` holds no
+        watch tables (absent, or the shared database with only mailmend dmarc's in it)."""
+        conn = open_existing_db(path, COMPONENT, MIGRATIONS)
+        return None if conn is None else cls(conn)
 
     def close(self) -> None:
         self.conn.close()

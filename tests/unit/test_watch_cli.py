@@ -51,3 +51,23 @@ def test_bad_input_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("mailmend watch: ") and message in err and err.count("\n") == 1
     assert not db.parent.exists()  # nothing created
+
+
+@pytest.mark.parametrize("action", ["history", "status"])
+def test_a_database_of_dmarc_reports_only_is_no_watch_database(
+    action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression: the shared database made by ``mailmend dmarc`` alone got the watch tables
+    from a read-only query, which then showed an empty history or status."""
+    from mailmend.dmarc.db import open_dmarc_db
+    from mailmend.store import schema_version
+
+    db = tmp_path / "watch.db"
+    open_dmarc_db(db).close()
+    assert main(["watch", action, "--db", str(db)]) == 2
+    assert f"no watch database at {db}" in capsys.readouterr().err
+    conn = open_dmarc_db(db)
+    try:
+        assert schema_version(conn, "watch") == 0  # nothing created
+    finally:
+        conn.close()
