@@ -158,19 +158,20 @@ def stage_rule(args: argparse.Namespace) -> StageRule:
 
 def stage_db(args: argparse.Namespace) -> Any:
     """The report database for ``--dmarc-stage auto``; UsageError if it cannot be opened."""
-    from mailmend.dmarc.db import open_dmarc_db
+    from mailmend.dmarc.db import open_dmarc_db_if_present
     from mailmend.store import StoreError, default_db_path
 
     path = Path(args.dmarc_db) if args.dmarc_db else default_db_path()
-    if not path.exists():
+    try:
+        conn = open_dmarc_db_if_present(path)
+    except StoreError as err:
+        raise UsageError(str(err)) from None
+    if conn is None:
         raise UsageError(
             f"--dmarc-stage auto: no report database at {path}: import reports first "
             "(mailmend dmarc fetch / import), or give --dmarc-db FILE"
         )
-    try:
-        return open_dmarc_db(path)
-    except StoreError as err:
-        raise UsageError(str(err)) from None
+    return conn
 
 
 def check_db(args: argparse.Namespace) -> Any:

@@ -83,6 +83,21 @@ def test_records_auto_needs_a_report_database(
     err = capsys.readouterr().err
     assert f"no report database at {missing}: import reports first" in err
     assert not missing.exists()
+    # Regression: the shared database of mailmend watch alone got the dmarc tables, and the
+    # plan then staged on no reports at all.
+    from mailmend.store import schema_version
+    from mailmend.watch.state import WatchDb
+
+    watch_only = tmp_path / "watch.db"
+    WatchDb.open(watch_only).close()
+    argv[-1] = str(watch_only)
+    assert main(argv) == 2
+    assert f"no report database at {watch_only}: import reports first" in capsys.readouterr().err
+    db = WatchDb.open(watch_only)
+    try:
+        assert schema_version(db.conn, "dmarc") == 0  # nothing created
+    finally:
+        db.close()
 
 
 def test_sources_json_without_dns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -122,13 +137,15 @@ def test_records_auto_closes_the_report_database_on_every_way_out(
         'public_ipv4 = "192.0.2.11"\ndomains = [{ name = "alpha.example", selector = "mx1" }]\n'
     )
     opened: list[sqlite3.Connection] = []
-    real_open = mailmend.dmarc.db.open_dmarc_db
+    real_open = mailmend.dmarc.db.open_dmarc_db_if_present
 
-    def recording_open(path: Path) -> sqlite3.Connection:
-        opened.append(real_open(path))
-        return opened[-1]
+    def recording_open(path: Path) -> sqlite3.Connection | None:
+        conn = real_open(path)
+        if conn is not None:
+            opened.append(conn)
+        return conn
 
-    monkeypatch.setattr(mailmend.dmarc.db, "open_dmarc_db", recording_open)
+    monkeypatch.setattr(mailmend.dmarc.db, "open_dmarc_db_if_present", recording_open)
     argv = ["records", "--fleet", str(fleet), "--dmarc-stage", "auto", "--dmarc-db", str(db)]
     if way_out == "ctrl-c":
         monkeypatch.setattr("mailmend.cli.records.Engine", _CtrlC)
