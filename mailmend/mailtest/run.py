@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import json
 import shlex
 import subprocess
 import time
@@ -30,6 +29,7 @@ from mailmend import imap
 from mailmend.checks.dns import Resolver
 from mailmend.checks.result import CheckResult, Status, worst
 from mailmend.fleet import HostSpec
+from mailmend.hygiene.queue import QueueParseError, parse_queue
 from mailmend.mailtest import content, headers, received, verdict
 from mailmend.mailtest.message import TOKEN_HEADER, Outgoing, builtin_message, new_token, prepare
 from mailmend.ssh import ssh_argv
@@ -264,13 +264,13 @@ def _queue_note(spec: HostSpec, to: str) -> str | None:
         )
     except subprocess.TimeoutExpired:
         return None
-    for line in done.stdout.decode("utf-8", "replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        for rcpt in entry.get("recipients", []):
-            if str(rcpt.get("address", "")).lower() == to.lower():
-                reason = str(rcpt.get("delay_reason", "")).strip()
-                return f"still in {spec.name}'s queue ({entry.get('queue_name')}): {reason}"
+    try:
+        queued = parse_queue(done.stdout.decode("utf-8", "replace").splitlines())
+    except QueueParseError:
+        return None
+    for entry in queued:
+        for rcpt in entry.recipients:
+            if rcpt.address.lower() == to.lower():
+                reason = rcpt.delay_reason.strip()
+                return f"still in {spec.name}'s queue ({entry.queue_name}): {reason}"
     return None

@@ -407,3 +407,27 @@ def test_only_the_test_message_is_expunged() -> None:
     old = _Client(uidplus=False)
     assert remove(old, 7) is False  # type: ignore[arg-type]
     assert old.calls == [("flag deleted", [7])]
+
+
+def test_queue_note_from_postqueue_j(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a ``postqueue -j`` line that is JSON but no object ("3") raised
+    AttributeError out of mail-test; the note now comes from the queue's own parser."""
+    import subprocess
+
+    from mailmend.fleet import HostSpec
+    from mailmend.mailtest import run
+
+    captured = (Path(__file__).parents[1] / "fixtures" / "postqueue-j-bounces.jsonl").read_bytes()
+    answer = b""
+
+    def fake_run(argv: list[str], **_kw: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.CompletedProcess(argv, 0, answer, b"")
+
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    spec = HostSpec("mx1", "127.0.0.1", hostname="mx1.alpha.example")
+    answer = captured
+    note = run._queue_note(spec, "APP2@inbox-a.test")
+    assert note == "still in mx1's queue (deferred): deferred transport"
+    assert run._queue_note(spec, "nobody@inbox-a.test") is None
+    answer = b"3\n" + captured
+    assert run._queue_note(spec, "app2@inbox-a.test") is None
