@@ -59,8 +59,9 @@ from mailmend.records.plan import Plan, RecordChange
 TXT_STYLE = {"powerdns": "zone"}
 
 #: Providers written through their own official client instead of dns-lexicon (which has
-#: none for them): name -> the Python package it needs.
-NATIVE = {"hostinger": "hostinger_api"}
+#: none for them): name -> the mailmend module with ``installed()`` and ``PACKAGE`` (its
+#: client), ``settings_problem(options, credentials)`` and ``Zone`` (a :class:`ZoneApi`).
+NATIVE = {"hostinger": "mailmend.providers.hostinger_dns"}
 
 
 class StaleZone(ProviderError):
@@ -101,10 +102,15 @@ def encode_txt(provider: str, value: str) -> str:
 def decode_txt(provider: str, content: str) -> str:
     if TXT_STYLE.get(provider) != "zone":
         return content
+    return joined_strings(f'"{content}"') or content
+
+
+def joined_strings(zone_form: str) -> str | None:
+    """A TXT value in zone-file form (``"a" "b"``) as the joined text; None if it is not."""
     try:
-        rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, f'"{content}"')
+        rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, zone_form)
     except dns.exception.DNSException:
-        return content
+        return None
     return b"".join(rd.strings).decode("utf-8", errors="replace")  # type: ignore[attr-defined]
 
 
@@ -122,6 +128,11 @@ def _text(provider: str, rdtype: str, record: Mapping[str, Any]) -> str:
     content = str(record.get("content", ""))
     if rdtype == "TXT":
         return decode_txt(provider, content)
+    return name_value(rdtype, content)
+
+
+def name_value(rdtype: str, content: str) -> str:
+    """A non-TXT value as the plan compares it: names without their final dot."""
     return content.rstrip(".") if rdtype in ("PTR", "CNAME", "MX", "NS") else content
 
 
@@ -199,11 +210,18 @@ class Session:
 
 def load_provider(name: str) -> None:
     """Refuse a provider lexicon does not have (exit 2 before anything is sent)."""
-    module = NATIVE.get(name) or f"lexicon._private.providers.{name}"
+    if name in NATIVE:
+        native = importlib.import_module(NATIVE[name])
+        if not native.installed():  # says so without loading the client
+            raise ProviderError(
+                f"the {name} provider needs the Python package {native.PACKAGE}: "
+                "pip install 'mailmend[providers]'"
+            )
+        return
     try:
-        importlib.import_module(module)
+        importlib.import_module(f"lexicon._private.providers.{name}")
     except ModuleNotFoundError as err:
-        if name not in NATIVE and err.name and err.name.startswith("lexicon"):
+        if err.name and err.name.startswith("lexicon"):
             raise ProviderError(
                 f"dns-lexicon has no provider {name!r}, or it is not installed: "
                 "pip install 'mailmend[providers]'"
@@ -212,6 +230,19 @@ def load_provider(name: str) -> None:
             f"the {name} provider needs the Python package {err.name}: "
             "pip install 'mailmend[providers]'"
         ) from None
+
+
+def settings_problem(
+    name: str, options: Mapping[str, str], credentials: Mapping[str, str]
+) -> str | None:
+    """Why a provider's settings cannot work, checked before anything is sent; lexicon's
+    providers check theirs when they authenticate."""
+    if name not in NATIVE:
+        return None
+    problem: str | None = importlib.import_module(NATIVE[name]).settings_problem(
+        options, credentials
+    )
+    return problem
 
 
 @contextmanager
@@ -265,10 +296,12 @@ def publish(
     changes = plan.changes()
 
     def open_session(zone_name: str) -> ZoneApi:
-        if provider.name == "hostinger":
-            from mailmend.providers.hostinger_dns import HostingerZone
-
-            return HostingerZone(provider.options, secrets, zone_name, plan.ttl, timeout, end)
+        if provider.name in NATIVE:
+            native = importlib.import_module(NATIVE[provider.name])
+            zone_api: ZoneApi = native.Zone(
+                provider.options, secrets, zone_name, plan.ttl, timeout, end
+            )
+            return zone_api
         return Session(provider, secrets, zone_name, plan.ttl)
 
     with http_deadline(timeout):

@@ -40,18 +40,22 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-import dns.exception
-import dns.rdata
-import dns.rdataclass
-import dns.rdatatype
-
-from mailmend.providers.secrets import BadCredentials, ProviderError, Unavailable, client_errors
+from mailmend.providers import hostinger_client
+from mailmend.providers.dns import joined_strings, name_value
+from mailmend.providers.secrets import (
+    BadCredentials,
+    ProviderError,
+    Unavailable,
+)
 from mailmend.records.plan import RecordChange
 from mailmend.rules import api_endpoint_problem
 
 if TYPE_CHECKING:
     from mailmend.providers.dns import ZoneOutcome
 
+#: The official client this module needs (:func:`mailmend.providers.dns.load_provider`).
+PACKAGE = "hostinger-api"
+installed = hostinger_client.installed
 #: Where the API lives (``endpoint`` option: a stand-in or a proxy).
 DEFAULT_ENDPOINT = "https://developers.hostinger.com"
 OPTIONS = ("endpoint",)
@@ -83,11 +87,7 @@ def joined_txt(content: str) -> str:
     """A TXT value as read: zone-file strings (``"a" "b"``) are joined, plain text stays."""
     if not content.startswith('"'):
         return content
-    try:
-        rd = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, content)
-    except dns.exception.DNSException:
-        return content
-    return b"".join(rd.strings).decode("utf-8", errors="replace")  # type: ignore[attr-defined]
+    return joined_strings(content) or content
 
 
 class HostingerZone:
@@ -105,21 +105,16 @@ class HostingerZone:
         end: float | None = None,
     ) -> None:
         """``end``: a ``time.monotonic()`` no request waits past (``--deadline``)."""
-        from hostinger_api.api.dns_snapshot_api import DNSSnapshotApi
-        from hostinger_api.api.dns_zone_api import DNSZoneApi
-        from hostinger_api.api_client import ApiClient
-        from hostinger_api.configuration import Configuration
-
-        endpoint = options.get("endpoint", DEFAULT_ENDPOINT)
-        # retries=0: urllib3 would otherwise try 4 times, each with the full timeout.
         token = secrets.get("api_token") or secrets.get("auth_token")
         if not token:
             raise BadCredentials(settings_problem(options, {}) or "hostinger: no API token")
-        config = Configuration(host=endpoint, access_token=token, retries=0)
-        client = ApiClient(config)
+        client = hostinger_client.api_client(options.get("endpoint", DEFAULT_ENDPOINT), token)
+        zones, snapshots, self.models = hostinger_client.load(
+            "api.dns_zone_api", "api.dns_snapshot_api", "models"
+        )
         self.zone, self.ttl, self.timeout, self.end = zone, ttl, timeout, end
-        self.zones = DNSZoneApi(client)
-        self.snapshots = DNSSnapshotApi(client)
+        self.zones = zones.DNSZoneApi(client)
+        self.snapshots = snapshots.DNSSnapshotApi(client)
         self._rrsets: dict[tuple[str, str], Any] | None = None
         self.refresh()
         self._load()  # a zone the account does not hold fails here (find_zone goes on)
@@ -131,9 +126,7 @@ class HostingerZone:
         return max(0.05, min(self.timeout, self.end - time.monotonic()))
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
-        from hostinger_api.exceptions import ApiException
-
-        return client_errors(f"hostinger: {what}", ApiException, _status_and_message)
+        return hostinger_client.errors(f"hostinger: {what}")
 
     def refresh(self) -> None:
         self._rrsets = None
@@ -169,10 +162,8 @@ class HostingerZone:
     def write(
         self, rrsets: Mapping[tuple[str, str], Sequence[RecordChange]], outcome: ZoneOutcome
     ) -> None:
-        from hostinger_api.models.dnsv1_zone_update_request import DNSV1ZoneUpdateRequest
-
         zone = [self._entry(name, rdtype, group) for (name, rdtype), group in rrsets.items()]
-        request = DNSV1ZoneUpdateRequest(overwrite=True, zone=zone)
+        request = self.models.DNSV1ZoneUpdateRequest(overwrite=True, zone=zone)
         rollback = self._newest_snapshot()
         with self._errors(f"validating the update of zone {self.zone}"):
             self.zones.validate_dns_records_v1(self.zone, request, _request_timeout=self._wait())
@@ -186,13 +177,6 @@ class HostingerZone:
             outcome.written.append(f"{'replaced' if replaced else 'added'} {rdtype} {name}")
 
     def _entry(self, name: str, rdtype: str, group: Sequence[RecordChange]) -> Any:
-        from hostinger_api.models.dnsv1_zone_update_request_zone_inner import (
-            DNSV1ZoneUpdateRequestZoneInner,
-        )
-        from hostinger_api.models.dnsv1_zone_update_request_zone_inner_records_inner import (
-            DNSV1ZoneUpdateRequestZoneInnerRecordsInner as Content,
-        )
-
         current = self._records(name, rdtype)
         if any(r.is_disabled for r in current):
             raise ProviderError(
@@ -207,11 +191,13 @@ class HostingerZone:
         contents += [record.value or "" for record in group]
         entry = self._load().get((name, rdtype))
         ttl = entry.ttl if entry is not None and entry.ttl else self.ttl
-        return DNSV1ZoneUpdateRequestZoneInner(
+        return self.models.DNSV1ZoneUpdateRequestZoneInner(
             name=self._relative(name),
             type=rdtype,
             ttl=ttl,
-            records=[Content(content=c) for c in contents],
+            records=[
+                self.models.DNSV1ZoneUpdateRequestZoneInnerRecordsInner(content=c) for c in contents
+            ],
         )
 
     def _newest_snapshot(self) -> str:
@@ -237,26 +223,7 @@ class HostingerZone:
 
 
 def _value(rdtype: str, content: str) -> str:
-    if rdtype == "TXT":
-        return joined_txt(content)
-    return content.rstrip(".") if rdtype in ("CNAME", "MX", "NS", "PTR") else content
+    return joined_txt(content) if rdtype == "TXT" else name_value(rdtype, content)
 
 
-def _status_and_message(err: Any) -> tuple[int, str]:
-    """Status and Hostinger's own words (``message``, then the first validation error)."""
-    import json
-
-    try:
-        body = json.loads(err.body or "{}")
-    except (TypeError, ValueError):
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    message = str(body.get("message") or "")
-    errors = body.get("errors")
-    if isinstance(errors, dict):
-        for field_name, texts in errors.items():
-            first = texts[0] if isinstance(texts, list) and texts else texts
-            message = f"{message} ({field_name}: {first})" if message else f"{field_name}: {first}"
-            break
-    return int(err.status or 0), message
+Zone = HostingerZone  # what mailmend.providers.dns.NATIVE looks up

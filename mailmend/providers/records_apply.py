@@ -90,12 +90,9 @@ def provider_from(args: argparse.Namespace, fleet: Fleet) -> DnsProvider | None:
         provider_dns.load_provider(name)
     except ProviderError as err:
         raise UsageError(str(err)) from None
-    if name == "hostinger":
-        from mailmend.providers.hostinger_dns import settings_problem
-
-        problem = settings_problem(options, credentials)
-        if problem:
-            raise UsageError(problem)
+    problem = provider_dns.settings_problem(name, options, credentials)
+    if problem:
+        raise UsageError(problem)
     debug_logging(args.debug)
     return provider_dns.DnsProvider(name, options, credentials)
 

@@ -68,24 +68,18 @@ class Hostinger:
     name = "hostinger"
 
     def __init__(self, token: str, endpoint: str, timeout: float) -> None:
-        from hostinger_api.api_client import ApiClient
-        from hostinger_api.configuration import Configuration
+        from mailmend.providers import hostinger_client
 
-        # retries=0: urllib3 would otherwise try 4 times, each with the full timeout.
-        self.client = ApiClient(Configuration(host=endpoint, access_token=token, retries=0))
+        self.client = hostinger_client.api_client(endpoint, token)
         self.timeout = timeout
+        self.hostinger = hostinger_client
 
     def _errors(self, what: str) -> AbstractContextManager[None]:
-        from hostinger_api.exceptions import ApiException
-
-        return client_errors(
-            what, ApiException, lambda e: (int(e.status or 0), _json(e.body).get("message", ""))
-        )
+        return self.hostinger.errors(what)
 
     def find(self, ip: str) -> Target:
-        from hostinger_api.api.vps_virtual_machine_api import VPSVirtualMachineApi
-
-        vms = VPSVirtualMachineApi(self.client)
+        (vms_api,) = self.hostinger.load("api.vps_virtual_machine_api")
+        vms = vms_api.VPSVirtualMachineApi(self.client)
         with self._errors("hostinger: listing virtual machines"):
             machines = vms.get_virtual_machines_v1(_request_timeout=self.timeout)
         for vm in machines:
@@ -95,13 +89,9 @@ class Hostinger:
         raise _not_found(self.name, ip)
 
     def set_ptr(self, target: Target, fqdn: str) -> None:
-        from hostinger_api.api.vpsptr_records_api import VPSPTRRecordsApi
-        from hostinger_api.models.vpsv1_virtual_machine_ptr_store_request import (
-            VPSV1VirtualMachinePTRStoreRequest,
-        )
-
-        ptr = VPSPTRRecordsApi(self.client)
-        request = VPSV1VirtualMachinePTRStoreRequest(domain=fqdn)
+        ptr_api, models = self.hostinger.load("api.vpsptr_records_api", "models")
+        ptr = ptr_api.VPSPTRRecordsApi(self.client)
+        request = models.VPSV1VirtualMachinePTRStoreRequest(domain=fqdn)
         with self._errors(f"hostinger: setting the PTR of {target.ip}"):
             ptr.create_ptr_record_v1(
                 int(target.server_id), int(target.detail), request, _request_timeout=self.timeout
