@@ -56,7 +56,11 @@ class SilentWrites:
     changes something (POST, PUT, PATCH, DELETE): the call may or may not have been carried
     out."""
 
-    def __init__(self, read: Callable[[str], Any]) -> None:
+    def __init__(
+        self, read: Callable[[str], Any], checks: Callable[[str], Any] | None = None
+    ) -> None:
+        """``checks(path)``: the JSON answer to a POST that changes nothing (a provider's
+        validate call); None (or no ``checks``): held like every write."""
         self.writes: list[tuple[str, str]] = []
         self._stop = threading.Event()
         server = self
@@ -65,16 +69,34 @@ class SilentWrites:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 return
 
-            def do_GET(self) -> None:
-                body = read(self.path)
-                data = json.dumps(body if body is not None else {"error": "Not Found"}).encode()
-                self.send_response(200 if body is not None else 404)
+            def _answer(self, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:
+                body = read(self.path)
+                if body is None:
+                    data = json.dumps({"error": "Not Found"}).encode()
+                    self.send_response(404)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                else:
+                    self._answer(body)
+
             def _hold(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                answer = checks(self.path) if checks and self.command == "POST" else None
+                if answer is not None:
+                    self._answer(answer)
+                    return
                 server.writes.append((self.command, self.path))
                 server._stop.wait()
 

@@ -44,6 +44,7 @@ from mailmend.providers import hostinger_client
 from mailmend.providers.dns import joined_strings, name_value
 from mailmend.providers.secrets import (
     BadCredentials,
+    NoAnswer,
     ProviderError,
     Unavailable,
 )
@@ -165,8 +166,13 @@ class HostingerZone:
         zone = [self._entry(name, rdtype, group) for (name, rdtype), group in rrsets.items()]
         request = self.models.DNSV1ZoneUpdateRequest(overwrite=True, zone=zone)
         rollback = self._newest_snapshot()
-        with self._errors(f"validating the update of zone {self.zone}"):
-            self.zones.validate_dns_records_v1(self.zone, request, _request_timeout=self._wait())
+        try:
+            with self._errors(f"validating the update of zone {self.zone}"):
+                self.zones.validate_dns_records_v1(
+                    self.zone, request, _request_timeout=self._wait()
+                )
+        except NoAnswer as err:  # a check, not a write: an unanswered one changed nothing
+            raise Unavailable(str(err)) from None
         if rollback:
             outcome.notes.append(rollback)
         # One request: applied or not. Unanswered, the zone's outcome is "may have changed".

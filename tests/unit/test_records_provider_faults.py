@@ -1,4 +1,5 @@
-"""``mailmend records --apply --provider powerdns`` for 12 zones when the API fails: one that
+"""``mailmend records --apply --provider powerdns`` (and ``hostinger``) for 12 zones when the
+API fails: one that
 accepts connections and never answers, and one that answers reads (the zones are found) but
 never a write. The run ends by ``--deadline``, one line per zone, and no zone whose write was
 sent is said to be "not changed".
@@ -53,11 +54,12 @@ def fleet(tmp_path: Path) -> Path:
 
 
 def records(
-    tmp_path: Path, nameserver: str, url: str
+    tmp_path: Path, nameserver: str, url: str, provider: str = "powerdns"
 ) -> tuple[subprocess.CompletedProcess[str], float]:
+    option = "pdns_server" if provider == "powerdns" else "endpoint"
     argv = [
         str(MAILMEND), "records", "--fleet", str(fleet(tmp_path)), "--nameserver", nameserver,
-        "--provider", "powerdns", "--provider-option", f"pdns_server={url}",
+        "--provider", provider, "--provider-option", f"{option}={url}",
         "--provider-credential", "auth_token=env:PDNS_API_KEY", "--apply",
         "--timeout", f"{TIMEOUT:g}", "--deadline", f"{DEADLINE:g}",
     ]  # fmt: skip
@@ -111,3 +113,66 @@ def test_writes_never_answered_end_by_the_deadline_one_line_per_zone(
                 f"zone {name}: not changed: not sent: the {DEADLINE:g} s deadline (--deadline) "
                 "passed first"
             ), line
+
+
+# -- Hostinger (its own client, hostinger-api over urllib3): the same faults ------------------
+_HOSTINGER = re.compile(r"/api/dns/v1/(zones|snapshots)/(d\d+\.example)\Z")
+
+
+def hostinger_reads(path: str) -> list[object] | None:
+    """A zone of the account (dN.example) is empty and has no snapshot; any other name: 404."""
+    return [] if _HOSTINGER.match(path.split("?")[0]) else None
+
+
+def test_hostinger_api_that_never_answers_ends_by_the_timeout(
+    tmp_path: Path, nameserver: str
+) -> None:
+    with Silent() as api:
+        done, took = records(tmp_path, nameserver, api.url, "hostinger")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, len(said(done.stderr))) == (1, 1), done.stderr
+    assert took < TIMEOUT + SLACK, took
+    assert re.fullmatch(
+        r"mailmend records: hostinger: reading zone \S+: 127\.0\.0\.1 did not answer in time: "
+        r"nothing was written",
+        said(done.stderr)[0],
+    ), done.stderr
+
+
+def test_hostinger_updates_never_answered_end_by_the_deadline(
+    tmp_path: Path, nameserver: str
+) -> None:
+    """Validate answers, the PUT never does: a zone whose PUT went out MAY HAVE CHANGED."""
+    with SilentWrites(hostinger_reads, checks=lambda path: {"message": "ok"}) as api:
+        done, took = records(tmp_path, nameserver, api.url, "hostinger")
+        writes = list(api.writes)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1 and took < DEADLINE + SLACK, (took, done.stderr)
+    lines = said(done.stderr)
+    by_zone = {line.split()[3].rstrip(":"): line for line in lines}
+    assert sorted(by_zone) == sorted(f"d{i}.example" for i in range(1, ZONES + 1)), lines
+    sent = {path.rsplit("/", 1)[1] for method, path in writes if method == "PUT"}
+    assert sent and len(lines) == ZONES, lines
+    for name, line in by_zone.items():
+        if name in sent:
+            assert f"zone {name}: MAY HAVE CHANGED: hostinger: updating zone {name}: " in line
+        else:
+            assert line.endswith("passed first"), line
+
+
+def test_hostinger_checks_never_answered_change_nothing(tmp_path: Path, nameserver: str) -> None:
+    """Validate (a POST that writes nothing) never answers: every zone says "not changed",
+    none "MAY HAVE CHANGED", and no PUT is sent."""
+    with SilentWrites(hostinger_reads) as api:
+        done, took = records(tmp_path, nameserver, api.url, "hostinger")
+        writes = list(api.writes)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1 and took < DEADLINE + SLACK, (took, done.stderr)
+    assert writes and {method for method, _path in writes} == {"POST"}
+    lines = said(done.stderr)
+    assert len(lines) == ZONES and not [line for line in lines if "MAY HAVE" in line], lines
+    checked = {path.split("/")[-2] for _method, path in writes}
+    for line in lines:
+        name = line.split()[3].rstrip(":")
+        expected = "did not answer in time" if name in checked else "passed first"
+        assert f"zone {name}: not changed: " in line and expected in line, line
