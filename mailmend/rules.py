@@ -390,7 +390,7 @@ def relay_host_problem(value: str) -> str | None:
         reason = parts
     else:
         host, port, bracketed = parts
-        reason = _relay_port_reason(port)
+        reason = None if port is None else port_problem(port)
         if reason is None and _ip_or_none(host) is not None:
             reason = None if bracketed else f"write an IP address in brackets, like [{host}]"
         elif reason is None:
@@ -400,9 +400,8 @@ def relay_host_problem(value: str) -> str | None:
     return f"{value!r} is not a relay host ({reason}); use a form like [smtp.example.net]:587"
 
 
-def _relay_port_reason(port: str | None) -> str | None:
-    if port is None:
-        return None
+def port_problem(port: str) -> str | None:
+    """Why ``port`` (text) is not a TCP port 1-65535 (ASCII digits only), or None."""
     if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= MAX_PORT:
         return f"port {port!r} must be a number between 1 and {MAX_PORT}"
     return None

@@ -344,7 +344,7 @@ def _smtp(raw: object, where: str) -> tuple[str, int]:
     if not isinstance(raw, str):
         raise AlertConfigError(f'{where}: smtp must be "HOST:PORT" (e.g. "mail.example.com:587")')
     host, sep, port = raw.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or rules.port_problem(port):
         raise AlertConfigError(f'{where}: smtp must be "HOST:PORT" (e.g. "mail.example.com:587")')
     host = host.strip("[]")
     problem = rules.ssh_host_problem(host)

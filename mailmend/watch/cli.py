@@ -23,6 +23,7 @@ from typing import Any
 
 from mailmend.cli.errors import EXIT_OK
 from mailmend.cli.options import add_fleet_argument, seconds
+from mailmend.rules import port_problem
 from mailmend.store import StoreError, default_db_path, exclusive
 
 ACTIONS = ("run", "history", "status")
@@ -47,7 +48,7 @@ def parse_address(text: str) -> tuple[str, int]:
     """``127.0.0.1:9211`` or ``[::1]:9211`` -> (address, port)."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or port_problem(port):
         raise ValueError(f"{text!r}: give ADDRESS:PORT, like 127.0.0.1:9211")
     return host, int(port)
 

@@ -238,6 +238,10 @@ def test_alerts_file(tmp_path: Path) -> None:
             '[[alert]]\nemail = "ops@example.com"\nsmtp = "mail.example.com"\nfrom = "a@b.example"',
             'alert 1: smtp must be "HOST:PORT"',
         ),
+        (  # regression: a digit int() does not read ("²") was a traceback
+            '[[alert]]\nemail = "ops@example.com"\nsmtp = "m.example.com:²"\nfrom = "a@b.example"',
+            'alert 1: smtp must be "HOST:PORT"',
+        ),
         (
             '[[alert]]\nemail = "ops@example.com"\nsmtp = "m.example.com:25"\n'
             'from = "a@b.example"\ncredentials = "user:password"',

@@ -29,6 +29,8 @@ def test_addresses() -> None:
     assert parse_address("[::1]:9211") == ("::1", 9211)
     with pytest.raises(ValueError, match="give ADDRESS:PORT"):
         parse_address("127.0.0.1")
+    with pytest.raises(ValueError, match="give ADDRESS:PORT"):
+        parse_address("127.0.0.1:²")  # a digit int() does not read
 
 
 @pytest.mark.parametrize(
