@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from collections.abc import Sequence
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
-from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE, UsageError
+from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, UsageError, say
 from mailmend.cli.options import add_fleet_argument, load_fleet_file, seconds, select_hosts
 from mailmend.fleet import Fleet, HostSpec
 from mailmend.providers.ptr import (
@@ -83,22 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except UsageError as err:
-        for line in str(err).splitlines() or [""]:
-            _say(line)
-        return EXIT_USAGE
-
-
 def _say(line: str) -> None:
     from mailmend.providers.secrets import redact
 
-    print(f"mailmend ptr: {redact(line)}", file=sys.stderr)
+    say("ptr", redact(line))
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``mailmend ptr`` (a :class:`UsageError` is reported by :func:`mailmend.cli.main.main`)."""
     fleet = load_fleet_file(args.fleet, "ptr")
     hosts = select_hosts(fleet, args.host)
     readers = _readers(args, fleet)

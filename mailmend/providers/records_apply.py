@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver
-from mailmend.cli.errors import EXIT_FAIL, EXIT_USAGE, UsageError
+from mailmend.cli.errors import EXIT_FAIL, EXIT_USAGE, UsageError, say
 from mailmend.fleet import Fleet
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.publish import verify
@@ -100,7 +99,7 @@ def provider_from(args: argparse.Namespace, fleet: Fleet) -> DnsProvider | None:
 def _say(line: str) -> None:
     from mailmend.providers.secrets import redact
 
-    print(f"mailmend records: {redact(line)}", file=sys.stderr)
+    say("records", redact(line))
 
 
 def apply(
