@@ -14,7 +14,8 @@ from __future__ import annotations
 import base64
 import binascii
 import posixpath
-from collections.abc import Generator, Mapping
+import weakref
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,7 +24,7 @@ from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.deploy import deploy
 from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import operation
-from pyinfra.context import host
+from pyinfra.context import ctx_host, host
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import server
@@ -241,8 +242,26 @@ def existing_dkim(ctx: Any) -> tuple[list[dkim_discovery.FoundKey], list[str]]:
 RSPAMD_CONFS = dkim_discovery.RSPAMD_DKIM_CONFS
 
 
+#: Per pyinfra host: what :func:`_once` computed. The mail deploy asks the same questions in
+#: several steps (OpenDKIM, main.cf, the summary); the host is read, and told, once.
+_ONCE: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _once(key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()`` the first time this host asks for ``key`` in this run, then its result."""
+    seen = _ONCE.setdefault(ctx_host.get(), {})  # type: ignore[no-untyped-call]
+    if key not in seen:
+        seen[key] = compute()
+    return seen[key]
+
+
 def _signer_configs() -> tuple[list[str], str, list[str]]:
     """Installed packages, rspamd's dkim_signing configuration, amavis' configuration."""
+    result: tuple[list[str], str, list[str]] = _once("signer_configs", _read_signer_configs)
+    return result
+
+
+def _read_signer_configs() -> tuple[list[str], str, list[str]]:
     installed = _installed()
     rspamd = "\n".join(host.get_fact(FileText, path=p) or "" for p in RSPAMD_CONFS)
     amavis = (
@@ -270,8 +289,14 @@ def adopt_dkim(ctx: Any, make_domain: Any) -> Any:
     """``ctx`` with each domain that already has a key elsewhere signing with THAT key (its
     selector, its file: never moved, regenerated or re-permissioned); the rest unchanged.
 
-    ``make_domain(name, selector, private_key, adopted=True)`` builds a context entry.
+    ``make_domain(name, selector, private_key, adopted=True)`` builds a context entry. Asked
+    again for the same ``ctx`` on the same host (the summary after OpenDKIM), the first
+    answer: the host is not read again and the adoption is logged once.
     """
+    return _once(("adopt_dkim", ctx), lambda: _adopt_dkim(ctx, make_domain))
+
+
+def _adopt_dkim(ctx: Any, make_domain: Any) -> Any:
     found, others = existing_dkim(ctx)
     by_domain = {k.domain: k for k in found}
     domains = []

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from pyinfra.api.command import FileUploadCommand, StringCommand
 from pyinfra.context import ctx_host, ctx_state
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Directory, File, Sha1File
 from pyinfra.facts.server import Hostname, Os, Which
 from pyinfra.operations import server
 
+from mailmend.adopt import deploy as adopt
 from mailmend.checks.txt import split_txt
 from mailmend.deploys import contexts, opendkim, staged, summary
 from mailmend.deploys.facts import HostDkimPublicKey, parse_dkim_public_key
@@ -29,6 +32,7 @@ DOMAIN = contexts.DkimDomain(
     private_key="/etc/opendkim/keys/example.com/mx1.private",
     txt_record="/etc/opendkim/keys/example.com/mx1.txt",
 )
+FIXTURES = Path(__file__).with_name("fixtures") / "adopt"
 KEY_FILE = {"user": "opendkim", "group": "opendkim", "mode": 600}
 
 
@@ -283,3 +287,32 @@ def test_summary_prints_nothing_while_planning() -> None:
 def test_split_txt_boundaries(length: int, strings: int) -> None:
     parts = split_txt("x" * length)
     assert len(parts) == strings and "".join(parts) == "x" * length
+
+
+def test_adoption_is_read_and_logged_once_per_host() -> None:
+    """The mail deploy adopts in the OpenDKIM step and again in the summary: the second
+    answer is the first one, with no second read of the host and no second log line."""
+    ctx = contexts.opendkim_context(
+        "mx1",
+        {
+            "hostname": "mx1.signed.example",
+            "public_ipv4": "192.0.2.10",
+            **opendkim.DEFAULTS,
+            "domains": [{"name": "signed.example", "selector": "news2026"}],
+        },
+    )
+    conf = (FIXTURES / "dkim-opendkim.conf").read_text()
+    facts = {(adopt.FileText, ctx.config_file): conf, (DebPackages, None): {"rspamd": ["3.4"]}}
+    make = contexts.adopted_dkim_domain(ctx.key_root)
+    with fake(facts) as host:
+        first = adopt.adopt_dkim(ctx, make)
+        reads = list(host.reads)
+        assert adopt.opendkim_wanted({})[0] is False  # rspamd signs: same packages, no read
+        assert adopt.adopt_dkim(ctx, make) == first
+    assert [d.selector for d in first.domains] == ["default"] and first.domains[0].adopted
+    assert host.reads == reads
+    assert sum("adopting the existing key" in line for line in host.logs) == 1
+    assert sum("rspamd is also active" in line for line in host.logs) == 1
+    with fake(facts) as other:  # another host (or run) is read afresh
+        assert adopt.adopt_dkim(ctx, make) == first
+    assert other.reads == reads
