@@ -40,8 +40,6 @@ from mailmend.fleet import HostSpec
 from mailmend.rules import selector_problem
 from mailmend.ssh import ssh_argv
 
-#: Default seconds for one host's read (ssh connect, login and the command).
-SSH_TIMEOUT = 20.0  # the CLI's --ssh-timeout default (mailmend.cli.options.SSH_TIMEOUT)
 #: Hosts read at once.
 WORKERS = 32
 SSH_FAILED = 255
@@ -219,9 +217,10 @@ def read_host(spec: HostSpec, timeout: float, runner: Runner | None = None) -> H
 
 
 def read_hosts(
-    hosts: Sequence[HostSpec], timeout: float = SSH_TIMEOUT, runner: Runner | None = None
+    hosts: Sequence[HostSpec], timeout: float, runner: Runner | None = None
 ) -> list[HostKeys]:
-    """Every host's keys, in ``hosts`` order; hosts are read :data:`WORKERS` at a time."""
+    """Every host's keys, in ``hosts`` order; hosts are read :data:`WORKERS` at a time, each
+    ending within ``timeout`` seconds (the CLI's ``--ssh-timeout``)."""
     if not hosts:
         return []
     with ThreadPoolExecutor(max_workers=min(WORKERS, len(hosts))) as pool:

@@ -34,7 +34,8 @@ def seconds(text: str) -> float:
     return value
 
 
-#: ``--ssh-timeout``: seconds one host's read over ssh may take (mailmend.adopt.host_keys).
+#: ``--ssh-timeout``'s default: seconds one host's read over ssh may take (the only default;
+#: :func:`mailmend.adopt.host_keys.read_hosts` is always given it).
 SSH_TIMEOUT = 20.0
 
 
