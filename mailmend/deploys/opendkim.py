@@ -146,27 +146,23 @@ def _configure(ctx: contexts.OpenDkimContext, staging_dir: str, keep: int) -> No
         path=ctx.key_root, user=KEY_OWNER, group=KEY_OWNER, mode="750",
     )  # fmt: skip
     for domain in ctx.domains:
+        files.directory(
+            name=f"DKIM key directory for {domain.name}",
+            path=domain.key_dir, user=KEY_OWNER, group=KEY_OWNER, mode="750",
+        )  # fmt: skip
         if domain.adopted:  # an admin's key: never touched; its public half copied for records
-            files.directory(
-                name=f"DKIM key directory for {domain.name}",
-                path=domain.key_dir, user=KEY_OWNER, group=KEY_OWNER, mode="750",
-            )  # fmt: skip
             adopt.public_half(
                 name=f"Public half of the adopted key {domain.record_name}",
                 private_key=domain.private_key,
                 selector=domain.selector,
                 dest=domain.txt_record,
             )
-            continue
-        files.directory(
-            name=f"DKIM key directory for {domain.name}",
-            path=domain.key_dir, user=KEY_OWNER, group=KEY_OWNER, mode="750",
-        )  # fmt: skip
-        dkim_key(
-            name=f"DKIM key {domain.record_name} (only when absent)",
-            domain=domain,
-            bits=ctx.key_bits,
-        )
+        else:
+            dkim_key(
+                name=f"DKIM key {domain.record_name} (only when absent)",
+                domain=domain,
+                bits=ctx.key_bits,
+            )
 
     trusted = posixpath.join(ctx.table_dir, SHARED_TABLE)
     block = contexts.render_template(f"opendkim/{SHARED_TABLE}.j2", opendkim=ctx)
@@ -236,8 +232,9 @@ def _activate(ctx: contexts.OpenDkimContext, pidfile: str, queue_dir: str) -> No
 @deploy("OpenDKIM", data_defaults=DEFAULTS)
 def opendkim_deploy() -> None:
     """Install OpenDKIM, keep one key per (domain, selector), sign via Postfix's milter."""
-    ctx = contexts.opendkim_context(host.name, contexts.host_data(host.data))
-    wanted, why = adopt.opendkim_wanted(contexts.host_data(host.data))
+    data = contexts.host_data(host.data)
+    ctx = contexts.opendkim_context(host.name, data)
+    wanted, why = adopt.opendkim_wanted(data)
     if not wanted:  # rspamd or amavis signs: a second signer is not added unless asked
         host.log(why)
         return
@@ -250,7 +247,6 @@ def opendkim_deploy() -> None:
     )
     pidfile = contexts.safe_text(host.name, "opendkim_pidfile", host.data.opendkim_pidfile)
     _install(cache_time)
-    data = contexts.host_data(host.data)
     queue_dir = contexts.safe_text(host.name, "postfix_queue_dir", data["postfix_queue_dir"])
     _configure(ctx, staging_dir, contexts.backups_keep(host.name, data))
     _activate(ctx, pidfile, queue_dir)
