@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import os
-import stat
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -32,6 +31,7 @@ from mailmend.cli.options import (
     add_dkim_from_hosts,
     add_fleet_argument,
     load_fleet_file,
+    read_key_file,
     seconds,
     select_hosts,
     write_output,
@@ -398,23 +398,6 @@ def dkim_keys_from_args(
         except (DkimRecordError, UnicodeDecodeError) as err:
             raise UsageError(f"--dkim-key: {path}: {err}") from None
     return keys
-
-
-_MAX_KEY_FILE = 64 * 1024
-
-
-def read_key_file(path: str, option: str) -> bytes:
-    """A small key file's bytes; a device, a FIFO (read for ever) or over 64 KiB is refused.
-
-    Raises :class:`UsageError` for those, OSError when the file cannot be read.
-    """
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise UsageError(f"{option}: {path} is not a regular file")
-    with open(path, "rb") as file:
-        data = file.read(_MAX_KEY_FILE + 1)
-    if len(data) > _MAX_KEY_FILE:
-        raise UsageError(f"{option}: {path} is over 64 KiB: not a key file")
-    return data
 
 
 # --- rendering and exit codes --------------------------------------------------------------------

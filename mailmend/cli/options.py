@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,3 +99,20 @@ def write_output(text: str, output: str | None) -> None:
         Path(output).write_text(text, encoding="utf-8")
     except OSError as err:
         raise UsageError(f"cannot write {output}: {err.strerror}") from None
+
+
+_MAX_KEY_FILE = 64 * 1024
+
+
+def read_key_file(path: str, option: str) -> bytes:
+    """A small key file's bytes; a device, a FIFO (read for ever) or over 64 KiB is refused.
+
+    Raises :class:`UsageError` for those, OSError when the file cannot be read.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UsageError(f"{option}: {path} is not a regular file")
+    with open(path, "rb") as file:
+        data = file.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise UsageError(f"{option}: {path} is over 64 KiB: not a key file")
+    return data

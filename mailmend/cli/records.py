@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mailmend.adopt import host_keys
 from mailmend.checks.dkim_key import DkimPublicKey
@@ -36,6 +35,7 @@ from mailmend.cli.options import (
     add_dkim_from_hosts,
     add_fleet_argument,
     load_fleet_file,
+    read_key_file,
     seconds,
 )
 from mailmend.dmarc import cli as dmarc_cli
@@ -310,7 +310,7 @@ def _dkim_keys(args: argparse.Namespace, fleet: Fleet) -> DkimInput:
             if not (sep and colon and domain and selector and file):
                 raise UsageError(f"--dkim-txt {spec!r}: expected DOMAIN:SELECTOR=FILE")
             try:
-                text = Path(file).read_text(encoding="utf-8")
+                text = read_key_file(file, "--dkim-txt").decode("utf-8")
             except (OSError, UnicodeDecodeError) as err:
                 raise UsageError(f"--dkim-txt: cannot read {file}: {err}") from None
             found.keys.append(read_genkey_txt(text, domain, selector))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,36 @@ def test_bad_option_is_one_line_exit_2_nothing_contacted(
     assert out == ""
     assert len(err.splitlines()) == 1 and err.startswith("mailmend records: "), err
     assert message in err
+    assert not contacted(udp, tcp)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", "--dkim-txt: {path} is not a regular file"),  # was read for ever
+        ("big", "--dkim-txt: {path} is over 64 KiB: not a key file"),
+    ],
+)
+def test_dkim_txt_file_is_read_as_check_reads_a_key_file(
+    kind: str,
+    message: str,
+    fleet: Path,
+    listener: tuple[str, socket.socket, socket.socket],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--dkim-txt`` refuses what ``check --dkim-key`` refuses (one reader of key files)."""
+    server, udp, tcp = listener
+    path = tmp_path / "mx1.txt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("x" * (65 * 1024))
+    argv = ["records", "--fleet", str(fleet), "--nameserver", server, "--timeout", "0.3"]
+    assert main([*argv, "--dkim-txt", f"alpha.example:mx1={path}"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == f"mailmend records: {message.format(path=path)}"
     assert not contacted(udp, tcp)
 
 
