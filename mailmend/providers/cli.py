@@ -23,7 +23,14 @@ from collections.abc import Sequence
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.names import normalize_name, reverse_name
 from mailmend.checks.nameservers import Nameserver, parse_nameserver, system_nameservers
-from mailmend.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_UNKNOWN, UsageError, say
+from mailmend.cli.errors import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNKNOWN,
+    UsageError,
+    say,
+)
 from mailmend.cli.options import add_fleet_argument, load_fleet_file, seconds, select_hosts
 from mailmend.fleet import Fleet, HostSpec
 from mailmend.providers.ptr import (
@@ -131,7 +138,15 @@ def _decide(
 
     debug_logging(args.debug)
     by_name = {h.name: h for h in hosts}
-    summary = Summary(_apply_all([_HostRun(p, by_name[p.host]) for p in todo], readers, args))
+    runs = [_HostRun(p, by_name[p.host]) for p in todo]
+    try:
+        summary = Summary(_apply_all(runs, readers, args))
+    except KeyboardInterrupt:  # each host says how far it got: what may have been set
+        outcomes += [run.outcome or run.cut_short("before Ctrl-C") for run in runs]
+        for outcome in outcomes:
+            _say(_outcome_line(outcome))
+        _say("interrupted (Ctrl-C): run mailmend ptr again to see and finish")
+        return EXIT_INTERRUPTED
     outcomes += summary.outcomes
     for outcome in summary.outcomes:
         _say(_outcome_line(outcome))
@@ -151,7 +166,8 @@ def _apply_all(
         threading.Thread(target=run.go, args=(readers, args, end, gate), daemon=True).start()
     for run in runs:
         run.finished.wait(max(0.0, end - time.monotonic()))
-    return [run.outcome or run.cut_short(args.deadline) for run in runs]
+    by = f"within the {args.deadline:g} s deadline (--deadline)"
+    return [run.outcome or run.cut_short(by) for run in runs]
 
 
 class _HostRun:
@@ -227,11 +243,12 @@ class _HostRun:
             return PtrOutcome(plan, "done", "", done_at_provider=True)
         return PtrOutcome(plan, "pending", _pending(plan, f"after {wait:g}s"), True)
 
-    def cut_short(self, deadline: float) -> PtrOutcome:
+    def cut_short(self, by: str) -> PtrOutcome:
+        """Stop this host; its outcome says how far it got ``by`` then (a deadline, Ctrl-C)."""
         with self._lock:
             self._cut = True
             stage = self.stage
-        plan, by = self.plan, f"within the {deadline:g} s deadline (--deadline)"
+        plan = self.plan
         if stage == "queued":
             return PtrOutcome(plan, "failed", f"not tried {by}: not changed")
         if stage == "asking":
@@ -240,7 +257,7 @@ class _HostRun:
             return PtrOutcome(
                 plan, "failed", f"{plan.provider} did not answer the PTR call {by}: {MAYBE_SET}"
             )
-        return PtrOutcome(plan, "pending", _pending(plan, f"by the {deadline:g} s deadline"), True)
+        return PtrOutcome(plan, "pending", _pending(plan, by), True)
 
 
 def _pending(plan: PtrPlan, when: str) -> str:

@@ -140,3 +140,36 @@ def test_a_ptr_call_never_answered_says_it_may_have_been_set(
             f"{api.url[7:]} did not answer in time: it may have been set: run mailmend ptr "
             "again to see"
         ), line
+
+
+def test_ctrl_c_says_for_each_host_how_far_it_got(tmp_path: Path, nameserver: str) -> None:
+    """SIGINT while 12 hosts wait on a silent API: one line per host (nothing changed yet),
+    then that the run was interrupted, exit 130, at once."""
+    import signal
+
+    with Silent() as api:
+        argv = [
+            str(MAILMEND), "ptr", "--fleet", str(fleet(tmp_path, api.url)),
+            "--nameserver", nameserver, "--apply", "--timeout", "30", "--deadline", "60",
+        ]  # fmt: skip
+        proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while api.accepted < HOSTS and time.monotonic() < deadline:
+            time.sleep(0.05)  # every host is asking its provider
+        assert api.accepted >= HOSTS
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        took = time.monotonic() - sent
+    stderr = err.decode()
+    assert proc.returncode == 130, stderr
+    assert took < 2.0, took
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if "warning:" not in line]
+    assert (
+        lines[-1] == "mailmend ptr: interrupted (Ctrl-C): run mailmend ptr again to see and finish"
+    )
+    by_host = {line.split()[2]: line for line in lines[:-1]}
+    assert len(by_host) == len(lines) - 1 == HOSTS, stderr
+    for line in by_host.values():
+        assert line.endswith("did not answer before Ctrl-C: not changed"), line
