@@ -313,27 +313,72 @@ def publish(
             else:
                 found = find_zone(record.name, open_session, cache, f"{provider.name} API")
                 groups.setdefault(found.zone, []).append(record)
-        outcomes = []
-        for zone_name, records in groups.items():
-            outcome = ZoneOutcome(zone_name, records)
-            outcomes.append(outcome)
-            left = timeout if end is None else min(timeout, end - time.monotonic())
-            if left <= 0:
-                outcome.status = "refused"
-                outcome.message = f"not sent: the {deadline:g} s deadline (--deadline) passed first"
-                continue
-            try:
-                with provider_errors(f"zone {zone_name}"), http_deadline(left):
-                    session = cache.get(zone_name) or open_session(zone_name)
-                    _publish_zone(session, records, outcome)
-                    _check_api(session, records, outcome)
-            except ProviderError as err:
-                unanswered = outcome.status == "writing" and isinstance(err, NoAnswer)
-                outcome.status = (
-                    "partial" if outcome.written else "unknown" if unanswered else "refused"
-                )
-                outcome.message = str(err)
+        outcomes: list[ZoneOutcome] = []
+        try:
+            _publish_zones(groups, outcomes, cache, open_session, timeout, end, deadline)
+        except KeyboardInterrupt:
+            raise Interrupted(_interrupted(groups, outcomes)) from None
         return outcomes
+
+
+class Interrupted(Exception):
+    """Ctrl-C while writing: ``outcomes`` says, zone by zone, how far each got."""
+
+    def __init__(self, outcomes: list[ZoneOutcome]) -> None:
+        super().__init__("interrupted (Ctrl-C)")
+        self.outcomes = outcomes
+
+
+def _interrupted(
+    groups: Mapping[str, list[RecordChange]], outcomes: list[ZoneOutcome]
+) -> list[ZoneOutcome]:
+    """Every zone's outcome at Ctrl-C: the zone being written is partly changed or may have
+    changed; the zones not reached were not sent."""
+    for outcome in outcomes:
+        if outcome.status in ("pending", "writing"):
+            outcome.message = "interrupted (Ctrl-C)"
+            unsure = outcome.status == "writing"
+            outcome.status = "partial" if outcome.written else "unknown" if unsure else "refused"
+            if outcome.status == "refused":
+                outcome.message = "not sent: interrupted (Ctrl-C)"
+    reached = {o.zone for o in outcomes}
+    for zone_name, records in groups.items():
+        if zone_name not in reached:
+            outcomes.append(
+                ZoneOutcome(zone_name, records, "refused", "not sent: interrupted (Ctrl-C)")
+            )
+    return outcomes
+
+
+def _publish_zones(
+    groups: Mapping[str, list[RecordChange]],
+    outcomes: list[ZoneOutcome],
+    cache: dict[str, ZoneApi | None],
+    open_session: Callable[[str], ZoneApi],
+    timeout: float,
+    end: float | None,
+    deadline: float | None,
+) -> None:
+    """Each zone in turn; ``outcomes`` gets each one as it begins."""
+    for zone_name, records in groups.items():
+        outcome = ZoneOutcome(zone_name, records)
+        outcomes.append(outcome)
+        left = timeout if end is None else min(timeout, end - time.monotonic())
+        if left <= 0:
+            outcome.status = "refused"
+            outcome.message = f"not sent: the {deadline:g} s deadline (--deadline) passed first"
+            continue
+        try:
+            with provider_errors(f"zone {zone_name}"), http_deadline(left):
+                session = cache.get(zone_name) or open_session(zone_name)
+                _publish_zone(session, records, outcome)
+                _check_api(session, records, outcome)
+        except ProviderError as err:
+            unanswered = outcome.status == "writing" and isinstance(err, NoAnswer)
+            outcome.status = (
+                "partial" if outcome.written else "unknown" if unanswered else "refused"
+            )
+            outcome.message = str(err)
 
 
 def _publish_zone(session: ZoneApi, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from mailmend.checks.engine import Engine, EngineConfig
 from mailmend.checks.nameservers import Nameserver
-from mailmend.cli.errors import EXIT_FAIL, EXIT_USAGE, UsageError, say
+from mailmend.cli.errors import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, say
 from mailmend.fleet import Fleet
 from mailmend.records.plan import Plan, RecordChange
 from mailmend.records.publish import verify
@@ -123,9 +123,15 @@ def apply(
     except ProviderError as err:
         _say(f"{err}: nothing was written")
         return EXIT_FAIL
-    except KeyboardInterrupt:
-        _say("interrupted: what was written is unknown; run records again to see")
-        return 130
+    except provider_dns.Interrupted as interrupted:
+        for outcome in interrupted.outcomes:
+            for line in provider_dns.outcome_lines(outcome):
+                _say(line)
+        _say("interrupted (Ctrl-C): run records again to see and finish")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # while the zones were looked up: nothing was written yet
+        _say("interrupted (Ctrl-C) while looking up the zones: nothing was written")
+        return EXIT_INTERRUPTED
     failed = False
     for outcome in outcomes:
         dns_failures: list[str] = []

@@ -176,3 +176,46 @@ def test_hostinger_checks_never_answered_change_nothing(tmp_path: Path, nameserv
         name = line.split()[3].rstrip(":")
         expected = "did not answer in time" if name in checked else "passed first"
         assert f"zone {name}: not changed: " in line and expected in line, line
+
+
+def test_ctrl_c_while_writing_says_each_zones_outcome(tmp_path: Path, nameserver: str) -> None:
+    """SIGINT while the first zone's write hangs: that zone MAY HAVE CHANGED, the 11 others
+    were not sent; one line each, then that the run was interrupted, exit 130, at once."""
+    import signal
+
+    def zones(path: str) -> dict[str, object] | None:
+        match = _ZONE_PATH.match(path.split("?")[0])
+        return {"name": match[1] + ".", "kind": "Native", "rrsets": []} if match else None
+
+    with SilentWrites(zones) as api:
+        argv = [
+            str(MAILMEND), "records", "--fleet", str(fleet(tmp_path)), "--nameserver", nameserver,
+            "--provider", "powerdns", "--provider-option", f"pdns_server={api.url}",
+            "--provider-credential", "auth_token=env:PDNS_API_KEY", "--apply",
+            "--timeout", "30", "--deadline", "60",
+        ]  # fmt: skip
+        env = {**CLI_ENV, "PDNS_API_KEY": "k3y-" + "s3cr3t" * 4}
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        waited = time.monotonic() + 30
+        while not api.writes and time.monotonic() < waited:
+            time.sleep(0.05)
+        assert api.writes  # the first zone's write is out, unanswered
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        took = time.monotonic() - sent
+        (first,) = {re.sub(r".*/zones/(.*)\.$", r"\1", path) for _method, path in api.writes}
+    stderr = err.decode()
+    assert proc.returncode == 130 and took < 2.0 and "Traceback" not in stderr, (took, stderr)
+    lines = said(stderr)
+    assert (
+        lines[-1] == "mailmend records: interrupted (Ctrl-C): run records again to see and finish"
+    )
+    by_zone = {line.split()[3].rstrip(":"): line for line in lines[:-1]}
+    assert len(by_zone) == len(lines) - 1 == ZONES, lines
+    assert by_zone.pop(first) == (
+        f"mailmend records: zone {first}: MAY HAVE CHANGED: interrupted (Ctrl-C); run records "
+        "again to see"
+    )
+    for name, line in by_zone.items():
+        assert line == f"mailmend records: zone {name}: not changed: not sent: interrupted (Ctrl-C)"
