@@ -391,12 +391,19 @@ def _publish_zone(session: ZoneApi, records: Sequence[RecordChange], outcome: Zo
         read = sorted(group[0].rrset)
         if now != read:
             raise StaleZone(
-                f"{rdtype} {name} changed since it was read (read {len(read)} record(s), "
-                f"now {len(now)}): nothing was written to zone {session.zone}; run records again"
+                f"{rdtype} {name} changed since it was read ({_difference(read, now)}): "
+                f"nothing was written to zone {session.zone}; run records again"
             )
     outcome.status = "writing"
     session.write(by_rrset, outcome)
     outcome.status = "applied"
+
+
+def _difference(read: Sequence[str], now: Sequence[str]) -> str:
+    """How an rrset differs from what the plan read, in counts (values may be long)."""
+    gone = len(set(read) - set(now))
+    new = len(set(now) - set(read))
+    return f"read {len(read)} record(s), now {len(now)}: {gone} gone, {new} new"
 
 
 def _check_api(session: ZoneApi, records: Sequence[RecordChange], outcome: ZoneOutcome) -> None:

@@ -145,8 +145,8 @@ def test_a_record_changed_behind_our_back_is_not_overwritten(
         api.route = original  # type: ignore[method-assign]
     assert done.returncode == 1, done.stderr
     assert (
-        f"mailmend records: zone {domain}: not changed: TXT {name} changed since it was read"
-        in done.stderr
+        f"mailmend records: zone {domain}: not changed: TXT {name} changed since it was read "
+        "(read 1 record(s), now 1: 1 gone, 1 new)" in done.stderr
     ), done.stderr
     assert txt(sandbox, name) == [theirs]
     for other in {h.domain for h in hosts} - {domain}:
