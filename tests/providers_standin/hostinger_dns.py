@@ -116,7 +116,7 @@ class HostingerDnsStandIn(HostingerStandIn):
                     return self._invalid(*problem)
                 if validate:
                     return 200, {"message": "Request accepted"}
-                self._snapshot(domain, rrsets)
+                self._snapshot(domain)
                 self._apply(domain, rrsets, request.body)
                 if self.mode == "answer_late":
                     time.sleep(self.late)
@@ -199,7 +199,7 @@ class HostingerDnsStandIn(HostingerStandIn):
     def _first(self, number: int) -> dict[str, Any]:
         return {"id": number, "reason": "Zone created", "created_at": NOW}
 
-    def _snapshot(self, domain: str, rrsets: list[dict[str, Any]]) -> None:
+    def _snapshot(self, domain: str) -> None:
         taken = self.snapshots.setdefault(domain, [self._first(1)])
         taken.append({"id": len(taken) + 1, "reason": "Zone records updated", "created_at": NOW})
 
