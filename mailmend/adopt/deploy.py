@@ -14,8 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import posixpath
-import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,12 +23,12 @@ from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.deploy import deploy
 from pyinfra.api.facts import FactBase
 from pyinfra.api.operation import operation
-from pyinfra.context import ctx_host, host
-from pyinfra.facts.deb import DebPackages
+from pyinfra.context import host
 from pyinfra.facts.files import File
 from pyinfra.operations import server
 
 from mailmend.adopt import dkim_discovery, ipv6, maincf, mta, shown
+from mailmend.deploys.facts import installed_packages, once
 
 
 class FileText(FactBase[Any]):
@@ -52,7 +51,7 @@ class FileText(FactBase[Any]):
 
 
 def _installed() -> list[str]:
-    return list(host.get_fact(DebPackages) or {})
+    return list(installed_packages())
 
 
 @deploy("Existing server")
@@ -242,22 +241,9 @@ def existing_dkim(ctx: Any) -> tuple[list[dkim_discovery.FoundKey], list[str]]:
 RSPAMD_CONFS = dkim_discovery.RSPAMD_DKIM_CONFS
 
 
-#: Per pyinfra host: what :func:`_once` computed. The mail deploy asks the same questions in
-#: several steps (OpenDKIM, main.cf, the summary); the host is read, and told, once.
-_ONCE: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-
-def _once(key: Any, compute: Callable[[], Any]) -> Any:
-    """``compute()`` the first time this host asks for ``key`` in this run, then its result."""
-    seen = _ONCE.setdefault(ctx_host.get(), {})  # type: ignore[no-untyped-call]
-    if key not in seen:
-        seen[key] = compute()
-    return seen[key]
-
-
 def _signer_configs() -> tuple[list[str], str, list[str]]:
     """Installed packages, rspamd's dkim_signing configuration, amavis' configuration."""
-    result: tuple[list[str], str, list[str]] = _once("signer_configs", _read_signer_configs)
+    result: tuple[list[str], str, list[str]] = once("signer_configs", _read_signer_configs)
     return result
 
 
@@ -293,7 +279,7 @@ def adopt_dkim(ctx: Any, make_domain: Any) -> Any:
     again for the same ``ctx`` on the same host (the summary after OpenDKIM), the first
     answer: the host is not read again and the adoption is logged once.
     """
-    return _once(("adopt_dkim", ctx), lambda: _adopt_dkim(ctx, make_domain))
+    return once(("adopt_dkim", ctx), lambda: _adopt_dkim(ctx, make_domain))
 
 
 def _adopt_dkim(ctx: Any, make_domain: Any) -> Any:

@@ -5,12 +5,37 @@ Nothing here ever reads a private key off a host: the DKIM fact reads the public
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.facts import FactBase
+from pyinfra.context import ctx_host, host
+from pyinfra.facts.deb import DebPackages
 
 from mailmend.checks.dkim_key import DkimRecordError, parse_key_text
+
+#: Per pyinfra host: what :func:`once` computed in this run.
+_ONCE: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def once(key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()`` the first time this host asks for ``key`` in this run, then its result.
+
+    For what the deploy steps read while they are planned (pyinfra 3 caches no fact; the
+    host is unchanged until every step is planned), never inside an operation.
+    """
+    seen = _ONCE.setdefault(ctx_host.get(), {})  # type: ignore[no-untyped-call]
+    if key not in seen:
+        seen[key] = compute()
+    return seen[key]
+
+
+def installed_packages() -> dict[str, Any]:
+    """The host's Debian packages (pyinfra's ``DebPackages``), read once for every step."""
+    packages: dict[str, Any] = once(DebPackages, lambda: host.get_fact(DebPackages) or {})
+    return packages
 
 
 def parse_dkim_public_key(lines: list[str]) -> str | None:

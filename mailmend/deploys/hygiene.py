@@ -37,11 +37,11 @@ from pyinfra.api.deploy import deploy
 from pyinfra.api.host import Host
 from pyinfra.api.operation import operation
 from pyinfra.context import ctx_config, ctx_host, host, state
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, server
 
 from mailmend.deploys import contexts, live
+from mailmend.deploys.facts import installed_packages
 from mailmend.deploys.facts_hygiene import HardBounces, MailQueue, SuppressionTable
 from mailmend.deploys.postfix import reload_when_newer
 from mailmend.deploys.staged import sha1_text, staged_config
@@ -339,7 +339,7 @@ def _suppress(ctx: contexts.HygieneContext, pidfile: str) -> None:
 
 
 def _quotas(ctx: contexts.HygieneContext, staging_dir: str, cache_time: int, keep: int) -> None:
-    missing = POLICY_PACKAGE not in (host.get_fact(DebPackages) or {})
+    missing = POLICY_PACKAGE not in installed_packages()
     apt.packages(
         name="Install policyd-rate-limit (per-sender quotas; pulls in python3)",
         packages=[POLICY_PACKAGE],

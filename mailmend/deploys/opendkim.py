@@ -20,14 +20,13 @@ from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.deploy import deploy
 from pyinfra.api.operation import operation
 from pyinfra.context import host
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, server
 
 from mailmend.adopt import deploy as adopt
 from mailmend.checks.dkim_key import KEY_DIR
 from mailmend.deploys import blocks, contexts, live
-from mailmend.deploys.facts import MilterSockets
+from mailmend.deploys.facts import MilterSockets, installed_packages
 from mailmend.deploys.staged import staged_config
 
 DEFAULTS: dict[str, Any] = {
@@ -110,7 +109,7 @@ def dkim_key(domain: contexts.DkimDomain, bits: int) -> Generator[StringCommand,
 
 
 def _install(cache_time: int) -> None:
-    installed = host.get_fact(DebPackages) or {}
+    installed = installed_packages()
     apt.packages(
         name="Install OpenDKIM",
         packages=PACKAGES,

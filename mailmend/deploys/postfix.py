@@ -22,12 +22,12 @@ from typing import Any
 from pyinfra.api.command import QuoteString, StringCommand
 from pyinfra.api.deploy import deploy
 from pyinfra.context import host
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
 from mailmend.adopt import deploy as adopt
 from mailmend.deploys import contexts, live
+from mailmend.deploys.facts import installed_packages
 from mailmend.deploys.staged import secret_file, staged_config
 from mailmend.hygiene import bounces
 
@@ -62,12 +62,12 @@ def validate_command(config_dir: str, staging_dir: str, copy_master: bool) -> St
 
 
 def _missing(packages: list[str]) -> bool:
-    installed = host.get_fact(DebPackages) or {}
+    installed = installed_packages()
     return any(name not in installed for name in packages)
 
 
 def _install(ctx: contexts.PostfixContext, cache_time: int) -> None:
-    missing = _missing(["postfix"])  # one DebPackages read (pyinfra 3 does not cache facts)
+    missing = _missing(["postfix"])
     if missing:
         # Only before the first install: afterwards Debian never asks again and mailmend
         # owns main.cf. "No configuration": Debian writes no main.cf of its own.

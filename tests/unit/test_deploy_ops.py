@@ -22,7 +22,7 @@ from pyinfra.operations import server
 
 from mailmend.adopt import deploy as adopt
 from mailmend.checks.txt import split_txt
-from mailmend.deploys import contexts, opendkim, staged, summary
+from mailmend.deploys import contexts, facts, opendkim, postfix, staged, summary
 from mailmend.deploys.facts import HostDkimPublicKey, parse_dkim_public_key
 
 DOMAIN = contexts.DkimDomain(
@@ -316,3 +316,17 @@ def test_adoption_is_read_and_logged_once_per_host() -> None:
     with fake(facts) as other:  # another host (or run) is read afresh
         assert adopt.adopt_dkim(ctx, make) == first
     assert other.reads == reads
+
+
+def test_installed_packages_are_read_once_per_host() -> None:
+    """Other-MTA check, Postfix, OpenDKIM and hygiene each ask which packages are installed:
+    one ``dpkg`` read a host (pyinfra 3 caches no fact)."""
+    packages = {"postfix": ["3.7"]}
+    with fake({(DebPackages, None): packages}) as host:
+        assert adopt._installed() == ["postfix"]
+        assert facts.installed_packages() == packages
+        assert postfix._missing(["postfix"]) is False and postfix._missing(["opendkim"]) is True
+    assert host.reads == [(DebPackages, None)]
+    with fake({(DebPackages, None): {}}) as other:  # another host is read afresh
+        assert facts.installed_packages() == {}
+    assert other.reads == [(DebPackages, None)]
